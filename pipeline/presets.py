@@ -1,0 +1,37 @@
+"""Algorithm presets: each paper's recipe as values of `AlgorithmConfig` fields.
+
+`algorithm.preset: dapo` starts from PRESETS["dapo"]; keys the user sets override it.
+Sources: ALGORITHMS.md §1-9 and the papers named per entry.
+"""
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # DeepSeekMath (Shao et al. 2024): group-normalised advantage, PPO clip, KL in the loss.
+    "grpo": dict(advantage="grpo", policy_loss="ppo_clip", loss_agg="seq-mean-token-mean",
+                 eps=0.2, kl_coef=0.04, kl_estimator="k3"),
+    # Dr.GRPO (Liu et al. 2025): no std division, constant normaliser, no KL.
+    "dr_grpo": dict(advantage="dr_grpo", policy_loss="ppo_clip", loss_agg="seq-mean-token-sum-norm",
+                    eps=0.2, kl_coef=0.0),
+    # DAPO (Yu et al. 2025): clip-higher, token-mean, dynamic sampling, overlong handling, no KL.
+    "dapo": dict(advantage="grpo", policy_loss="dapo", loss_agg="token-mean",
+                 eps_low=0.2, eps_high=0.28, kl_coef=0.0, dynamic_sampling=True,
+                 overlong_filter=False),
+    # GSPO (Zheng et al. 2025): sequence-level ratio, tiny clip range, no KL.
+    "gspo": dict(advantage="grpo", policy_loss="gspo", loss_agg="seq-mean-token-mean",
+                 eps_low=3e-4, eps_high=4e-4, kl_coef=0.0),
+    "gspo_token": dict(advantage="grpo", policy_loss="gspo_token", loss_agg="seq-mean-token-mean",
+                       eps_low=3e-4, eps_high=4e-4, kl_coef=0.0),
+    # SAPO: soft sigmoid gate instead of a hard clip.
+    "sapo": dict(advantage="grpo", policy_loss="sapo", loss_agg="seq-mean-token-mean",
+                 tau_pos=1.0, tau_neg=1.05, kl_coef=0.0),
+    # PPO with a critic (Schulman et al. 2017; Ouyang et al. 2022): GAE, KL in the reward.
+    "ppo": dict(advantage="gae", policy_loss="ppo_clip", loss_agg="token-mean", eps=0.2,
+                kl_coef=0.05, kl_estimator="k1", kl_in_reward=True, gamma=1.0, lam=0.95),
+    # REINFORCE with a batch-mean baseline.
+    "reinforce": dict(advantage="reinforce", reinforce_baseline=True, policy_loss="ppo_clip",
+                      loss_agg="token-mean", eps=0.2, kl_coef=0.0),
+    # RLOO (Ahmadian et al. 2024): leave-one-out baseline.
+    "rloo": dict(advantage="rloo", policy_loss="ppo_clip", loss_agg="token-mean", eps=0.2,
+                 kl_coef=0.0),
+}
