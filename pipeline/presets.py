@@ -28,10 +28,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # PPO with a critic (Schulman et al. 2017; Ouyang et al. 2022): GAE, KL in the reward.
     "ppo": dict(advantage="gae", policy_loss="ppo_clip", loss_agg="token-mean", eps=0.2,
                 kl_coef=0.05, kl_estimator="k1", kl_in_reward=True, gamma=1.0, lam=0.95),
-    # REINFORCE with a batch-mean baseline.
+    # REINFORCE with a batch-mean baseline. The whole completion is one action, so its gradient
+    # is A_i * sum_t grad logp_it: token sums over a constant (no length normalisation).
     "reinforce": dict(advantage="reinforce", reinforce_baseline=True, policy_loss="ppo_clip",
-                      loss_agg="token-mean", eps=0.2, kl_coef=0.0),
-    # RLOO (Ahmadian et al. 2024): leave-one-out baseline.
-    "rloo": dict(advantage="rloo", policy_loss="ppo_clip", loss_agg="token-mean", eps=0.2,
-                 kl_coef=0.0),
+                      loss_agg="seq-mean-token-sum-norm", eps=0.2, kl_coef=0.0),
+    # RLOO (Ahmadian et al. 2024): leave-one-out baseline; like REINFORCE, one action per
+    # completion (mean over samples of sequence log-prob gradients).
+    "rloo": dict(advantage="rloo", policy_loss="ppo_clip", loss_agg="seq-mean-token-sum-norm",
+                 eps=0.2, kl_coef=0.0),
 }

@@ -1,0 +1,112 @@
+"""Advantage estimators (ALGORITHMS.md §1) against hand computations."""
+
+import math
+
+import pytest
+import torch
+
+from pipeline.advantages import (
+    gae_advantages,
+    group_advantages,
+    kl_penalized_token_rewards,
+    reinforce_advantages,
+    whiten,
+)
+
+NAN = float("nan")
+# Two groups of 4: [1, 0, 0, 0] and [2, 2, 2, 2] (degenerate: all equal).
+REWARDS = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0])
+
+
+def test_grpo_hand_values():
+    # mean 0.25; deviations .75, -.25 x3; unbiased var = (.5625 + 3*.0625) / 3 = .25, std .5
+    adv = group_advantages(REWARDS, 4, "grpo")
+    expected = [0.75 / (0.5 + 1e-6)] + [-0.25 / (0.5 + 1e-6)] * 3 + [0.0] * 4
+    torch.testing.assert_close(adv, torch.tensor(expected))
+    assert adv[0].item() == pytest.approx(1.5, abs=1e-5)
+
+
+def test_dr_grpo_hand_values():
+    adv = group_advantages(REWARDS, 4, "dr_grpo")
+    torch.testing.assert_close(adv, torch.tensor([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0]))
+
+
+def test_rloo_hand_values():
+    # A_1 = 1 - mean(0, 0, 0) = 1; A_2 = 0 - mean(1, 0, 0) = -1/3
+    adv = group_advantages(REWARDS, 4, "rloo")
+    third = 1 / 3
+    torch.testing.assert_close(adv, torch.tensor([1.0, -third, -third, -third, 0, 0, 0, 0]))
+
+
+@pytest.mark.parametrize("mode", ["grpo", "dr_grpo", "rloo"])
+def test_group_of_one_is_zero_not_nan(mode):
+    adv = group_advantages(torch.tensor([1.0, 0.0, 3.0]), 1, mode)
+    assert torch.equal(adv, torch.zeros(3))
+
+
+def test_group_size_must_divide_batch():
+    with pytest.raises(ValueError, match="groups of 3"):
+        group_advantages(REWARDS, 3, "grpo")
+    with pytest.raises(ValueError, match="ppo"):
+        group_advantages(REWARDS, 4, "ppo")
+
+
+def test_reinforce():
+    r = torch.tensor([1.0, 0.0, 0.5])
+    torch.testing.assert_close(reinforce_advantages(r, baseline=False), r)
+    with_baseline = reinforce_advantages(r, baseline=True)  # batch mean 0.5
+    torch.testing.assert_close(with_baseline, torch.tensor([0.5, -0.5, 0.0]))
+
+
+def test_kl_penalized_token_rewards_hand_values():
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 0]], dtype=torch.bool)
+    kl = torch.tensor([[1.0, 2.0, 3.0, NAN], [NAN, 0.5, -1.0, 9.0]])
+    out = kl_penalized_token_rewards(torch.tensor([1.0, 0.5]), kl, mask, beta=0.1)
+    expected = torch.tensor([[-0.1, -0.2, 1.0 - 0.3, 0.0], [0.0, -0.05, 0.5 + 0.1, 0.0]])
+    torch.testing.assert_close(out, expected)
+
+
+def _brute_force_gae(rewards, values, mask, gamma, lam):
+    """A_t = sum_l (gamma*lam)^l delta_{t+l} on each row's unmasked tokens."""
+    adv = torch.zeros_like(rewards)
+    for b in range(rewards.shape[0]):
+        idx = mask[b].nonzero().flatten().tolist()
+        v = [values[b, i].item() for i in idx] + [0.0]
+        deltas = [rewards[b, i].item() + gamma * v[k + 1] - v[k] for k, i in enumerate(idx)]
+        for k, i in enumerate(idx):
+            adv[b, i] = sum((gamma * lam) ** l * d for l, d in enumerate(deltas[k:]))
+    return adv
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.8)])
+def test_gae_matches_brute_force_sum(gamma, lam):
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.randn(3, 5, generator=gen)
+    values = torch.randn(3, 5, generator=gen)
+    # different lengths, right padding, and a hole in the last row
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 1, 0]], dtype=torch.bool)
+    rewards[~mask] = NAN
+    values[~mask] = float("inf")
+    adv, ret = gae_advantages(rewards, values, mask, gamma, lam)
+    expected = _brute_force_gae(rewards, values, mask, gamma, lam)
+    torch.testing.assert_close(adv, expected)
+    torch.testing.assert_close(ret, torch.where(mask, expected + values, 0.0))
+    assert torch.isfinite(adv).all() and torch.isfinite(ret).all()
+
+
+def test_gae_hand_values():
+    # gamma=1, lam=0.5; V = [1, 2], r = [0, 1]: delta_1 = 1 - 2 = -1, delta_0 = 0 + 2 - 1 = 1
+    adv, ret = gae_advantages(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0]]),
+                              torch.ones(1, 2, dtype=torch.bool), gamma=1.0, lam=0.5)
+    torch.testing.assert_close(adv, torch.tensor([[1.0 - 0.5, -1.0]]))
+    torch.testing.assert_close(ret, torch.tensor([[1.5, 1.0]]))
+
+
+def test_whiten_over_unmasked_tokens():
+    x = torch.tensor([[1.0, 2.0, NAN], [3.0, 1e9, 1e9]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    # mean 2, unbiased var 1
+    expected = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]) / math.sqrt(1 + 1e-8)
+    torch.testing.assert_close(whiten(x, mask), expected)
+    single = whiten(torch.tensor([[5.0, NAN]]), torch.tensor([[True, False]]))
+    assert torch.equal(single, torch.zeros(1, 2))
