@@ -260,6 +260,9 @@ class Config(Section):
                 f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
                 "compares completions within a group and needs rl.group_size >= 2"
             )
+        for term in self.reward.terms:  # DAPO's L_max is the generation limit unless set
+            if term.name == "soft_overlong":
+                term.params.setdefault("max_tokens", self.rollout.max_tokens)
         return self
 
 

@@ -1,0 +1,106 @@
+"""Batches of (prompt, completion) token ids and the learner's forward pass over them.
+
+Layout: prompts left-padded to width P, completions right-padded to width T, so completion
+token t of every row sits at column P + t and is predicted by the hidden state at P + t - 1.
+The language-model head runs on those T positions only, and log-probabilities are read
+without a full-vocabulary log_softmax copy (`pipeline.losses.token_logprobs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pipeline.losses import entropy_from_logits, token_logprobs
+
+
+@dataclass
+class SequenceBatch:
+    input_ids: Tensor  # [B, P + T]
+    attention_mask: Tensor  # [B, P + T]
+    prompt_width: int  # P
+    completion_mask: Tensor  # [B, T] bool: real completion tokens
+
+    @property
+    def completion_ids(self) -> Tensor:
+        return self.input_ids[:, self.prompt_width:]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def rows(self, index: Tensor | list[int]) -> SequenceBatch:
+        """The given rows, with columns that are padding in all of them trimmed away."""
+        ids, attn, comp = self.input_ids[index], self.attention_mask[index], self.completion_mask[index]
+        prompt_attn = attn[:, : self.prompt_width]
+        first = int(prompt_attn.any(0).float().argmax()) if prompt_attn.any() else 0
+        width = int(comp.any(0).nonzero().max()) + 1 if comp.any() else 1
+        end = self.prompt_width + width
+        return SequenceBatch(ids[:, first:end], attn[:, first:end], self.prompt_width - first, comp[:, :width])
+
+    def to(self, device: torch.device) -> SequenceBatch:
+        return SequenceBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                             self.prompt_width, self.completion_mask.to(device))
+
+
+def collate(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> SequenceBatch:
+    """Left-pad prompts and right-pad completions into one [B, P + T] batch."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    P = max(len(p) for p in prompts)
+    T = max(1, max(len(c) for c in completions))
+    ids = torch.full((len(prompts), P + T), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    comp = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, P - len(p): P] = torch.tensor(p, dtype=torch.long)
+        ids[i, P: P + len(c)] = torch.tensor(c, dtype=torch.long)
+        attn[i, P - len(p): P + len(c)] = 1
+        comp[i, : len(c)] = True
+    return SequenceBatch(ids, attn, P, comp)
+
+
+def _parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder body and the LM head of a plain or peft-wrapped causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def hidden_states(model, batch: SequenceBatch) -> Tensor:
+    """Last-layer hidden states [B, P + T, H]; positions count real tokens only."""
+    decoder, _ = _parts(model)
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                  position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+@dataclass
+class ForwardOut:
+    logp: Tensor  # [B, T] float32, log pi(o_t | s_t) at the given temperature
+    entropy: Tensor | None  # [B, T] float32 (no gradient), when asked
+    hidden: Tensor  # [B, T, H] the states s_t that predict completion tokens (for a value head)
+
+
+def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
+                       with_entropy: bool = False) -> ForwardOut:
+    """Per-token log-probs (and entropy) of the completion tokens, head on those positions only."""
+    _, head = _parts(model)
+    P, T = batch.prompt_width, batch.completion_mask.shape[1]
+    hidden = hidden_states(model, batch)[:, P - 1: P - 1 + T]
+    logits = head(hidden)
+    labels = batch.input_ids[:, P: P + T]
+    logp = token_logprobs(logits, labels, temperature)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits.detach(), temperature)
+    return ForwardOut(logp, entropy, hidden)
+
+
+def pad_columns(x: Tensor, width: int, value: float = 0.0) -> Tensor:
+    """Right-pad [B, t] to [B, width] (outputs of trimmed rows back to the batch's width)."""
+    if x.shape[1] == width:
+        return x
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)

@@ -1,0 +1,52 @@
+"""Optimiser, learning-rate schedule and mixed precision, shared by every training stage."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+
+import torch
+
+from pipeline.config import OptimConfig
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (fused/foreach kernels where the device has them)."""
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise ValueError("no trainable parameters: is the LoRA adapter loaded as trainable?")
+    return torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999))
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warm-up to 1, then constant or cosine decay to 0 at `total_steps`."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, config.warmup_steps, total_steps, config.lr_schedule),
+    )
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast for forward/backward (fast on AMX CPUs and on GPUs); weights stay fp32."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def clip_and_step(model_params: list[torch.nn.Parameter], optimizer, scheduler, max_grad_norm: float) -> float:
+    """Clip the global gradient norm, step optimiser and schedule, zero grads; returns the norm."""
+    norm = torch.nn.utils.clip_grad_norm_(model_params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
