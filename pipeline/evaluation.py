@@ -1,0 +1,235 @@
+"""AIME-style evaluation of a rollout engine on held-out problems (ALGORITHMS.md §11).
+
+    report = evaluate_problems(engine, tokenizer, problems, system_prompt=..., n=4,
+                               temperature=0.6, top_p=0.95, max_tokens=256, k_list=(1, 4))
+    report.summary["avg@4"], report.to_json("eval/report.json"), print(report.to_markdown())
+
+Used by `rlvr eval` and by the RL trainer's periodic held-out evaluation, so it knows
+nothing about stages, configs or output folders.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.data import Problem, encode_prompts, load_problems
+from pipeline.metrics import Equivalence, avg_at_n, maj_at_k, pass_at_k
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    """Where a named benchmark lives and which `pipeline.data` column preset reads it."""
+
+    spec: str
+    split: str
+    preset: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+EVAL_DATASETS: dict[str, EvalDataset] = {
+    "rlvr-test": EvalDataset("datasets/test.jsonl", "test"),
+    "aime24": EvalDataset("HuggingFaceH4/aime_2024", "train", "aime"),
+    "aime25": EvalDataset("math-ai/aime25", "test", "aime"),
+    "math500": EvalDataset("HuggingFaceH4/MATH-500", "test", "math", {"source": "subject"}),
+    "gsm8k": EvalDataset("openai/gsm8k:main", "test", "gsm8k"),
+}
+"""`eval.dataset` names; anything else is a path or hub dataset read with `eval.split`."""
+
+
+def load_eval_problems(dataset: str, *, split: str = "test", limit: int | None = None, seed: int = 0) -> list[Problem]:
+    """The problems of a preset name (EVAL_DATASETS), a local file or a hub dataset."""
+    preset = EVAL_DATASETS.get(dataset)
+    if preset is None:
+        return load_problems(dataset, split=split, limit=limit, seed=seed)
+    return load_problems(
+        preset.spec, split=preset.split, preset=preset.preset, columns=preset.columns, limit=limit, seed=seed
+    )
+
+
+@dataclass
+class EvalReport:
+    """`summary`: flat metrics plus `by_level`/`by_source`; `samples`: one dict per completion;
+    `problems`: one dict per problem (text, gold, level, source, correct count)."""
+
+    summary: dict[str, Any]
+    samples: list[dict[str, Any]]
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> EvalReport:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def to_markdown(self) -> str:
+        """The summary as Markdown tables: metrics, then accuracy by level and by source."""
+        n = self.summary["n"]
+        rows = [(key, _fmt(value)) for key, value in self.summary.items() if not isinstance(value, dict)]
+        parts = [_table(["metric", "value"], rows)]
+        for key, title in (("by_level", "level"), ("by_source", "source")):
+            if self.summary.get(key):
+                parts.append(_table([title, f"avg@{n}"], [(k, _fmt(v)) for k, v in self.summary[key].items()]))
+        return "\n\n".join(parts) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def evaluate_problems(
+    engine: Any,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    *,
+    system_prompt: str,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    max_prompt_tokens: int = 384,
+    k_list: Sequence[int] = (1,),
+    stop: Sequence[str] = (),
+    extract: str = "boxed",
+    timeout: float = 5.0,
+    workers: int = 2,
+) -> EvalReport:
+    """Sample `n` completions per problem (greedy when n == 1), score them, summarise (§11).
+
+    Answers are extracted as the accuracy reward does (`extract`: boxed, answer_tag, last_number)
+    and verified in worker processes (`timeout` seconds each). `k_list` values above `n` are
+    skipped; pass@n and maj@n are always reported.
+    """
+    from pipeline.rollout import SamplingSettings
+    from rewards.math import extract_answer, verify_batch
+
+    greedy = n == 1
+    sampling = SamplingSettings(
+        n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+        top_k=-1, max_tokens=max_tokens, stop=list(stop),
+    )
+    prompts = encode_prompts(tokenizer, problems, system_prompt, max_prompt_tokens)
+    groups = engine.generate(prompts, sampling)
+    samples = []
+    for index, group in enumerate(groups):
+        if len(group) != n:
+            raise RuntimeError(f"the engine returned {len(group)} completions for problem {index}, expected {n}")
+        for completion in group:
+            samples.append({
+                "problem": index, "text": completion.text, "answer": extract_answer(completion.text, extract),
+                "length": len(completion.token_ids), "finish_reason": completion.finish_reason,
+                "truncated": bool(completion.truncated),
+            })
+    pairs = [(sample["answer"] or "", problems[sample["problem"]].answer) for sample in samples]
+    for sample, verdict in zip(samples, verify_batch(pairs, timeout=timeout, workers=workers)):
+        sample["correct"] = verdict  # no answer ("") is never correct
+    settings = {"n": n, "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": max_tokens}
+
+    @functools.lru_cache(maxsize=None)
+    def equivalent(a: str, b: str) -> bool:
+        # rewards.math.answers_equivalent, on the same worker pool as the verdicts above
+        return all(verify_batch([(a, b), (b, a)], timeout=timeout, workers=workers))
+
+    return summarize(problems, samples, settings, k_list, equivalent)
+
+
+def summarize(
+    problems: Sequence[Problem],
+    samples: list[dict[str, Any]],
+    settings: dict[str, Any],
+    k_list: Sequence[int],
+    equivalent: Equivalence,
+) -> EvalReport:
+    """The report from scored samples (each with `problem`, `answer`, `correct`, `length`, `truncated`);
+    `equivalent` clusters answers for maj@k."""
+    n = settings["n"]
+    skipped = sorted(k for k in set(k_list) if k > n)
+    if skipped:
+        log.warning("eval: k=%s larger than n=%d samples per problem; skipped", skipped, n)
+    ks = sorted({k for k in k_list if 1 <= k <= n} | {n})
+    per_problem: list[list[dict[str, Any]]] = [[] for _ in problems]
+    for sample in samples:
+        per_problem[sample["problem"]].append(sample)
+    counts = [sum(s["correct"] for s in group) for group in per_problem]
+
+    summary: dict[str, Any] = {"num_problems": len(problems), **settings}
+    summary["accuracy"] = summary[f"avg@{n}"] = avg_at_n(counts, n)
+    for k in ks:
+        summary[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(problems)
+    for k in ks:
+        hits = [maj_at_k([s["answer"] for s in group], p.answer, k, equivalent) for p, group in zip(problems, per_problem)]
+        summary[f"maj@{k}"] = sum(hits) / len(problems)
+    summary["mean_length"] = sum(s["length"] for s in samples) / len(samples)
+    summary["truncation_rate"] = sum(s["truncated"] for s in samples) / len(samples)
+    summary["no_answer_rate"] = sum(s["answer"] is None for s in samples) / len(samples)
+    summary["by_level"] = _breakdown([str(p.level) for p in problems], counts, n)
+    summary["by_source"] = _breakdown([p.source for p in problems], counts, n)
+    rows = [
+        {"index": i, "problem": p.problem, "gold": p.answer, "level": p.level, "source": p.source, "correct": c}
+        for i, (p, c) in enumerate(zip(problems, counts))
+    ]
+    return EvalReport(summary, samples, rows)
+
+
+def _breakdown(keys: Sequence[str], counts: Sequence[int], n: int) -> dict[str, float]:
+    """avg@n per key (level or source), keys sorted (numerically when they are numbers)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for key, count in zip(keys, counts):
+        groups[key].append(count)
+    order = sorted(groups, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    return {key: avg_at_n(groups[key], n) for key in order}
+
+
+def compare_markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """Side-by-side table: rows = metrics (with per-level/per-source rows), columns = checkpoints."""
+    labels = list(summaries)
+    rows: dict[str, list[str]] = {}
+    for column, summary in enumerate(summaries.values()):
+        flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        for group, title in (("by_level", "level"), ("by_source", "source")):
+            flat.update({f"{title} {k}": v for k, v in summary.get(group, {}).items()})
+        for key, value in flat.items():
+            rows.setdefault(key, [""] * len(labels))[column] = _fmt(value)
+    return _table(["metric", *labels], [(key, *cells) for key, cells in rows.items()]) + "\n"
+
+
+def plot_compare(summaries: dict[str, dict[str, Any]], path: str | Path) -> None:
+    """Grouped bars of avg@n and the largest-k maj@k per checkpoint, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(summaries)
+    metrics = []
+    for summary in summaries.values():
+        n = summary["n"]
+        metrics += [m for m in (f"avg@{n}", f"maj@{n}") if m not in metrics]
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(labels)), 3.5))
+    for j, metric in enumerate(metrics):
+        values = [s.get(metric, 0.0) for s in summaries.values()]
+        bars = ax.bar([i + (j - (len(metrics) - 1) / 2) * width for i in range(len(labels))], values, width, label=metric)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=15)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""`rlvr eval`: AIME-style evaluation (avg@n, pass@k, maj@k; ALGORITHMS.md §11) of the base model or adapters.
+
+    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/rl/final
+    rlvr eval --compare base sft=runs/demo/sft rl=runs/demo/rl/final
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.data import DataError, filter_long_prompts
+from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems, plot_compare
+from pipeline.models import ModelError, load_policy, load_tokenizer, prepare_model, resolve_device
+from pipeline.rollout import make_engine
+from pipeline.train_loop import reward_params
+from stages.common import run_stage, stage_dir, stage_parser
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, str | None]:
+    """`base`, `label=path` or `path` -> {label: adapter folder, None for the base model}."""
+    checkpoints: dict[str, str | None] = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or "/" in label:
+            label, path = item, item
+        checkpoints[label] = None if path == BASE else path
+    return checkpoints
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "checkpoint"
+
+
+def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]:
+    """Evaluate each checkpoint (label -> adapter folder, None = base) on the same problems in one engine.
+
+    One checkpoint writes `<output_dir>/eval/report.json` and `summary.md`; several write one
+    `<slug>/` folder each plus `compare.md` and `compare.png`. Returns label -> summary.
+    """
+    cfg, out = config.eval, stage_dir(config, "eval")
+    model_path = prepare_model(config.model.name, config.model.cache_dir)
+    tokenizer = load_tokenizer(model_path)
+    problems = load_eval_problems(cfg.dataset, split=cfg.split, limit=cfg.problems, seed=cfg.seed)
+    problems = filter_long_prompts(tokenizer, problems, config.data.system_prompt, config.data.max_prompt_tokens)
+    device = resolve_device(config.device)
+    for adapter in adapters.values():
+        if adapter is not None and not Path(adapter).is_dir():
+            raise ModelError(f"adapter folder not found: {adapter}")
+    log.info("eval: %d problems from %s, n=%d, checkpoints: %s", len(problems), cfg.dataset, cfg.n, ", ".join(adapters))
+    # The base model first, while the engine still holds the untouched weights.
+    order = sorted(adapters, key=lambda label: adapters[label] is not None)
+    engine = make_engine(config.rollout, model_path, device=device, seed=cfg.seed)
+    summaries: dict[str, dict] = {}
+    try:
+        for label in order:
+            if adapters[label] is not None:
+                policy = load_policy(model_path, config.lora, adapter=adapters[label], dtype=config.model.dtype)
+                engine.update_weights(policy)
+                del policy
+            report = evaluate_problems(
+                engine, tokenizer, problems, system_prompt=config.data.system_prompt, n=cfg.n,
+                temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                max_prompt_tokens=config.data.max_prompt_tokens, k_list=cfg.k, stop=config.rollout.stop,
+                extract=reward_params(config, "accuracy").get("extract", "boxed"),
+                timeout=config.reward.timeout, workers=config.reward.workers,
+            )
+            report.summary = {"checkpoint": adapters[label] or BASE, "dataset": cfg.dataset, **report.summary}
+            _write(report, out if len(adapters) == 1 else out / _slug(label), label)
+            summaries[label] = report.summary
+    finally:
+        engine.close()
+    summaries = {label: summaries[label] for label in adapters}
+    if len(adapters) > 1:
+        table = compare_markdown(summaries)
+        (out / "compare.md").write_text(f"# Evaluation: {cfg.dataset}\n\n{table}")
+        plot_compare(summaries, out / "compare.png")
+        print(table)
+        log.info("eval: wrote %s and %s", out / "compare.md", out / "compare.png")
+    return summaries
+
+
+def _write(report: EvalReport, folder: Path, label: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    report.to_json(folder / "report.json")
+    markdown = report.to_markdown()
+    (folder / "summary.md").write_text(f"# Evaluation: {label}\n\n{markdown}")
+    print(f"\n{label}\n{markdown}")
+    log.info("eval: wrote %s and %s", folder / "report.json", folder / "summary.md")
+
+
+def main_with(config: Config, args: argparse.Namespace) -> dict[str, dict]:
+    if args.compare:
+        adapters = parse_checkpoints(args.compare)
+    elif config.eval.compare:
+        adapters = {BASE: None, **parse_checkpoints(config.eval.compare)}
+    else:
+        adapter = args.adapter or config.model.adapter
+        adapters = {adapter or BASE: adapter}
+    try:
+        return run_eval(config, adapters)
+    except (DataError, ModelError) as exc:
+        sys.exit(f"eval: {exc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("eval", __doc__.splitlines()[0])
+    parser.add_argument("--adapter", help="a LoRA adapter folder to evaluate (default: model.adapter)")
+    parser.add_argument(
+        "--compare", nargs="+", metavar="CKPT",
+        help="checkpoints to compare side by side: `base`, an adapter folder, or label=folder",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage(main_with, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    main()

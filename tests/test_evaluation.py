@@ -1,0 +1,168 @@
+"""evaluate_problems and EvalReport (ALGORITHMS.md §11): a stub engine with canned completions,
+checked by hand, and one end-to-end run of the tiny model through real vLLM."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from pipeline import evaluation
+from pipeline.data import Problem
+from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems
+from pipeline.rollout import Completion
+
+
+class CharTokenizer:
+    """No chat template: prompts are the plain text, one id per character."""
+
+    chat_template = None
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": [ord(ch) % 256 for ch in text]}
+
+
+class StubEngine:
+    """Returns canned (text, length, truncated) completions per problem, in prompt order."""
+
+    def __init__(self, canned: list[list[tuple[str, int, bool]]]):
+        self.canned = canned
+        self.calls = []
+
+    def generate(self, prompts, sampling):
+        self.calls.append((prompts, sampling))
+        assert len(prompts) == len(self.canned)
+        return [
+            [Completion(prompt, list(range(length)), [0.0] * length, text, "length" if cut else "stop")
+             for text, length, cut in group[: sampling.n]]
+            for prompt, group in zip(prompts, self.canned)
+        ]
+
+
+PROBLEMS = [
+    Problem("What is one half?", "1/2", level=1, source="a"),
+    Problem("What is 3 + 4?", "7", level=2, source="a"),
+    Problem("What is 1 + 2?", "3", level=1, source="b"),
+]
+CANNED = [
+    # 2 correct; answers 0.5 | 2/3 | 2/3 | 1/2: a 2-2 tie that the class seen first (0.5) wins
+    [("so \\boxed{0.5}", 10, False), ("\\boxed{2/3}", 10, False), ("\\boxed{2/3}", 10, False),
+     ("\\boxed{\\frac{1}{2}}", 10, False)],
+    # 1 correct; no answer (truncated), 7, 8, 8: the majority (8) is wrong
+    [("I am still thinking", 40, True), ("\\boxed{7}", 10, False), ("\\boxed{8}", 10, False),
+     ("\\boxed{8}", 10, False)],
+    # 4 correct
+    [("\\boxed{3}", 10, False)] * 4,
+]
+
+
+@pytest.fixture(scope="module")
+def report() -> EvalReport:
+    engine = StubEngine(CANNED)
+    result = evaluate_problems(
+        engine, CharTokenizer(), PROBLEMS, system_prompt="Solve.", n=4, temperature=0.7, top_p=0.9,
+        max_tokens=64, max_prompt_tokens=200, k_list=(1, 2, 4, 8),
+    )
+    sampling = engine.calls[0][1]
+    assert (sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens) == (4, 0.7, 0.9, 64)
+    return result
+
+
+def test_summary_by_hand(report):
+    s = report.summary
+    assert s["num_problems"] == 3 and s["n"] == 4
+    assert s["avg@4"] == pytest.approx(7 / 12) and s["accuracy"] == s["avg@4"]
+    assert s["pass@1"] == pytest.approx(7 / 12)
+    # pass@2: c=2 -> 1 - 1/6, c=1 -> 1 - 3/6, c=4 -> 1
+    assert s["pass@2"] == pytest.approx((5 / 6 + 1 / 2 + 1) / 3)
+    assert s["pass@4"] == pytest.approx(1.0)
+    assert "pass@8" not in s and "maj@8" not in s  # k > n is skipped
+    assert s["maj@1"] == pytest.approx(2 / 3)  # problem 1's first sample has no answer
+    assert s["maj@2"] == pytest.approx(1.0)  # [None, 7] -> 7
+    assert s["maj@4"] == pytest.approx(2 / 3)  # 8 beats 7 on problem 1
+    assert s["truncation_rate"] == pytest.approx(1 / 12)
+    assert s["no_answer_rate"] == pytest.approx(1 / 12)
+    assert s["mean_length"] == pytest.approx((11 * 10 + 40) / 12)
+    assert s["by_level"] == pytest.approx({"1": 6 / 8, "2": 1 / 4})
+    assert list(s["by_level"]) == ["1", "2"]
+    assert s["by_source"] == pytest.approx({"a": 3 / 8, "b": 1.0})
+
+
+def test_samples_are_recorded(report):
+    assert len(report.samples) == 12
+    first = report.samples[0]
+    assert first == {"problem": 0, "text": "so \\boxed{0.5}", "answer": "0.5", "length": 10,
+                     "finish_reason": "stop", "truncated": False, "correct": True}
+    assert [s["correct"] for s in report.samples[4:8]] == [False, True, False, False]
+    assert report.samples[4]["answer"] is None and report.samples[4]["finish_reason"] == "length"
+    assert [p["correct"] for p in report.problems] == [2, 1, 4]
+
+
+def test_report_round_trip_and_markdown(report, tmp_path):
+    path = tmp_path / "report.json"
+    report.to_json(path)
+    assert json.loads(path.read_text())["summary"]["n"] == 4
+    assert EvalReport.from_json(path) == report
+    md = report.to_markdown()
+    for text in ("| avg@4 | 0.583 |", "| pass@2 | 0.778 |", "| maj@4 | 0.667 |", "| truncation_rate | 0.083 |",
+                 "| level | avg@4 |", "| 2 | 0.250 |", "| b | 1.000 |"):
+        assert text in md
+
+
+def test_greedy_when_one_sample():
+    engine = StubEngine(CANNED)
+    result = evaluate_problems(engine, CharTokenizer(), PROBLEMS, system_prompt="", n=1, temperature=0.7,
+                               top_p=0.9, max_tokens=64, max_prompt_tokens=200, k_list=(1, 4))
+    assert engine.calls[0][1].temperature == 0.0
+    assert result.summary["avg@1"] == pytest.approx(2 / 3)
+    assert [k for k in result.summary if k.startswith(("pass@", "maj@"))] == ["pass@1", "maj@1"]
+
+
+def test_compare_markdown(report):
+    other = dict(report.summary, **{"avg@4": 0.25})
+    md = compare_markdown({"base": report.summary, "rl": other})
+    assert md.splitlines()[0] == "| metric | base | rl |"
+    assert "| avg@4 | 0.583 | 0.250 |" in md and "| level 2 | 0.250 | 0.250 |" in md
+
+
+def test_dataset_presets(monkeypatch):
+    seen = {}
+
+    def load_problems(spec, **kw):
+        seen.clear()
+        seen.update(spec=spec, **kw)
+        return []
+
+    monkeypatch.setattr(evaluation, "load_problems", load_problems)
+    load_eval_problems("aime24", limit=5, seed=1)
+    assert seen == {"spec": "HuggingFaceH4/aime_2024", "split": "train", "preset": "aime", "columns": {},
+                    "limit": 5, "seed": 1}
+    load_eval_problems("gsm8k")
+    assert (seen["spec"], seen["split"], seen["preset"]) == ("openai/gsm8k:main", "test", "gsm8k")
+    load_eval_problems("my/hub-set", split="validation")
+    assert seen == {"spec": "my/hub-set", "split": "validation", "limit": None, "seed": 0}
+
+
+def test_unknown_local_file_is_a_clear_error():
+    from pipeline.data import DataError
+
+    with pytest.raises(DataError, match="not found"):
+        load_eval_problems("no/such/file.jsonl")
+
+
+@pytest.mark.vllm
+def test_tiny_model_through_vllm(vllm_merged_engine, tiny_model_dir, tmp_path):
+    from pipeline.models import load_tokenizer
+
+    problems = [Problem(f"What is {i} + {i}?", str(2 * i), level=1 + i % 3, source="toy") for i in range(10)]
+    result = evaluate_problems(vllm_merged_engine, load_tokenizer(tiny_model_dir), problems,
+                               system_prompt="Be brief.", n=2, temperature=1.0, top_p=1.0, max_tokens=16,
+                               k_list=(1, 2))
+    result.to_json(tmp_path / "report.json")
+    loaded = EvalReport.from_json(tmp_path / "report.json")
+    assert len(loaded.samples) == 20 and sorted({s["problem"] for s in loaded.samples}) == list(range(10))
+    for key in ("avg@2", "pass@1", "pass@2", "maj@2", "truncation_rate"):
+        assert 0.0 <= loaded.summary[key] <= 1.0 and not math.isnan(loaded.summary[key])
+    assert all(0 < s["length"] <= 16 for s in loaded.samples)
+    assert set(loaded.summary["by_level"]) == {"1", "2", "3"}
