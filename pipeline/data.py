@@ -1,0 +1,458 @@
+"""Problems: one record type, loaders (local JSONL/Parquet, the hub, reasoning-gym), prompts.
+
+    problems = load_problems("datasets/train.jsonl", levels=[1, 2])
+    problems = filter_long_prompts(tokenizer, problems, system_prompt, max_prompt_tokens=384)
+    stream = PromptStream(problems, batch_size=8, seed=0)
+    ids = encode_prompts(tokenizer, stream.next_batch(), system_prompt, max_prompt_tokens=384)
+
+Bad input raises `DataError` naming the file, the 1-based line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+GYM_PREFIX = "reasoning_gym/"
+FIELDS = ("problem", "answer", "solution", "level", "source")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+TEST_SEED_OFFSET = 1_000_003
+"""`load_problems_for(..., "test")` draws reasoning-gym problems from seed + this, clear of train's."""
+
+# Our field -> the column holding it, per preset; columns are matched case-insensitively.
+PRESETS: dict[str, dict[str, str]] = {
+    "rlvr": {f: f for f in FIELDS},
+    "gsm8k": {"problem": "question", "answer": "answer"},
+    "math": {"problem": "problem", "answer": "answer", "solution": "solution", "level": "level"},
+    "aime": {"problem": "problem", "answer": "answer", "solution": "solution"},
+}
+REQUIRED = ("problem", "answer")
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message says where (file, line, field) and what to do."""
+
+
+@dataclass
+class Problem:
+    problem: str
+    answer: str
+    solution: str = ""
+    level: int = 0
+    """1-5 for our data; 0 when unknown."""
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Other columns of the row (e.g. `tests` for code problems)."""
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat JSON-ready row in the `rlvr` schema (extra columns after ours)."""
+        row = asdict(self)
+        extra = row.pop("extra")
+        return {**row, **extra}
+
+
+# ---- answers inside text ---------------------------------------------------------------
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; None if absent."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i, depth = text.index("{", start), 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1 : j].strip()
+    return None
+
+
+def split_gsm8k(text: str, answer: str | None = None) -> tuple[str, str]:
+    """GSM8K-style `reasoning #### 72` -> (reasoning without `<<..>>` ending in \\boxed{72}, "72").
+
+    `answer`, when given, is the gold to box instead of the text after `####`.
+    """
+    reasoning, sep, final = text.rpartition("####")
+    if not sep:
+        return "", text.strip()
+    answer = answer if answer is not None else final.strip().replace(",", "")
+    reasoning = re.sub(r"<<[^>]*>>", "", reasoning).strip()
+    return f"{reasoning}\nThe answer is \\boxed{{{answer}}}".lstrip(), answer
+
+
+def _level(value: Any) -> int:
+    """`3`, `"3"` or `"Level 3"` -> 3; anything else -> 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", str(value or ""), flags=re.IGNORECASE)
+    return int(match.group(1)) if match else 0
+
+
+# ---- reading rows ----------------------------------------------------------------------
+
+
+def _read_file(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    """(line or row number, row) pairs and the unit ("line"/"row") used in messages."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        return list(enumerate(rows, 1)), "row"
+    if path.suffix not in FILE_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        numbered, unit = list(enumerate(rows, 1)), "row"
+    else:
+        numbered, unit = [], "line"
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    numbered.append((number, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+    for number, row in numbered:
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, {unit} {number}: expected a JSON object, got {type(row).__name__}")
+    return numbered, unit
+
+
+def _read_hub(name: str, split: str) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of a hub dataset; `name:config` selects a configuration (e.g. `openai/gsm8k:main`)."""
+    import datasets
+
+    repo, _, config = name.partition(":")
+    try:
+        rows = datasets.load_dataset(repo, config or None, split=split)
+    except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DataError(
+            f"cannot load {name!r} (split {split!r}) from the Hugging Face hub "
+            f"({type(exc).__name__}: {reason}); download it where the hub is reachable and point "
+            f"data.train/data.test at a local .jsonl or .parquet file"
+        ) from None
+    return list(enumerate(rows, 1))
+
+
+def _detect_preset(columns: Iterable[str]) -> str:
+    cols = set(columns)
+    lower = {c.lower() for c in cols}
+    if {"question", "answer"} <= lower:
+        return "gsm8k"
+    if {"problem", "answer"} <= cols:
+        return "rlvr"
+    if {"problem", "answer"} <= lower:
+        return "aime"
+    if {"problem", "solution"} <= lower:
+        return "math"
+    raise DataError(
+        f"cannot tell the column layout from the columns {sorted(cols)}; "
+        f"set data.preset ({', '.join(PRESETS)}) or map them with data.columns"
+    )
+
+
+def _convert(
+    rows: list[tuple[int, dict[str, Any]]], where: str, unit: str, preset: str, columns: dict[str, str]
+) -> list[Problem]:
+    """Map rows to Problems with a preset's columns (`columns` overriding them)."""
+    if not rows:
+        raise DataError(f"{where}: no rows (the file is empty)")
+    first_number, first = rows[0]
+    if preset == "auto":
+        try:
+            preset = "rlvr" if columns else _detect_preset(first)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+    if preset not in PRESETS:
+        raise DataError(f"data.preset: unknown preset {preset!r}; valid: auto, {', '.join(PRESETS)}")
+    unknown = set(columns) - set(FIELDS)
+    if unknown:
+        raise DataError(f"data.columns: unknown field(s) {sorted(unknown)}; valid: {', '.join(FIELDS)}")
+    by_lower = {c.lower(): c for c in first}
+    mapping = {f: c if c in first else by_lower.get(c.lower(), c) for f, c in PRESETS[preset].items()}
+    mapping.update(columns)
+    needed = ("problem",) if preset == "math" else REQUIRED
+    for name in needed:
+        if mapping[name] not in first:
+            raise DataError(
+                f"{where}, {unit} {first_number}: field {name!r} maps to column {mapping[name]!r}, which is "
+                f"not there (columns: {', '.join(first)}); set data.columns or data.preset"
+            )
+    default_source = Path(where).stem if Path(where).suffix in FILE_SUFFIXES else where
+    used = set(mapping.values())
+    problems = []
+    for number, row in rows:
+        values = {f: row.get(c) for f, c in mapping.items()}
+        solution = str(values.get("solution") or "")
+        answer = values["answer"]
+        if preset == "gsm8k" and isinstance(answer, str):
+            solution, answer = split_gsm8k(answer)
+        if preset == "math" and (answer is None or str(answer).strip() == ""):
+            answer = last_boxed(solution)
+        for name, value in (("problem", values["problem"]), ("answer", answer)):
+            if value is None or str(value).strip() == "":
+                hint = " and the solution has no \\boxed{}" if preset == "math" and name == "answer" else ""
+                raise DataError(f"{where}, {unit} {number}: field {name!r} (column {mapping[name]!r}) "
+                                f"is missing or empty{hint}")
+        problems.append(Problem(
+            problem=str(values["problem"]),
+            answer=str(answer).strip(),
+            solution=solution,
+            level=_level(values.get("level")),
+            source=str(values.get("source") or default_source),
+            extra={k: v for k, v in row.items() if k not in used},
+        ))
+    return problems
+
+
+# ---- reasoning-gym ---------------------------------------------------------------------
+
+
+def _parse_value(text: str) -> Any:
+    if "," in text:
+        return tuple(_parse_value(part) for part in text.split(","))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def gym_problems(task: str, size: int, seed: int, **config: Any) -> list[Problem]:
+    """`size` problems drawn from reasoning-gym's `task` generator; its answer is the gold.
+
+    The solution is the generator's own worked answer where it has one (gsm_symbolic),
+    else "". The generator's metadata is kept in `extra["metadata"]`.
+    """
+    import reasoning_gym
+
+    try:
+        entries = reasoning_gym.create_dataset(task, size=size, seed=seed, **config)
+    except (ValueError, TypeError, AssertionError) as exc:
+        raise DataError(f"{GYM_PREFIX}{task}: {exc or type(exc).__name__}") from None
+    problems = []
+    for entry in entries:
+        cot = entry["metadata"].get("answer_cot")
+        answer = str(entry["answer"])
+        solution = split_gsm8k(cot, answer)[0] if isinstance(cot, str) else ""
+        problems.append(Problem(
+            str(entry["question"]), answer, solution, 0, f"{GYM_PREFIX}{task}",
+            {"metadata": entry["metadata"]},
+        ))
+    return problems
+
+
+def _load_gym(spec: str, seed: int, size: int) -> list[Problem]:
+    """`reasoning_gym/<task>?size=500&seed=3&max_terms=2`: other keys go to the task's config."""
+    task, _, query = spec[len(GYM_PREFIX):].partition("?")
+    config: dict[str, Any] = {"size": size, "seed": seed}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DataError(f"{spec}: query item {item!r} must look like key=value")
+        config[key] = _parse_value(value)
+    return gym_problems(task, **config)
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+
+def _select(
+    problems: list[Problem], where: str, levels: Sequence[int] | None, sources: Sequence[str] | None,
+    limit: int | None, seed: int,
+) -> list[Problem]:
+    kept = [
+        p for p in problems
+        if (levels is None or p.level in levels)
+        and (sources is None or any(p.source == s or p.source.startswith(s.rstrip("/") + "/") for s in sources))
+    ]
+    if not kept:
+        raise DataError(
+            f"{where}: no problems left after filtering (levels={levels}, sources={sources}); the data has "
+            f"levels {sorted({p.level for p in problems})} and sources {sorted({p.source for p in problems})}"
+        )
+    if limit is not None and limit < len(kept):
+        chosen = sorted(random.Random(seed).sample(range(len(kept)), limit))
+        kept = [kept[i] for i in chosen]
+    return kept
+
+
+def load_problems(
+    spec: str,
+    *,
+    split: str = "train",
+    preset: str = "auto",
+    columns: dict[str, str] | None = None,
+    levels: Sequence[int] | None = None,
+    sources: Sequence[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    gym_size: int = 1000,
+) -> list[Problem]:
+    """Problems from a local .jsonl/.json/.parquet file, a hub dataset or `reasoning_gym/<task>`.
+
+    `levels`/`sources` filter (a source also matches its sub-sources: `reasoning_gym` matches
+    `reasoning_gym/chain_sum`); `limit` keeps a seeded random subset in file order.
+    """
+    if spec.startswith(GYM_PREFIX):
+        problems = _load_gym(spec, seed, gym_size)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_file():
+            rows, unit = _read_file(path)
+        elif path.suffix in FILE_SUFFIXES or path.is_dir() or spec.startswith((".", "/", "~")):
+            raise DataError(f"data file not found (or not a file): {spec}")
+        else:
+            rows, unit = _read_hub(spec, split), "row"
+        problems = _convert(rows, spec, unit, preset, dict(columns or {}))
+    return _select(problems, spec, levels, sources, limit, seed)
+
+
+def load_problems_for(config: DataConfig, which: Literal["train", "test"], seed: int = 0) -> list[Problem]:
+    """The train or test problems a `DataConfig` names (the test split of hub datasets is "test")."""
+    train = which == "train"
+    return load_problems(
+        config.train if train else config.test,
+        split=config.split if train else "test",
+        preset=config.preset,
+        columns=config.columns,
+        levels=config.levels,
+        sources=config.sources,
+        limit=config.limit if train else config.test_limit,
+        seed=seed if train else seed + TEST_SEED_OFFSET,
+        gym_size=config.gym_size,
+    )
+
+
+# ---- prompts ---------------------------------------------------------------------------
+
+
+def render_prompt(tokenizer: Any, problem: str, system_prompt: str) -> str:
+    """The prompt text: the chat template with a generation prompt, else `system\\n\\nproblem\\n`."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": problem}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{system_prompt}\n\n{problem}\n" if system_prompt else f"{problem}\n"
+
+
+def _prompt_ids(tokenizer: Any, problem: Problem | str, system_prompt: str) -> list[int]:
+    text = render_prompt(tokenizer, problem.problem if isinstance(problem, Problem) else problem, system_prompt)
+    # A chat template already holds its special tokens; plain text gets the tokenizer's own (e.g. BOS).
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+
+
+def encode_prompts(
+    tokenizer: Any, problems: Sequence[Problem | str], system_prompt: str, max_prompt_tokens: int
+) -> list[list[int]]:
+    """Token ids of each rendered prompt; a prompt over the limit is an error.
+
+    Drop over-long problems once at load time with `filter_long_prompts`.
+    """
+    encoded = []
+    for index, problem in enumerate(problems):
+        ids = _prompt_ids(tokenizer, problem, system_prompt)
+        if len(ids) > max_prompt_tokens:
+            raise DataError(
+                f"prompt {index} has {len(ids)} tokens, more than data.max_prompt_tokens={max_prompt_tokens}; "
+                f"raise the limit or drop long problems with filter_long_prompts"
+            )
+        encoded.append(ids)
+    return encoded
+
+
+def filter_long_prompts(
+    tokenizer: Any, problems: Sequence[Problem], system_prompt: str, max_prompt_tokens: int
+) -> list[Problem]:
+    """The problems whose rendered prompt fits `max_prompt_tokens`; logs how many were skipped."""
+    kept = [p for p in problems if len(_prompt_ids(tokenizer, p, system_prompt)) <= max_prompt_tokens]
+    if not kept:
+        raise DataError(f"every prompt is longer than data.max_prompt_tokens={max_prompt_tokens}")
+    if len(kept) < len(problems):
+        log.warning(
+            "skipped %d of %d problems whose prompt is longer than data.max_prompt_tokens=%d",
+            len(problems) - len(kept), len(problems), max_prompt_tokens,
+        )
+    return kept
+
+
+# ---- prompt order ----------------------------------------------------------------------
+
+
+class PromptStream:
+    """Endless batches of problems; each epoch is a new permutation seeded by (seed, epoch).
+
+    `state_dict()`/`load_state_dict()` carry (epoch, position), so a resumed run takes
+    exactly the batches an uninterrupted one would. A batch may span two epochs.
+    """
+
+    def __init__(self, problems: Sequence[Problem], batch_size: int, seed: int = 0):
+        if not problems:
+            raise DataError("PromptStream needs at least one problem")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.problems = list(problems)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        order = list(range(len(self.problems)))
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order
+
+    def next_batch(self) -> list[Problem]:
+        batch: list[Problem] = []
+        while len(batch) < self.batch_size:
+            if self.position == len(self._order):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            take = min(self.batch_size - len(batch), len(self._order) - self.position)
+            batch.extend(self.problems[i] for i in self._order[self.position : self.position + take])
+            self.position += take
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch, "position": self.position, "seed": self.seed, "num_problems": len(self.problems),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["num_problems"] != len(self.problems) or state["seed"] != self.seed:
+            raise DataError(
+                f"cannot resume the prompt order: saved for {state['num_problems']} problems with seed "
+                f"{state['seed']}, now {len(self.problems)} problems with seed {self.seed}"
+            )
+        if not 0 <= state["position"] <= len(self.problems):
+            raise DataError(f"cannot resume the prompt order: position {state['position']} is out of range")
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._order = self._permutation(self.epoch)
