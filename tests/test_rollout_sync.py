@@ -1,0 +1,98 @@
+"""Weight exchange: after `update_weights`, the engine's log-probs are the learner's (both modes)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pipeline.rollout import HFEngine, SamplingSettings, check_sync, learner_logprobs
+from pipeline.rollout.weights import merged_weights
+
+CHANGED = 0.1  # nats: a LoRA B drawn from N(0, 1) moves the tiny model's log-probs this much
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from pipeline.models import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def probe(tokenizer):
+    """A prompt and a fixed completion to score on both sides."""
+    from pipeline.data import encode_prompts
+
+    prompt = encode_prompts(tokenizer, ["What is 17 + 25? Put the final answer in \\boxed{}."], "", 384)[0]
+    completion = tokenizer.encode("17 + 25 = 42, so the answer is \\boxed{42}.", add_special_tokens=False)
+    return prompt, completion + [tokenizer.eos_token_id]
+
+
+def perturb_lora_b(policy, seed: int, scale: float = 1.0) -> None:
+    """An in-place change of the adapter, as an optimiser step would make (a large one)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * scale)
+
+
+def mean_abs_diff(a: list[float], b: list[float]) -> float:
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("mode", ["adapter", "merged"])
+def test_update_reaches_vllm(mode, request, tiny_policy_factory, tokenizer, probe):
+    engine = request.getfixturevalue(f"vllm_{mode}_engine")
+    policy = tiny_policy_factory(scale=0.0)  # a fresh adapter: the base model
+    version = engine.update_weights(policy)
+    before = check_sync(engine, policy, tokenizer, *probe)
+    assert before.passed, str(before)
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=6)
+    engine.generate([probe[0]], greedy)  # leaves the prompt in vLLM's prefix cache
+
+    perturb_lora_b(policy, seed=2)
+    assert engine.update_weights(policy) == version + 1
+    after = check_sync(engine, policy, tokenizer, *probe)
+    assert after.passed, str(after)
+    assert mean_abs_diff(after.engine, before.engine) > CHANGED
+    # Sampling sees the new weights too (no stale prefix-cache blocks).
+    c = engine.generate([probe[0]], greedy)[0][0]
+    reference = learner_logprobs(policy, tokenizer.pad_token_id, c.prompt_ids, c.token_ids)
+    assert mean_abs_diff(c.logprobs, reference) < after.tolerance
+
+
+@pytest.mark.vllm
+def test_adapter_versions_are_evicted(vllm_adapter_engine, tiny_policy_factory):
+    engine = vllm_adapter_engine
+    policy = tiny_policy_factory(scale=0.5, seed=3)
+    for _ in range(2):
+        version = engine.update_weights(policy)
+    assert set(engine._llm.llm_engine.list_loras()) == {version}
+    assert [p.name for p in engine._dir.iterdir()] == [f"adapter-v{version}"]
+
+
+def test_merged_weights_leave_the_learner_alone(tiny_policy_factory):
+    policy = tiny_policy_factory(scale=1.0, seed=4)
+    state = {k: v.clone() for k, v in policy.state_dict().items()}
+    merged = merged_weights(policy, torch.float32)
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in state.items())
+    reference = copy.deepcopy(policy).merge_and_unload().state_dict()
+    assert merged and set(merged) <= set(reference)
+    assert any(name.endswith("q_proj.weight") for name in merged)
+    for name, weight in merged.items():
+        torch.testing.assert_close(weight, reference[name], rtol=1e-5, atol=1e-6)
+
+
+def test_hf_engine_serves_the_learner_module(tiny_policy_factory, tokenizer, probe):
+    policy = tiny_policy_factory(scale=0.0)
+    engine = HFEngine(policy, tokenizer)
+    before = check_sync(engine, policy, tokenizer, *probe)
+    perturb_lora_b(policy, seed=5)
+    assert engine.update_weights(policy) == 1 and engine.model is policy
+    after = check_sync(engine, policy, tokenizer, *probe)
+    assert after.passed and after.mean_abs_diff < 1e-5
+    assert mean_abs_diff(after.engine, before.engine) > CHANGED
