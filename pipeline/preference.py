@@ -1,0 +1,210 @@
+"""Preference pairs (prompt, chosen, rejected) for the reward model and DPO (ALGORITHMS.md §10).
+
+    pairs = load_pairs("prefs.jsonl")             # a file with prompt/chosen/rejected columns
+    pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=64)   # from sampling
+    encoded = encode_pairs(tokenizer, pairs, system_prompt, max_length=512)
+    batch = pair_batch(encoded[:4], pad_id)       # rows 0..3 chosen, rows 4..7 rejected
+
+A prompt is the problem text (rendered with the chat template when encoded) or an already
+rendered prompt. Bad rows raise `DataError` naming the file, the line and the field; a pair
+whose chosen and rejected are identical carries no preference and is skipped with a warning
+(an error if every pair is such).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, RewardModelConfig
+from pipeline.data import DataError, Problem, _read_file, encode_prompts, filter_long_prompts, load_problems_for
+from pipeline.forward import SequenceBatch, collate
+from pipeline.models import load_policy
+from pipeline.sequences import fit_response, prompt_ids, response_ids
+from pipeline.train_loop import StageSetup, reward_params, split_holdout
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    origin: str = "file"
+    """`file`, `sampled` (verified-correct vs verified-wrong sample) or `gold` (worked solution vs wrong sample)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_pairs(path: str | Path) -> list[PreferencePair]:
+    """Pairs from a .jsonl/.json/.parquet file with non-empty string `prompt`, `chosen`, `rejected`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"preference file not found: {path}")
+    rows, unit = _read_file(path)
+    if not rows:
+        raise DataError(f"{path}: no rows (the file is empty)")
+    pairs, identical = [], []
+    for number, row in rows:
+        for name in FIELDS:
+            value = row.get(name)
+            if name not in row:
+                raise DataError(f"{path}, {unit} {number}: missing field {name!r} (columns: {', '.join(row)})")
+            if not isinstance(value, str):
+                raise DataError(f"{path}, {unit} {number}: field {name!r} must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise DataError(f"{path}, {unit} {number}: field {name!r} is empty")
+        if row["chosen"].strip() == row["rejected"].strip():
+            identical.append(number)
+            continue
+        extra = {k: v for k, v in row.items() if k not in (*FIELDS, "origin")}
+        origin = str(row.get("origin") or "file")
+        pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], origin, extra))
+    if not pairs:
+        raise DataError(f"{path}: every pair has identical fields 'chosen' and 'rejected'; no preference to learn")
+    if identical:
+        shown = ", ".join(map(str, identical[:5])) + (", ..." if len(identical) > 5 else "")
+        log.warning("%s: skipped %d pair(s) whose 'chosen' equals 'rejected' (%s %s)",
+                    path, len(identical), unit + "s", shown)
+    return pairs
+
+
+def save_pairs(path: str | Path, pairs: Sequence[PreferencePair]) -> None:
+    """Write pairs as JSONL that `load_pairs` reads back (e.g. to reuse sampled pairs for DPO)."""
+    with Path(path).open("w", encoding="utf-8") as f:
+        for pair in pairs:
+            row = asdict(pair)
+            f.write(json.dumps({**row.pop("extra"), **row}, ensure_ascii=False) + "\n")
+
+
+def pairs_from_samples(problems: Sequence[Problem], texts: Sequence[Sequence[str]],
+                       correct: Sequence[Sequence[bool]], *, seed: int, min_pairs: int) -> list[PreferencePair]:
+    """Pair verified-correct with verified-wrong samples of the same problem (one sample per pair).
+
+    If that yields fewer than `min_pairs`, add pairs of the gold worked solution (chosen) with a
+    wrong sample (rejected) from problems that gave no sampled pair, and say so in the log.
+    """
+    rng = random.Random(seed)
+    pairs: list[PreferencePair] = []
+    unpaired: list[tuple[Problem, list[str]]] = []
+    for problem, samples, verdicts in zip(problems, texts, correct, strict=True):
+        right = list(dict.fromkeys(t for t, ok in zip(samples, verdicts) if ok and t.strip()))
+        wrong = list(dict.fromkeys(t for t, ok in zip(samples, verdicts) if not ok and t.strip()))
+        rng.shuffle(right)
+        rng.shuffle(wrong)
+        extra = {"answer": problem.answer}
+        pairs += [PreferencePair(problem.problem, c, r, "sampled", dict(extra)) for c, r in zip(right, wrong)]
+        if not right and wrong and problem.solution.strip():
+            unpaired.append((problem, wrong))
+    sampled = len(pairs)
+    if sampled < min_pairs and unpaired:
+        rng.shuffle(unpaired)
+        gold = [PreferencePair(p.problem, p.solution, wrong[0], "gold", {"answer": p.answer})
+                for p, wrong in unpaired[: min_pairs - sampled]]
+        pairs += gold
+        log.warning("sampling gave %d correct/wrong pairs (< %d wanted); added %d pairs of the gold "
+                    "worked solution (chosen) with a wrong sample (rejected)", sampled, min_pairs, len(gold))
+    log.info("built %d preference pairs from %d problems (%d sampled, %d gold)",
+             len(pairs), len(problems), sampled, len(pairs) - sampled)
+    if not pairs:
+        raise DataError("sampling gave no usable pair (no problem had both a correct and a wrong answer, "
+                        "and no problem with a wrong answer had a worked solution); set a preference file "
+                        "with reward_model.pairs / dpo.pairs or sample more")
+    return pairs
+
+
+@dataclass
+class EncodedPair:
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], system_prompt: str,
+                 max_length: int) -> list[EncodedPair]:
+    """Token ids per pair (responses end in EOS, cut to `max_length`); over-long prompts dropped."""
+    encoded = []
+    for pair in pairs:
+        prompt = prompt_ids(tokenizer, pair.prompt, system_prompt)
+        chosen = fit_response(prompt, response_ids(tokenizer, pair.chosen), max_length)
+        rejected = fit_response(prompt, response_ids(tokenizer, pair.rejected), max_length)
+        if chosen is not None and rejected is not None and chosen != rejected:
+            encoded.append(EncodedPair(prompt, chosen, rejected))
+    if len(encoded) < len(pairs):
+        log.warning("dropped %d of %d pairs whose prompt leaves no room under max_length=%d "
+                    "(or whose responses are identical once cut)", len(pairs) - len(encoded), len(pairs), max_length)
+    if not encoded:
+        raise DataError(f"no pair fits max_length={max_length}; raise it")
+    return encoded
+
+
+def pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> SequenceBatch:
+    """One batch of 2B rows: the chosen responses (rows 0..B-1), then the rejected ones."""
+    prompts = [p.prompt for p in pairs] * 2
+    return collate(prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+
+
+def sample_pairs(config: Config, section: RewardModelConfig, setup: StageSetup) -> list[PreferencePair]:
+    """Pairs built by sampling the starting policy (`model.adapter`, e.g. SFT) through the rollout engine.
+
+    `section.num_problems` training problems x `section.samples_per_problem` samples each, judged
+    by the accuracy reward, then paired by `pairs_from_samples` (gold fallback below half as many
+    pairs as problems).
+    """
+    import rewards
+    from pipeline.rollout import SamplingSettings, make_engine
+
+    tokenizer, system = setup.tokenizer, config.data.system_prompt
+    problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "train", seed=config.seed), system,
+                                   config.data.max_prompt_tokens)
+    if len(problems) > section.num_problems:
+        keep = sorted(random.Random(config.seed).sample(range(len(problems)), section.num_problems))
+        problems = [problems[i] for i in keep]
+    n = section.samples_per_problem
+    policy = load_policy(setup.model_path, config.lora, adapter=config.model.adapter, dtype=config.model.dtype,
+                         device=setup.device)
+    engine = make_engine(config.rollout, str(setup.model_path), device=setup.device, policy=policy)
+    log.info("sampling %d problems x %d for preference pairs", len(problems), n)
+    outputs = engine.generate(encode_prompts(tokenizer, problems, system, config.data.max_prompt_tokens),
+                              SamplingSettings.from_config(config.rollout, n=n))
+    engine.close()
+    texts = [[c.text for c in group] for group in outputs]
+    extract = reward_params(config, "accuracy").get("extract", "boxed")
+    accuracy = rewards.get("accuracy", extract=extract, timeout=config.reward.timeout)
+    try:
+        scores = accuracy([t for group in texts for t in group], answer=[p.answer for p in problems for _ in range(n)])
+    finally:
+        accuracy.close()
+    log.info("sampled accuracy %.3f", sum(scores) / len(scores))
+    correct = [[s > 0.5 for s in scores[i * n:(i + 1) * n]] for i in range(len(problems))]
+    return pairs_from_samples(problems, texts, correct, seed=config.seed, min_pairs=max(1, len(problems) // 2))
+
+
+def split_by_prompt(pairs: Sequence[EncodedPair], fraction: float, seed: int) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """(train, held-out) with all pairs of a prompt on the same side (no problem leaks into both)."""
+    prompts = list(dict.fromkeys(tuple(p.prompt) for p in pairs))
+    if len(prompts) < 2:
+        return split_holdout(pairs, fraction, seed)
+    held = set(split_holdout(prompts, fraction, seed)[1])
+    return [p for p in pairs if tuple(p.prompt) not in held], [p for p in pairs if tuple(p.prompt) in held]
+
+
+def preference_data(config: Config, section: RewardModelConfig, setup: StageSetup,
+                    out: Path) -> tuple[list[EncodedPair], list[EncodedPair], dict[str, Any]]:
+    """(train, held-out) encoded pairs from `section.pairs` or by sampling; writes `out/pairs.jsonl`."""
+    pairs = load_pairs(section.pairs) if section.pairs else sample_pairs(config, section, setup)
+    save_pairs(out / "pairs.jsonl", pairs)
+    encoded = encode_pairs(setup.tokenizer, pairs, config.data.system_prompt, section.max_length)
+    train, held = split_by_prompt(encoded, section.eval_fraction, config.seed)
+    info = {"pairs_source": section.pairs or "sampled", "train_pairs": len(train), "eval_pairs": len(held),
+            "pair_origins": dict(Counter(p.origin for p in pairs))}
+    log.info("preference pairs: %s", info)
+    return train, held, info

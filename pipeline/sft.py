@@ -1,0 +1,202 @@
+"""Supervised fine-tuning on worked solutions: the policy the reward model and DPO start from (§10).
+
+An example is (prompt, response): the problem rendered with the chat template and system
+prompt, and the worked solution followed by EOS. The loss is the token-mean negative
+log-likelihood of the response tokens only (§4 `token-mean`, normalised over the optimiser
+step); prompt tokens are context, never targets.
+
+Packing (`sft.packing`): the examples of a micro-batch are concatenated into as few rows of at
+most `sft.max_length` tokens as fit (fewer padding tokens to compute). Attention never crosses
+examples: position ids restart at 0 at each example and the model is called without a 2-D
+attention mask, from which transformers builds a block-diagonal causal mask. Tail padding is
+its own segment and holds no targets. `sft.batch_size` counts examples either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pipeline.config import Config
+from pipeline.data import Problem, load_problems_for
+from pipeline.forward import collate, completion_forward
+from pipeline.losses import token_logprobs
+from pipeline.models import load_policy
+from pipeline.sequences import fit_response, prompt_ids, response_ids
+from pipeline.train_loop import (UnitLoss, evaluate, finish_stage, reward_params, split_holdout, start_stage,
+                                 train_and_measure)
+
+log = logging.getLogger(__name__)
+
+FORMAT_CHECK_PROBLEMS = 16
+"""Held-out problems generated on (greedily) to measure the format and accuracy rates."""
+
+
+@dataclass
+class SFTExample:
+    prompt: list[int]
+    response: list[int]
+
+
+def build_examples(tokenizer: Any, problems: Sequence[Problem], system_prompt: str,
+                   max_length: int) -> list[SFTExample]:
+    """(prompt, solution + EOS) token ids per problem with a worked solution, cut to `max_length`."""
+    examples = []
+    for problem in problems:
+        if not problem.solution.strip():
+            continue
+        prompt = prompt_ids(tokenizer, problem.problem, system_prompt)
+        response = fit_response(prompt, response_ids(tokenizer, problem.solution), max_length)
+        if response is not None:
+            examples.append(SFTExample(prompt, response))
+    skipped = len(problems) - len(examples)
+    if skipped:
+        log.warning("SFT: skipped %d of %d problems without a worked solution or whose prompt fills "
+                    "sft.max_length=%d", skipped, len(problems), max_length)
+    return examples
+
+
+@dataclass
+class PackedRow:
+    input_ids: list[int]
+    positions: list[int]
+    """Restart at 0 at each example: the segment boundaries."""
+    targets: list[bool]
+    """True where the token is a response token (a loss target, predicted from the one before)."""
+
+
+def pack(examples: Sequence[SFTExample], max_length: int) -> list[PackedRow]:
+    """Concatenate examples, in order, into rows of at most `max_length` tokens."""
+    rows: list[PackedRow] = []
+    for ex in examples:
+        n = len(ex.prompt) + len(ex.response)
+        if not rows or len(rows[-1].input_ids) + n > max_length:
+            rows.append(PackedRow([], [], []))
+        row = rows[-1]
+        row.input_ids += ex.prompt + ex.response
+        row.positions += list(range(n))
+        row.targets += [False] * len(ex.prompt) + [True] * len(ex.response)
+    return rows
+
+
+def packed_logprobs(model: torch.nn.Module, input_ids: Tensor, positions: Tensor, targets: Tensor) -> Tensor:
+    """log p of each target token [N] in packed rows; attention stays inside each segment.
+
+    No 2-D attention mask is passed: transformers derives the block-diagonal causal mask from
+    the position ids (a new segment wherever they do not increase by one). The LM head runs on
+    the N predicting states only.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=input_ids, position_ids=positions, use_cache=False).last_hidden_state
+    predict = targets[:, 1:]
+    logits = base.get_output_embeddings()(hidden[:, :-1][predict])
+    return token_logprobs(logits, input_ids[:, 1:][predict])
+
+
+def _packed_tensors(rows: list[PackedRow], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.arange(width).repeat(len(rows), 1)
+    tgt = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        n = len(row.input_ids)
+        ids[i, :n] = torch.tensor(row.input_ids)
+        pos[i, :n] = torch.tensor(row.positions)
+        pos[i, n:] = torch.arange(width - n)  # padding: a segment of its own, no targets
+        tgt[i, :n] = torch.tensor(row.targets)
+    return ids, pos, tgt
+
+
+def sft_loss(model: torch.nn.Module, pad_id: int, device: torch.device, *, packing: bool = False,
+             max_length: int = 512) -> UnitLoss:
+    """Summed response-token NLL of a micro-batch of `SFTExample`s; one unit per response token."""
+
+    def padded(items: list[SFTExample]) -> tuple[Tensor, dict[str, float]]:
+        batch = collate([e.prompt for e in items], [e.response for e in items], pad_id).to(device)
+        logp = completion_forward(model, batch).logp
+        return -torch.where(batch.completion_mask, logp, 0.0).sum(), {}
+
+    def packed(items: list[SFTExample]) -> tuple[Tensor, dict[str, float]]:
+        ids, pos, tgt = _packed_tensors(pack(items, max_length), pad_id)
+        return -packed_logprobs(model, ids.to(device), pos.to(device), tgt.to(device)).sum(), {}
+
+    return UnitLoss(packed if packing else padded, lambda e: len(e.response))
+
+
+def with_solutions(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
+    """The problems that have a worked solution; a seeded random `limit` of them, in file order."""
+    kept = [p for p in problems if p.solution.strip()]
+    if limit is not None and limit < len(kept):
+        keep = sorted(random.Random(seed).sample(range(len(kept)), limit))
+        kept = [kept[i] for i in keep]
+    return kept
+
+
+def generation_check(engine: Any, tokenizer: Any, problems: Sequence[Problem], config: Config) -> dict[str, float]:
+    """Greedy completions on `problems`: the mean format reward (with `reward.terms`' format params)
+    and the rate of correct answers."""
+    import rewards
+    from pipeline.rollout import SamplingSettings
+
+    prompts = [prompt_ids(tokenizer, p.problem, config.data.system_prompt) for p in problems]
+    settings = SamplingSettings(n=1, temperature=0.0, top_p=1.0, top_k=-1,
+                                max_tokens=config.rollout.max_tokens, stop=list(config.rollout.stop))
+    texts = [group[0].text for group in engine.generate(prompts, settings)]
+    answers = [p.answer for p in problems]
+    extract = reward_params(config, "accuracy").get("extract", "boxed")
+    result = {}
+    for key, fn in (("format_rate", rewards.get("format", **reward_params(config, "format"))),
+                    ("accuracy_rate", rewards.get("accuracy", extract=extract, timeout=config.reward.timeout))):
+        try:
+            scores = fn(texts, answer=answers)
+        finally:
+            getattr(fn, "close", lambda: None)()
+        result[key] = sum(scores) / len(scores)
+    return result
+
+
+def run_sft(config: Config, out: Path) -> dict[str, Any]:
+    """Train per `config.sft`; writes `out/adapter` (or `out/model`), metrics.jsonl and metrics.json."""
+    from pipeline.rollout import make_engine
+
+    start = time.perf_counter()
+    setup = start_stage(config, out)
+    cfg, tokenizer, device = config.sft, setup.tokenizer, setup.device
+    problems = with_solutions(load_problems_for(config.data, "train", seed=config.seed), cfg.max_examples, config.seed)
+    train_problems, held_problems = split_holdout(problems, cfg.eval_fraction, config.seed)
+    train = build_examples(tokenizer, train_problems, config.data.system_prompt, cfg.max_length)
+    held = build_examples(tokenizer, held_problems, config.data.system_prompt, cfg.max_length)
+    log.info("SFT on %d examples, %d held out (%s)", len(train), len(held), config.data.train)
+    policy = load_policy(setup.model_path, config.lora, adapter=config.model.adapter, dtype=config.model.dtype,
+                         device=device)
+    loss = sft_loss(policy, tokenizer.pad_token_id, device, packing=cfg.packing, max_length=cfg.max_length)
+    probe = train[: len(held)]  # training examples of the held-out set's size: train loss before/after
+
+    engine = make_engine(config.rollout, str(setup.model_path), device=device, policy=policy)
+    check = held_problems[:FORMAT_CHECK_PROBLEMS]
+
+    def measure() -> dict[str, float]:
+        kw = {"micro_batch_size": cfg.micro_batch_size, "device": device, "bf16": cfg.bf16_autocast}
+        losses = {"train_loss": evaluate(policy, probe, loss, **kw)["loss"],
+                  "eval_loss": evaluate(policy, held, loss, **kw)["loss"]}
+        engine.update_weights(policy)
+        return {**losses, **generation_check(engine, tokenizer, check, config)}
+
+    metrics = train_and_measure(policy, train, loss, cfg, measure=measure, out=out, device=device,
+                                batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
+                                epochs=cfg.epochs, seed=config.seed, desc="sft")
+    engine.close()
+    saved = out / ("adapter" if config.lora.enabled else "model")
+    policy.save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    metrics.update(train_examples=len(train), eval_examples=len(held), format_check_problems=len(check),
+                   packing=cfg.packing, output=str(saved), time_s=time.perf_counter() - start)
+    return finish_stage(out, metrics)
