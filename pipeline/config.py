@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.presets import PRESETS
 
@@ -40,7 +40,7 @@ class ModelConfig(Section):
     adapter: str | None = None
     """Start from this LoRA adapter folder (e.g. the SFT stage's output)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Learner weights' dtype; `rl.bf16_autocast` speeds up matmuls on CPUs with AMX."""
+    """Learner weights' dtype; `rl.bf16_autocast` speeds up matmuls where bf16 is native."""
 
 
 class LoraConfig(Section):
@@ -80,7 +80,8 @@ class RolloutConfig(Section):
     top_k: int = -1
     max_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 where the device computes it natively (GPU, AMX/AVX-512 BF16 CPU), else float32."""
     gpu_memory_utilization: float = Field(0.15, gt=0.0, le=1.0)
     """On CPU: the share of RAM vLLM reserves for its KV cache."""
     max_model_len: int = Field(1024, ge=16)
@@ -128,10 +129,14 @@ class AlgorithmConfig(Section):
     def _apply_preset(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        name = data.get("preset", "grpo")
+        return {**PRESETS.get(data.get("preset", "grpo"), {}), **data}
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
-        return {**PRESETS[name], **data, "preset": name}
+        return name
 
 
 class RewardTerm(Section):
@@ -155,8 +160,9 @@ class OptimConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0.0)
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    bf16_autocast: bool = True
-    """bf16 autocast for forward/backward on CPU (AMX) or GPU; weights and optimiser stay fp32."""
+    bf16_autocast: bool | Literal["auto"] = "auto"
+    """bf16 autocast for forward/backward; `auto` turns it on where bf16 is native (GPU, AMX CPU).
+    Weights and optimiser state stay fp32."""
 
 
 class RLConfig(OptimConfig):
@@ -260,9 +266,6 @@ class Config(Section):
                 f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
                 "compares completions within a group and needs rl.group_size >= 2"
             )
-        for term in self.reward.terms:  # DAPO's L_max is the generation limit unless set
-            if term.name == "soft_overlong":
-                term.params.setdefault("max_tokens", self.rollout.max_tokens)
         return self
 
 
@@ -287,7 +290,8 @@ def _explain(error: ValidationError) -> str:
             lines.append(f"unknown key {key!r}{hint}")
         else:
             where = f"{key}: " if key else ""
-            lines.append(f"{where}{item['msg']} (got {item.get('input')!r})")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}{message} (got {item.get('input')!r})")
     return "; ".join(lines)
 
 

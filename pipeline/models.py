@@ -113,6 +113,18 @@ def resolve_device(setting: str = "auto") -> torch.device:
     return torch.device(setting)
 
 
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether the device computes bfloat16 in hardware (else bf16 is emulated and slow)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def load_tokenizer(path: str | Path):
     """The tokenizer, with a pad token and left padding (prompts are right-aligned)."""
     from transformers import AutoTokenizer

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import torch
 
 from pipeline.config import OptimConfig
+from pipeline.models import bf16_is_native
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
@@ -36,8 +37,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total
     )
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast for forward/backward (fast on AMX CPUs and on GPUs); weights stay fp32."""
+def autocast(device: torch.device, enabled: bool | str):
+    """bf16 autocast for forward/backward; `"auto"` where bf16 is native. Weights stay fp32."""
+    if enabled == "auto":
+        enabled = bf16_is_native(device)
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

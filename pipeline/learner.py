@@ -1,0 +1,211 @@
+"""The learner: a LoRA policy (or full fine-tuning) updated with the configured policy loss.
+
+One RL step's update (DESIGN.md, "One RL step"):
+1. `prepare`: without gradients, the learner's own `logp_old` (ALGORITHMS.md §9: the engine's
+   log-probs differ slightly), `logp_ref` with the adapter disabled when KL is used (§5),
+   and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no
+   critic) `logp_old` is the first forward's detached log-probs: no extra pass.
+2. `update`: `ppo_epochs` x mini-batches, each one optimiser step with gradient accumulation
+   over micro-batches normalised over the whole mini-batch (§4), clipping, AdamW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pipeline.config import Config
+from pipeline.forward import SequenceBatch, completion_forward, pad_columns
+from pipeline.losses import policy_loss, truncated_is_weights, value_loss
+from pipeline.models import load_policy
+from pipeline.optim import autocast, build_optimizer, build_scheduler, clip_and_step
+
+
+@dataclass
+class RolloutBatch:
+    """Everything the update needs for B sampled completions (completion width T)."""
+
+    seqs: SequenceBatch
+    loss_mask: Tensor  # [B, T] bool: completion tokens that count (filtered rows all False)
+    logp_engine: Tensor  # [B, T]
+    advantages: Tensor | None = None  # [B] outcome advantages or [B, T] (GAE)
+    logp_old: Tensor | None = None  # [B, T]
+    logp_ref: Tensor | None = None  # [B, T]
+    values_old: Tensor | None = None  # [B, T]
+    returns: Tensor | None = None  # [B, T]
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+def _mean_stats(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
+    """Weighted mean of per-micro-batch statistics (weights: unmasked token counts)."""
+    total = sum(w for _, w in parts) or 1.0
+    keys = {k for stats, _ in parts for k in stats}
+    return {k: sum(s.get(k, 0.0) * w for s, w in parts) / total for k in sorted(keys)}
+
+
+class Learner:
+    def __init__(self, config: Config, model_path: str, device: torch.device, total_updates: int):
+        self.config = config
+        self.algo = config.algorithm
+        self.rl = config.rl
+        self.device = device
+        self.model = load_policy(model_path, config.lora, config.model.adapter, config.model.dtype, device)
+        self.reference = None
+        if self.algo.kl_coef > 0 and not config.lora.enabled:
+            self.reference = load_policy(model_path, config.lora.model_copy(update={"enabled": False}),
+                                         None, config.model.dtype, device).eval().requires_grad_(False)
+        self.value_head = None
+        if self.algo.advantage == "gae":
+            hidden = self.model.config.hidden_size
+            self.value_head = torch.nn.Linear(hidden, 1).to(device)
+            torch.nn.init.zeros_(self.value_head.weight)
+            torch.nn.init.zeros_(self.value_head.bias)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            self.params += list(self.value_head.parameters())
+        self.optimizer = build_optimizer(self.params, self.rl)
+        self.scheduler = build_scheduler(self.optimizer, self.rl, total_updates)
+        self.temperature = config.rollout.temperature or 1.0
+
+    # ------------------------------------------------------------------ forward passes
+
+    def _forward(self, seqs: SequenceBatch, *, entropy: bool = False):
+        with autocast(self.device, self.rl.bf16_autocast):
+            out = completion_forward(self.model, seqs, self.temperature, with_entropy=entropy)
+            values = None
+            if self.value_head is not None:
+                values = self.value_head(out.hidden).squeeze(-1).float()
+        return out, values
+
+    @torch.no_grad()
+    def _reference_logp(self, seqs: SequenceBatch) -> Tensor:
+        if self.reference is not None:
+            with autocast(self.device, self.rl.bf16_autocast):
+                return completion_forward(self.reference, seqs, self.temperature).logp
+        with self.model.disable_adapter():
+            return self._forward(seqs)[0].logp
+
+    def _micro_batches(self, index: Tensor):
+        return torch.split(index, self.rl.micro_batch_size)
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.algo.kl_coef > 0
+
+    def on_policy(self, batch_size: int) -> bool:
+        """One epoch over one mini-batch and no critic: logp_old is the first forward's logp."""
+        return self.rl.ppo_epochs == 1 and self.rl.mini_batch_size >= batch_size and self.value_head is None
+
+    @torch.no_grad()
+    def prepare(self, batch: RolloutBatch) -> None:
+        """Fill `logp_old`, `logp_ref` and `values_old` (those the configured algorithm needs)."""
+        self.model.eval()
+        B, T = batch.loss_mask.shape
+        need_old = not self.on_policy(B)
+        old, ref, vals = torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B, T)
+        for idx in self._micro_batches(torch.arange(B)):
+            seqs = batch.seqs.rows(idx).to(self.device)
+            if need_old:
+                out, values = self._forward(seqs)
+                old[idx] = pad_columns(out.logp.float().cpu(), T)
+                if values is not None:
+                    vals[idx] = pad_columns(values.cpu(), T)
+            if self.needs_reference:
+                ref[idx] = pad_columns(self._reference_logp(seqs).float().cpu(), T)
+        batch.logp_old = old if need_old else None
+        batch.logp_ref = ref if self.needs_reference else None
+        batch.values_old = vals if self.value_head is not None else None
+
+    # ------------------------------------------------------------------ the update
+
+    def update(self, batch: RolloutBatch, generator: torch.Generator) -> dict[str, float]:
+        """`ppo_epochs` passes over shuffled mini-batches; one optimiser step per mini-batch."""
+        if batch.advantages is None:
+            raise ValueError("RolloutBatch.advantages must be set before update()")
+        self.model.train()
+        B, T = batch.loss_mask.shape
+        parts: list[tuple[dict[str, float], float]] = []
+        for _ in range(self.rl.ppo_epochs):
+            order = torch.randperm(B, generator=generator)
+            for mini in torch.split(order, self.rl.mini_batch_size):
+                mask = batch.loss_mask[mini]
+                norm = dict(num_tokens=int(mask.sum()), num_seqs=int(mask.any(-1).sum()),
+                            max_len=self.config.rollout.max_tokens)
+                for micro in self._micro_batches(mini):
+                    stats, weight = self._accumulate(batch, micro, T, norm)
+                    parts.append((stats, weight))
+                grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, self.rl.max_grad_norm)
+                parts.append(({"grad_norm": grad_norm}, 0.0))
+        stats = _mean_stats([p for p in parts if p[1] > 0])
+        norms = [p[0]["grad_norm"] for p in parts if "grad_norm" in p[0]]
+        stats["grad_norm"] = sum(norms) / len(norms)
+        stats["lr"] = self.scheduler.get_last_lr()[0]
+        return stats
+
+    def _accumulate(self, batch: RolloutBatch, micro: Tensor, T: int, norm: dict[str, int]):
+        """Forward and backward one micro-batch; returns its stats and token weight."""
+        seqs = batch.seqs.rows(micro).to(self.device)
+        width = seqs.completion_mask.shape[1]
+        mask = batch.loss_mask[micro][:, :width].to(self.device)
+
+        def cut(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[micro][:, :width].to(self.device)
+
+        out, values = self._forward(seqs, entropy=True)
+        logp = out.logp
+        logp_old = cut(batch.logp_old) if batch.logp_old is not None else logp.detach()
+        logp_engine = cut(batch.logp_engine)
+        advantages = batch.advantages[micro]
+        advantages = (advantages[:, :width] if advantages.dim() == 2 else advantages).to(self.device)
+        tis, tis_stats = truncated_is_weights(logp_old, logp_engine, mask, self.algo.tis, self.algo.tis_cap)
+        kl_in_loss = 0.0 if self.algo.kl_in_reward else self.algo.kl_coef
+        loss, stats = policy_loss(
+            self.algo.policy_loss, logp, logp_old, advantages, mask, self.algo.loss_agg,
+            eps=self.algo.eps, eps_low=self.algo.eps_low, eps_high=self.algo.eps_high,
+            tau_pos=self.algo.tau_pos, tau_neg=self.algo.tau_neg, dual_clip_c=self.algo.dual_clip_c,
+            tis_weights=tis, logp_ref=cut(batch.logp_ref), kl_coef=kl_in_loss,
+            kl_estimator=self.algo.kl_estimator, entropy=out.entropy,
+            entropy_coef=self.algo.entropy_coef, logp_engine=logp_engine, **norm,
+        )
+        stats.update(tis_stats)
+        if values is not None:
+            vf, vf_stats = value_loss(values, cut(batch.values_old), cut(batch.returns), mask,
+                                      self.algo.value_clip, self.algo.loss_agg, **norm)
+            loss = loss + self.algo.vf_coef * vf
+            stats.update(vf_stats)
+        loss.backward()
+        stats["loss"] = loss.item()
+        return stats, float(mask.sum())
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.value_head is not None:
+            state["value_head"] = self.value_head.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict, weights_dir: str | None = None) -> None:
+        """Restore optimiser, schedule, value head and (from `weights_dir`) the trained weights."""
+        if weights_dir is not None:
+            self._load_weights(weights_dir)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
+
+    def _load_weights(self, folder: str) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        if self.config.lora.enabled or self.config.model.adapter is not None:
+            set_peft_model_state_dict(self.model, load_file(f"{folder}/adapter_model.safetensors"))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            saved = AutoModelForCausalLM.from_pretrained(folder, dtype=self.model.dtype)
+            self.model.load_state_dict(saved.state_dict())

@@ -1,0 +1,292 @@
+"""The RL loop (DESIGN.md, "One RL step"): generate, reward, filter, advantages, update, sync.
+
+Record `s` of metrics.jsonl describes the policy after `s` updates (s = 0 .. rl.steps): its
+rollout batch (reward, length, ...) and, when due, its held-out evaluation; records
+0 .. steps-1 also carry the statistics of the update their rollouts fed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import rewards
+from pipeline.advantages import (gae_advantages, group_advantages, kl_penalized_token_rewards,
+                                 reinforce_advantages, whiten)
+from pipeline.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from pipeline.config import Config, save_config
+from pipeline.data import PromptStream, encode_prompts, filter_long_prompts, load_problems_for
+from pipeline.evaluation import evaluate_problems
+from pipeline.forward import collate
+from pipeline.learner import Learner, RolloutBatch
+from pipeline.losses import kl_estimate
+from pipeline.models import load_tokenizer, prepare_model, resolve_device
+from pipeline.rollout import SamplingSettings, make_engine
+from pipeline.tracking import MetricsWriter, console_line, plot_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Group:
+    """G completions of one prompt with their rewards."""
+
+    prompt_ids: list[int]
+    completions: list  # list[Completion]
+    rewards: list[float]
+    components: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def has_signal(self) -> bool:
+        return max(self.rewards) - min(self.rewards) > 1e-9
+
+
+class Trainer:
+    def __init__(self, config: Config, resume: bool = False, engine=None):
+        """`engine`: an already running RolloutEngine on the same base model (tests share one)."""
+        self.config = config
+        self.out = Path(config.output_dir) / "rl"
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(config, self.out / "config.yaml")
+        self._seed(config.seed)
+        self.device = resolve_device(config.device)
+        self.model_path = str(prepare_model(config.model.name, config.model.cache_dir))
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.train = filter_long_prompts(self.tokenizer, load_problems_for(config.data, "train", config.seed),
+                                         config.data.system_prompt, config.data.max_prompt_tokens)
+        self.test = filter_long_prompts(self.tokenizer, load_problems_for(config.data, "test", config.seed),
+                                        config.data.system_prompt, config.data.max_prompt_tokens
+                                        )[: config.rl.eval_problems]
+        self.stream = PromptStream(self.train, config.rl.prompts_per_step, config.seed)
+        updates = config.rl.steps * config.rl.ppo_epochs * (
+            config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
+        self.learner = Learner(config, self.model_path, self.device, updates)
+        self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
+                                            policy=self.learner.model)
+        self.scorer = rewards.RewardScorer(config.reward.terms, workers=config.reward.workers,
+                                           timeout=config.reward.timeout,
+                                           max_tokens=config.rollout.max_tokens)
+        self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        if resume and (ckpt := latest_checkpoint(self.out)) is not None:
+            self._resume(ckpt)
+        self.engine.update_weights(self.learner.model)
+        self.metrics = MetricsWriter(self.out, resume_from_step=self.step - 1 if resume else None)
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    # ------------------------------------------------------------------ one step
+
+    def generate_groups(self) -> tuple[list[Group], dict[str, Any]]:
+        """Rollouts and rewards; with DAPO dynamic sampling, keep only groups with signal (§8)."""
+        want = self.config.rl.prompts_per_step
+        kept: list[Group] = []
+        seen: list[Group] = []
+        times = {"time/generate": 0.0, "time/reward": 0.0}
+        batches = 0
+        while True:
+            problems = self.stream.next_batch()
+            prompt_ids = encode_prompts(self.tokenizer, problems, self.config.data.system_prompt,
+                                        self.config.data.max_prompt_tokens)
+            start = time.perf_counter()
+            outputs = self.engine.generate(prompt_ids, self.sampling)
+            times["time/generate"] += time.perf_counter() - start
+            start = time.perf_counter()
+            groups = self._score(problems, prompt_ids, outputs)
+            times["time/reward"] += time.perf_counter() - start
+            batches += 1
+            seen += groups
+            if not self.config.algorithm.dynamic_sampling:
+                kept = groups
+                break
+            kept += [g for g in groups if g.has_signal]
+            if len(kept) >= want or batches >= self.config.algorithm.max_num_gen_batches:
+                break
+        stats = {"sampling/gen_batches": batches, "sampling/kept_groups": min(len(kept), want),
+                 "sampling/signal_frac": sum(g.has_signal for g in seen) / len(seen), **times}
+        return kept[:want], {**stats, **self._rollout_stats(seen)}
+
+    def _score(self, problems, prompt_ids, outputs) -> list[Group]:
+        G = self.config.rl.group_size
+        flat = [c for group in outputs for c in group]
+        columns: dict[str, list] = {
+            "answer": [p.answer for p in problems for _ in range(G)],
+            "prompt": [self.tokenizer.decode(ids) for ids in prompt_ids for _ in range(G)],
+            "lengths": [len(c.token_ids) for c in flat],
+            "truncated": [c.truncated for c in flat],
+        }
+        for key in {k for p in problems for k in p.extra}:
+            columns[key] = [p.extra.get(key) for p in problems for _ in range(G)]
+        result = self.scorer([c.text for c in flat], **columns)
+        groups = []
+        for i, (ids, group) in enumerate(zip(prompt_ids, outputs)):
+            part = slice(i * G, (i + 1) * G)
+            comps = {name: values[part] for name, values in result.components.items()}
+            groups.append(Group(ids, group, result.total[part], comps))
+        return groups
+
+    def _rollout_stats(self, groups: list[Group]) -> dict[str, float]:
+        rewards_ = [r for g in groups for r in g.rewards]
+        lengths = [len(c.token_ids) for g in groups for c in g.completions]
+        stats = {
+            "reward/mean": float(np.mean(rewards_)),
+            "reward/std": float(np.std(rewards_)),
+            "response_length/mean": float(np.mean(lengths)),
+            "response_length/max": int(max(lengths)),
+            "truncation_rate": float(np.mean([c.truncated for g in groups for c in g.completions])),
+        }
+        for name in groups[0].components:
+            values = [v for g in groups for v in g.components[name]]
+            stats[f"reward/{name}/mean"] = float(np.mean(values))
+            if name == "accuracy":
+                stats["accuracy/mean"] = float(np.mean([v > 0 for v in values]))
+        return stats
+
+    def build_batch(self, groups: list[Group]) -> RolloutBatch:
+        completions = [c for g in groups for c in g.completions]
+        prompts = [g.prompt_ids for g in groups for _ in g.completions]
+        seqs = collate(prompts, [c.token_ids for c in completions], self.tokenizer.pad_token_id)
+        T = seqs.completion_mask.shape[1]
+        logp_engine = torch.zeros(len(completions), T)
+        for i, c in enumerate(completions):
+            logp_engine[i, : len(c.logprobs)] = torch.tensor(c.logprobs, dtype=torch.float32)
+        mask = seqs.completion_mask.clone()
+        if self.config.algorithm.overlong_filter:
+            mask[torch.tensor([c.truncated for c in completions])] = False
+        return RolloutBatch(seqs=seqs, loss_mask=mask, logp_engine=logp_engine)
+
+    def compute_advantages(self, batch: RolloutBatch, groups: list[Group]) -> None:
+        """§1: group-relative outcome advantages, REINFORCE, or GAE with KL in the reward."""
+        algo = self.config.algorithm
+        R = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
+        if algo.advantage in ("grpo", "dr_grpo", "rloo"):
+            batch.advantages = group_advantages(R, self.config.rl.group_size, algo.advantage)
+        elif algo.advantage == "reinforce":
+            batch.advantages = reinforce_advantages(R, algo.reinforce_baseline)
+        else:
+            mask = batch.seqs.completion_mask
+            kl = torch.zeros_like(batch.logp_engine)
+            if algo.kl_in_reward and batch.logp_ref is not None:
+                logp = batch.logp_old if batch.logp_old is not None else batch.logp_engine
+                kl = kl_estimate(logp, batch.logp_ref, algo.kl_estimator, mask)
+            token_rewards = kl_penalized_token_rewards(R, kl, mask, algo.kl_coef if algo.kl_in_reward else 0.0)
+            adv, batch.returns = gae_advantages(token_rewards, batch.values_old, mask, algo.gamma, algo.lam)
+            batch.advantages = whiten(adv, batch.loss_mask)
+
+    def train_step(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        groups, record = self.generate_groups()
+        if not groups:
+            log.warning("step %d: no group had reward variance; skipping the update", self.step)
+            return record
+        batch = self.build_batch(groups)
+        learn_start = time.perf_counter()
+        self.learner.prepare(batch)
+        self.compute_advantages(batch, groups)
+        stats = self.learner.update(batch, self.shuffle)
+        record["time/learn"] = time.perf_counter() - learn_start
+        sync_start = time.perf_counter()
+        record["weights/version"] = self.engine.update_weights(self.learner.model)
+        record["time/sync"] = time.perf_counter() - sync_start
+        record.update({_metric_name(k): v for k, v in stats.items()})
+        tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
+        record["perf/tokens_per_s"] = tokens / max(record["time/generate"], 1e-9)
+        record["time/step"] = time.perf_counter() - start
+        return record
+
+    def evaluate(self) -> dict[str, float]:
+        rl = self.config.rl
+        report = evaluate_problems(
+            self.engine, self.tokenizer, self.test, system_prompt=self.config.data.system_prompt,
+            n=rl.eval_samples, temperature=rl.eval_temperature, top_p=self.config.eval.top_p,
+            max_tokens=self.config.rollout.max_tokens, max_prompt_tokens=self.config.data.max_prompt_tokens,
+            stop=self.config.rollout.stop, extract=self._answer_extraction(),
+            timeout=self.config.reward.timeout, workers=self.config.reward.workers,
+        )
+        keys = ("accuracy", "mean_length", "truncation_rate")
+        return {f"eval/{k}": report.summary[k] for k in keys if k in report.summary}
+
+    def _answer_extraction(self) -> str:
+        """Evaluate with the accuracy reward's extraction mode, so eval and reward agree."""
+        for term in self.config.reward.terms:
+            if term.name == "accuracy":
+                return term.params.get("extract", "boxed")
+        return "boxed"
+
+    def _eval_due(self, step: int) -> bool:
+        every = self.config.rl.eval_every
+        return every > 0 and (step % every == 0 or step == self.config.rl.steps)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict[str, Any]:
+        rl = self.config.rl
+        last: dict[str, Any] = {}
+        bar = tqdm(total=rl.steps, initial=self.step, desc="rl", unit="step", dynamic_ncols=True)
+        while self.step <= rl.steps:
+            record: dict[str, Any] = {"step": self.step}
+            self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
+            if self.step < rl.steps:
+                record.update(self.train_step())
+            else:
+                record.update(self.generate_groups()[1])
+            if self._eval_due(self.step):
+                start = time.perf_counter()
+                record.update(self.evaluate())
+                record["time/eval"] = time.perf_counter() - start
+            self.metrics.write(record)
+            bar.write(console_line(record))
+            last.update(record)
+            if self.step == rl.steps:
+                break
+            self.step += 1
+            bar.update(1)
+            if (rl.save_every and self.step % rl.save_every == 0) or self.step == rl.steps:
+                self.save()
+        bar.close()
+        self.metrics.close()
+        plot_metrics(self.out / "metrics.jsonl", self.out)
+        return last
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        state = {"learner": self.learner.state_dict(), "stream": self.stream.state_dict(),
+                 "shuffle": self.shuffle.get_state()}
+        path = save_checkpoint(self.out, self.step, self.learner.model, state)
+        self.tokenizer.save_pretrained(path / "adapter")
+        return path
+
+    def _resume(self, checkpoint: Path) -> None:
+        state = load_state(checkpoint)
+        self.learner.load_state_dict(state["learner"], str(checkpoint / "adapter"))
+        self.stream.load_state_dict(state["stream"])
+        self.shuffle.set_state(state["shuffle"])
+        self.step = state["step"]
+        log.info("resumed from %s at step %d", checkpoint, self.step)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.scorer.close()
+
+
+_RENAMES = {"kl": "kl/mean", "entropy": "entropy/mean", "clip_frac_low": "clip_frac/low",
+            "clip_frac_high": "clip_frac/high", "mismatch_abs": "mismatch/mean_abs",
+            "mismatch_kl": "mismatch/kl", "gate_mean": "sapo/gate_mean"}
+
+
+def _metric_name(key: str) -> str:
+    return _RENAMES.get(key, f"train/{key}")

@@ -1,0 +1,97 @@
+"""`rlvr run`: prepare-model, sft, reward-model, rl and eval in order, resumable.
+
+A stage whose `<output_dir>/<stage>/metrics.json` exists is finished and skipped, so an
+interrupted chain picks up where it stopped (RL itself resumes from its last checkpoint).
+Every stage's metrics and paths go into `<output_dir>/manifest.json` under the stage's name
+(e.g. `reward_model.pairwise_accuracy`), with the config and the git commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config
+from stages import evaluate, prepare_model, reward_model, rl, sft
+from stages.common import run_stage, stage_parser, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def _with_adapter(config: Config, adapter: str | None) -> Config:
+    return config.model_copy(update={"model": config.model.model_copy(update={"adapter": adapter})})
+
+
+class Chain:
+    def __init__(self, config: Config):
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.out / "manifest.json"
+        self.manifest: dict[str, Any] = {"config": config.model_dump(), "git_commit": _git_commit()}
+
+    def stage(self, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run `name` unless its metrics.json exists; record its metrics in the manifest."""
+        done = self.out / name / "metrics.json"
+        if done.is_file():
+            log.info("%s: finished earlier (%s), skipping", name, done)
+            metrics = json.loads(done.read_text())
+        else:
+            log.info("%s: starting", name)
+            metrics = run()
+            write_json_atomic(done, metrics)
+        self.manifest[name] = metrics
+        write_json_atomic(self.manifest_path, self.manifest)
+        return metrics
+
+    def run(self) -> dict[str, Any]:
+        config = self.config
+        model_path = prepare_model.main_with(config)
+        self.manifest["prepare_model"] = {"path": model_path}
+        self.stage("sft", lambda: sft.main_with(config))
+        sft_adapter = str(self.out / "sft" / "adapter")
+        tuned = _with_adapter(config, sft_adapter)
+        self.stage("reward_model", lambda: reward_model.main_with(tuned))
+        rl_metrics = self.stage("rl", lambda: rl.run(tuned, resume=True))
+        checkpoints = {"base": None, "sft": sft_adapter, "rl": rl_metrics["adapter"]}
+        summaries = self.stage("eval", lambda: evaluate.run_eval(config, checkpoints))
+        print(accuracy_table(summaries))
+        return self.manifest
+
+
+def accuracy_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """Held-out accuracy after each stage, as a Markdown table."""
+    keys = [k for k in next(iter(summaries.values())) if k.startswith(("avg@", "pass@", "maj@"))]
+    lines = ["| stage | " + " | ".join(keys) + " | mean length |",
+             "|---" * (len(keys) + 2) + "|"]
+    for stage, summary in summaries.items():
+        cells = [f"{summary[k]:.3f}" for k in keys] + [f"{summary.get('mean_length', 0):.0f}"]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    return Chain(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser("run", __doc__.splitlines()[0])
+    run_stage(main_with, parser, argv)
+
+
+if __name__ == "__main__":
+    main()

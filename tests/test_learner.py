@@ -1,0 +1,96 @@
+"""The learner on the tiny model: updates move log-probs the way the advantages say."""
+
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.forward import collate
+from pipeline.learner import Learner, RolloutBatch
+
+
+def _config(*overrides):
+    base = ["rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_size=4", "rl.micro_batch_size=2",
+            "rl.lr=5e-3", "rl.bf16_autocast=false", "rollout.max_tokens=8"]
+    return load_config(None, base + list(overrides))
+
+
+def _batch(learner, prompts, completions):
+    seqs = collate(prompts, completions, pad_id=2)
+    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(),
+                         logp_engine=torch.zeros(seqs.completion_mask.shape))
+    learner.prepare(batch)
+    with torch.no_grad():
+        batch.logp_engine = learner._forward(seqs)[0].logp.float()  # an engine in perfect sync
+    return batch
+
+
+PROMPTS = [[10, 11, 12], [10, 11, 12], [20, 21], [20, 21]]
+COMPLETIONS = [[30, 31, 32], [40, 41], [50], [60, 61, 62, 63]]
+
+
+def _logp(learner, batch):
+    with torch.no_grad():
+        return learner._forward(batch.seqs)[0].logp
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dapo", "gspo", "sapo", "dr_grpo", "rloo"])
+def test_update_follows_the_advantage_sign(tiny_model_dir, preset):
+    torch.manual_seed(0)
+    learner = Learner(_config(f"algorithm.preset={preset}"), str(tiny_model_dir), torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    before = _logp(learner, batch)
+    stats = learner.update(batch, torch.Generator().manual_seed(0))
+    after = _logp(learner, batch)
+    mask = batch.loss_mask
+    gain = ((after - before) * mask).sum(-1) / mask.sum(-1)
+    assert gain[0] > 0 and gain[2] > 0, gain
+    assert gain[1] < 0 and gain[3] < 0, gain
+    assert stats["grad_norm"] > 0 and torch.isfinite(torch.tensor(stats["loss"]))
+    if preset != "sapo":
+        assert stats["clip_frac_low"] == 0 and stats["clip_frac_high"] == 0  # on-policy: ratio 1
+    assert stats["mismatch_abs"] < 1e-5
+
+
+def test_on_policy_step_skips_the_logp_old_pass(tiny_model_dir):
+    learner = Learner(_config(), str(tiny_model_dir), torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    assert learner.on_policy(len(batch)) and batch.logp_old is None
+    off = Learner(_config("rl.ppo_epochs=2"), str(tiny_model_dir), torch.device("cpu"), 10)
+    batch = _batch(off, PROMPTS, COMPLETIONS)
+    assert batch.logp_old is not None and batch.logp_old.shape == batch.loss_mask.shape
+
+
+def test_kl_reference_is_the_model_without_adapter(tiny_model_dir):
+    learner = Learner(_config("algorithm.preset=grpo", "algorithm.kl_coef=0.1"), str(tiny_model_dir),
+                      torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    # A fresh LoRA adapter (B = 0) leaves the model unchanged: reference == policy.
+    torch.testing.assert_close(batch.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
+    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    learner.update(batch, torch.Generator().manual_seed(0))
+    learner.prepare(batch)
+    assert not torch.allclose(batch.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
+
+
+def test_ppo_trains_a_value_head(tiny_model_dir):
+    learner = Learner(_config("algorithm.preset=ppo"), str(tiny_model_dir), torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    assert batch.values_old is not None and batch.logp_ref is not None
+    batch.advantages = torch.ones_like(batch.loss_mask, dtype=torch.float32)
+    batch.returns = torch.ones_like(batch.advantages)
+    stats = learner.update(batch, torch.Generator().manual_seed(0))
+    assert stats["vf_loss"] > 0
+    assert learner.value_head.bias.item() > 0  # moved toward the returns of 1
+
+
+def test_filtered_rows_do_not_move(tiny_model_dir):
+    torch.manual_seed(0)
+    learner = Learner(_config("algorithm.preset=dapo", "lora.target_modules=[q_proj]"), str(tiny_model_dir),
+                      torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    batch.loss_mask[:] = False
+    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    before = [p.detach().clone() for p in learner.params]
+    learner.update(batch, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.params))

@@ -1,0 +1,147 @@
+"""The RL stage end to end on the tiny model: presets, dynamic sampling, kill-and-resume, bad configs."""
+
+import json
+
+import pytest
+
+import rewards
+import stages.rl
+from pipeline.config import load_config
+from pipeline.rollout import Completion
+from pipeline.tracking import read_metrics
+
+PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"]
+
+
+@pytest.fixture(scope="module")
+def problems_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    rows = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(16)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(tiny_model_dir, problems_file, tmp_path, *overrides):
+    return load_config(None, [
+        f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", f"data.train={problems_file}",
+        f"data.test={problems_file}", "rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=4",
+        "rl.mini_batch_size=8", "rl.micro_batch_size=4", "rl.eval_every=2", "rl.eval_problems=2",
+        "rl.eval_samples=2", "rl.save_every=1", "rollout.max_tokens=12", "reward.workers=1",
+        "rl.bf16_autocast=false", *overrides])
+
+
+@pytest.mark.parametrize("reason, override, key", [
+    ("unknown algorithm", "algorithm.preset=grpoo", "algorithm.preset"),
+    ("a group of one", "rl.group_size=1", "rl.group_size"),
+    ("batch not divisible", "rl.mini_batch_size=48", "rl.mini_batch_size"),
+])
+def test_bad_config_fails_before_any_model_loads(monkeypatch, capsys, reason, override, key):
+    import pipeline.models
+
+    monkeypatch.setattr(pipeline.models, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        stages.rl.main([override])
+    assert key in str(exit_info.value), reason
+
+
+@rewards.register("stub_text_parity")
+def _text_parity(**_params):
+    """1 for completions with an odd number of characters: random text gets varied rewards."""
+
+    def reward(completions, **_columns):
+        return [float(len(c) % 2) for c in completions]
+
+    return reward
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("preset", PRESETS)
+def test_two_steps_through_vllm_for_each_preset(vllm_merged_engine, tiny_model_dir, problems_file, tmp_path, preset):
+    from pipeline.trainer import Trainer
+
+    config = _config(tiny_model_dir, problems_file, tmp_path, f"algorithm.preset={preset}",
+                     "reward.terms=[{name: stub_text_parity}, {name: accuracy}]")
+    trainer = Trainer(config, engine=vllm_merged_engine)
+    version = vllm_merged_engine.version
+    trainer.run()
+    records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert all("reward/mean" in r for r in records)
+    assert "eval/accuracy" in records[0] and "eval/accuracy" in records[2]
+    for record in records[:2]:
+        assert record["train/loss"] == pytest.approx(record["train/loss"])  # finite, not NaN
+        assert abs(record["train/loss"]) < 1e3
+    assert vllm_merged_engine.version == version + 2
+    assert (tmp_path / "rl" / "checkpoint-2" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "rl" / "metrics.png").is_file()
+
+
+class _StubEngine:
+    """Canned completions: completion j of every prompt is the text `answer j`."""
+
+    version = 0
+
+    def generate(self, prompts, sampling):
+        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], f"answer {j}", "stop") for j in range(sampling.n)]
+                for p in prompts]
+
+    def update_weights(self, model):
+        self.version += 1
+        return self.version
+
+    def close(self):
+        pass
+
+
+@rewards.register("stub_half_uniform")
+def _half_uniform(**_params):
+    """Even gold answers: every completion scores 1 (no signal); odd: completion j scores j % 2."""
+
+    def reward(completions, answer, **_columns):
+        return [1.0 if int(a) % 4 == 0 else float(c.endswith(("1", "3"))) for c, a in zip(completions, answer)]
+
+    return reward
+
+
+def test_dynamic_sampling_drops_uniform_groups(tiny_model_dir, problems_file, tmp_path):
+    from pipeline.trainer import Trainer
+
+    config = _config(tiny_model_dir, problems_file, tmp_path, "algorithm.preset=dapo",
+                     "algorithm.max_num_gen_batches=5", "rl.prompts_per_step=4", "rl.mini_batch_size=16",
+                     "reward.terms=[{name: stub_half_uniform}]")
+    trainer = Trainer(config, engine=_StubEngine())
+    groups, stats = trainer.generate_groups()
+    assert len(groups) == 4 and all(g.has_signal for g in groups)
+    assert stats["sampling/gen_batches"] >= 2  # half the prompts have no signal: one batch is not enough
+    assert stats["sampling/signal_frac"] < 1.0
+    trainer.close()
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_file, tmp_path, monkeypatch):
+    from pipeline.trainer import Trainer
+
+    overrides = ["rollout.engine=hf", "rl.steps=3", "rl.eval_every=0", "rollout.temperature=1.0"]
+    full = _config(tiny_model_dir, problems_file, tmp_path / "full", *overrides)
+    stages.rl.run(full)
+    expected = read_metrics(tmp_path / "full" / "rl" / "metrics.jsonl")
+
+    killed = _config(tiny_model_dir, problems_file, tmp_path / "killed", *overrides)
+    real_train_step = Trainer.train_step
+
+    def dies_at_step_2(self):
+        if self.step == 2:
+            raise KeyboardInterrupt("killed")
+        return real_train_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        stages.rl.run(killed)
+    monkeypatch.setattr(Trainer, "train_step", real_train_step)
+    stages.rl.run(killed, resume=True)
+    resumed = read_metrics(tmp_path / "killed" / "rl" / "metrics.jsonl")
+
+    assert [r["step"] for r in resumed] == [0, 1, 2, 3]
+    for got, want in zip(resumed[2:], expected[2:]):
+        for key in ("reward/mean", "response_length/mean", "train/loss", "train/grad_norm", "entropy/mean"):
+            if key in want:
+                assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
