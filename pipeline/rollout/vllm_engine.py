@@ -18,9 +18,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from pipeline.config import RolloutConfig
+from pipeline.models import bf16_is_native
 from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
 from pipeline.rollout.weights import merged_weights, ram_dir, save_adapter
+
+
+def engine_dtype(setting: str) -> str:
+    """`auto`: bfloat16 where the device computes it natively, else float32 (vLLM's own `auto`
+    would take the checkpoint's bf16, which AVX2-only CPUs emulate slowly)."""
+    if setting != "auto":
+        return setting
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bfloat16" if bf16_is_native(device) else "float32"
 
 
 class VLLMEngine:
@@ -35,7 +47,7 @@ class VLLMEngine:
         lora = {"enable_lora": True, "max_lora_rank": config.max_lora_rank, "max_loras": 1} \
             if sync == "adapter" else {}
         self._llm = LLM(
-            model=str(model_path), dtype=config.dtype, seed=seed,
+            model=str(model_path), dtype=engine_dtype(config.dtype), seed=seed,
             gpu_memory_utilization=config.gpu_memory_utilization,
             max_model_len=config.max_model_len, enforce_eager=config.enforce_eager,
             logprobs_mode="processed_logprobs", **lora,
