@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.forward import SequenceBatch, completion_forward
 from pipeline.models import load_policy
 from pipeline.optim import autocast
@@ -108,7 +108,7 @@ def reference_likelihood_accuracy(pairs: Sequence[DPOPair]) -> float:
 def run_dpo(config: Config, out: Path) -> dict[str, Any]:
     """Train per `config.dpo`; writes `out/adapter` and metrics.json (held-out accuracy vs the reference's)."""
     if not (config.lora.enabled or config.model.adapter):
-        raise ValueError("dpo needs a LoRA adapter (lora.enabled=true): the reference is the model with "
+        raise ConfigError("dpo needs a LoRA adapter (lora.enabled=true): the reference is the model with "
                          "the adapter disabled")
     start = time.perf_counter()
     setup = start_stage(config, out)
