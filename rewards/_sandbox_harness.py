@@ -65,13 +65,18 @@ def _expose_interpreter():
         if not closed:
             return
         for directory, children in closed.items():
-            handles = {c: os.open(os.path.join(directory, c), os.O_PATH) for c in children}
-            _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
-            for child, handle in handles.items():
-                target = os.path.join(directory, child)
-                os.mkdir(target)
-                _mount(f"/proc/self/fd/{handle}", target, None, _MS_BIND | _MS_REC)
-                os.close(handle)
+            _cover_with_tmpfs(directory, children, "mode=0755,size=1m")
+
+
+def _cover_with_tmpfs(directory, keep, options):
+    """Mount a fresh tmpfs over `directory`, with its children named in `keep` bound back in."""
+    handles = {c: os.open(os.path.join(directory, c), os.O_PATH) for c in keep}
+    _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
+    for child, handle in handles.items():
+        target = os.path.join(directory, child)
+        os.mkdir(target)
+        _mount(f"/proc/self/fd/{handle}", target, None, _MS_BIND | _MS_REC)
+        os.close(handle)
 
 
 def _private_filesystem(uid):
@@ -79,8 +84,9 @@ def _private_filesystem(uid):
         _expose_interpreter()
     needed = _interpreter_paths()
     for directory in _WORLD_WRITABLE:
-        if os.path.isdir(directory) and not any(p.startswith(directory + "/") for p in needed):
-            _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777,size=64m")
+        if os.path.isdir(directory):  # an interpreter under /tmp (a venv there) is bound back in
+            keep = {p[len(directory) + 1:].split("/")[0] for p in needed if p.startswith(directory + "/")}
+            _cover_with_tmpfs(directory, keep, "mode=1777,size=64m")
     os.mkdir(_WORK_DIR, 0o700)
     if uid is not None:
         os.chown(_WORK_DIR, uid, uid)
