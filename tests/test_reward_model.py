@@ -48,7 +48,7 @@ def test_reward_is_read_at_the_last_real_token_whatever_the_padding(tiny_model_d
     with torch.no_grad():
         batched = rm(collate(prompts, responses, pad_id=2))  # row 0 right-padded, row 1 left-padded
         alone = torch.cat([rm(collate([p], [r], pad_id=2)) for p, r in zip(prompts, responses)])
-        shifted = rm(collate([prompts[0]], [responses[0][:0] + [11, 16]], pad_id=2))
+        shifted = rm(collate([prompts[0]], [[11, 16]], pad_id=2))
     torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
     assert abs(float(shifted - alone[0])) > 1e-4  # another last token, another reward
 
@@ -84,6 +84,12 @@ def test_reward_model_learns_easy_pairs_and_serves_as_a_reward(tiny_model_dir, t
     rendered = [render_prompt(tokenizer, r["prompt"], config.data.system_prompt) for r in held[:2]]
     again = fn([r["chosen"] for r in held[:2]], prompt=rendered)
     assert again == pytest.approx(scores[:2], abs=1e-5)
+    # combined with a rule-based reward by weight, as `reward.terms` does in the RL stage
+    terms = [{"name": "format"}, {"name": "reward_model", "weight": 0.5, "params": {"path": str(out)}}]
+    with rewards.RewardScorer(terms) as scorer:
+        result = scorer(["so \\boxed{1}", held[0]["chosen"]], prompt=[held[0]["prompt"]] * 2)
+    rm_part = result.components["reward_model"]
+    assert result.total == pytest.approx([1.0 + 0.5 * rm_part[0], 0.5 * rm_part[1]])
     with pytest.raises(ValueError, match="'prompt' column"):
         fn(["x"])
     with pytest.raises(ValueError, match="not a reward model folder"):

@@ -54,15 +54,24 @@ def _text_parity(**_params):
     return reward
 
 
+@pytest.fixture
+def shared_engine(vllm_merged_engine, tiny_model_dir):
+    """The session's vLLM engine, given back to later tests with the base weights."""
+    from transformers import AutoModelForCausalLM
+
+    yield vllm_merged_engine
+    vllm_merged_engine.update_weights(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+
+
 @pytest.mark.vllm
 @pytest.mark.parametrize("preset", PRESETS)
-def test_two_steps_through_vllm_for_each_preset(vllm_merged_engine, tiny_model_dir, problems_file, tmp_path, preset):
+def test_two_steps_through_vllm_for_each_preset(shared_engine, tiny_model_dir, problems_file, tmp_path, preset):
     from pipeline.trainer import Trainer
 
     config = _config(tiny_model_dir, problems_file, tmp_path, f"algorithm.preset={preset}",
                      "reward.terms=[{name: stub_text_parity}, {name: accuracy}]")
-    trainer = Trainer(config, engine=vllm_merged_engine)
-    version = vllm_merged_engine.version
+    trainer = Trainer(config, engine=shared_engine)
+    version = shared_engine.version
     trainer.run()
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2]
@@ -71,7 +80,7 @@ def test_two_steps_through_vllm_for_each_preset(vllm_merged_engine, tiny_model_d
     for record in records[:2]:
         assert record["train/loss"] == pytest.approx(record["train/loss"])  # finite, not NaN
         assert abs(record["train/loss"]) < 1e3
-    assert vllm_merged_engine.version == version + 2
+    assert shared_engine.version == version + 2
     assert (tmp_path / "rl" / "checkpoint-2" / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "rl" / "metrics.png").is_file()
 

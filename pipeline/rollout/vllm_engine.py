@@ -53,6 +53,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs", **lora,
         )
         self.tokenizer = self._llm.get_tokenizer()
+        self.dtype: torch.dtype = self._llm.llm_engine.model_config.dtype
         self._dir = ram_dir()
         self._lora = None  # the LoRARequest being served (adapter mode)
 
@@ -105,8 +106,7 @@ class VLLMEngine:
 
         path = self._dir / "merged"
         path.mkdir(exist_ok=True)
-        dtype = self._llm.llm_engine.model_config.dtype
-        save_file(merged_weights(model, dtype), str(path / "model.safetensors"))
+        save_file(merged_weights(model, self.dtype), str(path / "model.safetensors"))
         try:
             self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path),
                                                                "is_checkpoint_format": True})
