@@ -54,9 +54,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
-    """Parse, set up logging, run; errors with a clear message exit non-zero without a traceback."""
+def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argparse.ArgumentParser,
+              argv: list[str] | None) -> None:
+    """Parse, set up logging, run; a user-facing error (bad config, data, model, missing engine)
+    exits non-zero with its one-line message instead of a traceback."""
+    from pipeline.data import DataError
+    from pipeline.models import ModelError
+    from pipeline.rollout import EngineUnavailable
+
     args = parser.parse_args(argv)
     setup_logging()
     config = parse_config(args)
-    main(config, args)
+    try:
+        main(config, args)
+    except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
+        sys.exit(f"{parser.prog}: {exc}")

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from pipeline.config import Config, ConfigError
-from pipeline.data import DataError
+from pipeline.config import Config
 from pipeline.dpo import run_dpo
-from pipeline.models import ModelError
-from pipeline.rollout import EngineUnavailable
 from stages.common import run_stage, stage_dir, stage_parser
 
 
 def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[str, Any]:
-    try:
-        metrics = run_dpo(config, stage_dir(config, "dpo"))
-    except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
-        sys.exit(f"dpo: {exc}")
+    metrics = run_dpo(config, stage_dir(config, "dpo"))
     print(f"dpo: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f} (reference 0.5), "
           f"reward margin {metrics['reward_margin']:.3f}; saved {stage_dir(config, 'dpo') / 'adapter'}")
     return metrics

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.data import DataError, filter_long_prompts
+from pipeline.data import filter_long_prompts
 from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems, plot_compare
 from pipeline.models import ModelError, load_policy, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
@@ -105,10 +104,7 @@ def main_with(config: Config, args: argparse.Namespace) -> dict[str, dict]:
     else:
         adapter = args.adapter or config.model.adapter
         adapters = {adapter or BASE: adapter}
-    try:
-        return run_eval(config, adapters)
-    except (DataError, ModelError) as exc:
-        sys.exit(f"eval: {exc}")
+    return run_eval(config, adapters)
 
 
 def build_parser() -> argparse.ArgumentParser:

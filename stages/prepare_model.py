@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from pipeline.config import Config
-from pipeline.models import ModelError, prepare_model
+from pipeline.models import prepare_model
 from stages.common import run_stage, stage_parser
 
 
 def main_with(config: Config, args: argparse.Namespace | None = None) -> str:
-    try:
-        path = prepare_model(config.model.name, config.model.cache_dir)
-    except ModelError as exc:
-        sys.exit(f"prepare-model: {exc}")
+    path = prepare_model(config.model.name, config.model.cache_dir)
     print(path)
     return str(path)
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from pipeline.config import Config, ConfigError
-from pipeline.data import DataError
-from pipeline.models import ModelError
+from pipeline.config import Config
 from pipeline.reward_model import run_reward_model
-from pipeline.rollout import EngineUnavailable
 from stages.common import run_stage, stage_dir, stage_parser
 
 
 def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[str, Any]:
     out = stage_dir(config, "reward_model")
-    try:
-        metrics = run_reward_model(config, out)
-    except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
-        sys.exit(f"reward-model: {exc}")
+    metrics = run_reward_model(config, out)
     print(f"reward-model: held-out pairwise accuracy {metrics['accuracy_before']:.3f} -> "
           f"{metrics['pairwise_accuracy']:.3f} on {metrics['eval_pairs']} pairs; saved {out}")
     return metrics

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from pipeline.config import Config, ConfigError
-from pipeline.data import DataError
-from pipeline.models import ModelError
-from pipeline.rollout import EngineUnavailable
+from pipeline.config import Config
 from pipeline.sft import run_sft
 from stages.common import run_stage, stage_dir, stage_parser
 
 
 def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[str, Any]:
-    try:
-        metrics = run_sft(config, stage_dir(config, "sft"))
-    except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
-        sys.exit(f"sft: {exc}")
+    metrics = run_sft(config, stage_dir(config, "sft"))
     print(f"sft: eval loss {metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}, "
           f"format rate {metrics['format_rate_before']:.2f} -> {metrics['format_rate_after']:.2f}; "
           f"saved {metrics['output']}")
