@@ -239,14 +239,14 @@ class Trainer:
         while self.step <= rl.steps:
             record: dict[str, Any] = {"step": self.step}
             self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
+            if self._eval_due(self.step):  # before this step's update: the policy after `step` updates
+                start = time.perf_counter()
+                record.update(self.evaluate())
+                record["time/eval"] = time.perf_counter() - start
             if self.step < rl.steps:
                 record.update(self.train_step())
             else:
                 record.update(self.generate_groups()[1])
-            if self._eval_due(self.step):
-                start = time.perf_counter()
-                record.update(self.evaluate())
-                record["time/eval"] = time.perf_counter() - start
             self.metrics.write(record)
             bar.write(console_line(record))
             last.update(record)

@@ -154,3 +154,17 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_f
         for key in ("reward/mean", "response_length/mean", "train/loss", "train/grad_norm", "entropy/mean"):
             if key in want:
                 assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+
+
+def test_evaluation_of_step_s_sees_the_policy_after_s_updates(tiny_model_dir, problems_file, tmp_path, monkeypatch):
+    from pipeline.trainer import Trainer
+
+    config = _config(tiny_model_dir, problems_file, tmp_path, "rl.steps=2", "rl.eval_every=1")
+    trainer = Trainer(config, engine=_StubEngine())
+    pushed_at_start = trainer.engine.version
+    monkeypatch.setattr(trainer, "evaluate",
+                        lambda: {"eval/accuracy": float(trainer.engine.version - pushed_at_start)})
+    trainer.run()
+    trainer.close()
+    records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    assert [r["eval/accuracy"] for r in records] == [0.0, 1.0, 2.0]  # step 0: before any update
