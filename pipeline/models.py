@@ -166,3 +166,19 @@ def load_policy(
         )
         model = get_peft_model(model, peft_config)
     return model.to(device)
+
+
+def is_adapter(folder: str | Path) -> bool:
+    """A peft adapter folder (as opposed to a full model folder)."""
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def load_checkpoint(model_path: str | Path, folder: str | Path, dtype: str = "float32",
+                    device: torch.device | str = "cpu"):
+    """A trained checkpoint: a LoRA adapter on `model_path`, or a full model folder (full fine-tuning)."""
+    folder = Path(folder)
+    if is_adapter(folder):
+        return load_policy(model_path, LoraConfig(), adapter=folder, dtype=dtype, device=device)
+    if (folder / "config.json").is_file():
+        return load_policy(folder, LoraConfig(enabled=False), dtype=dtype, device=device)
+    raise ModelError(f"{folder}: neither a LoRA adapter (adapter_config.json) nor a model folder (config.json)")

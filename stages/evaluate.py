@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.data import filter_long_prompts
 from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems, plot_compare
-from pipeline.models import ModelError, load_policy, load_tokenizer, prepare_model, resolve_device
+from pipeline.models import ModelError, load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
 from pipeline.train_loop import reward_params
 from stages.common import run_stage, stage_dir, stage_parser
@@ -40,7 +40,7 @@ def _slug(label: str) -> str:
 
 
 def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]:
-    """Evaluate each checkpoint (label -> adapter folder, None = base) on the same problems in one engine.
+    """Evaluate each checkpoint (label -> adapter or full model folder, None = base) on the same problems in one engine.
 
     One checkpoint writes `<output_dir>/eval/report.json` and `summary.md`; several write one
     `<slug>/` folder each plus `compare.md` and `compare.png`. Returns label -> summary.
@@ -53,7 +53,7 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
     device = resolve_device(config.device)
     for adapter in adapters.values():
         if adapter is not None and not Path(adapter).is_dir():
-            raise ModelError(f"adapter folder not found: {adapter}")
+            raise ModelError(f"checkpoint folder not found: {adapter}")
     log.info("eval: %d problems from %s, n=%d, checkpoints: %s", len(problems), cfg.dataset, cfg.n, ", ".join(adapters))
     # The base model first, while the engine still holds the untouched weights.
     order = sorted(adapters, key=lambda label: adapters[label] is not None)
@@ -62,7 +62,7 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
     try:
         for label in order:
             if adapters[label] is not None:
-                policy = load_policy(model_path, config.lora, adapter=adapters[label], dtype=config.model.dtype)
+                policy = load_checkpoint(model_path, adapters[label], dtype=config.model.dtype)
                 engine.update_weights(policy)
                 del policy
             report = evaluate_problems(

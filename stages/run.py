@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.models import is_adapter
 from stages import evaluate, prepare_model, reward_model, rl, sft
 from stages.common import run_stage, stage_parser, write_json_atomic
 
@@ -32,8 +33,10 @@ def _git_commit() -> str | None:
     return out.stdout.strip()
 
 
-def _with_adapter(config: Config, adapter: str | None) -> Config:
-    return config.model_copy(update={"model": config.model.model_copy(update={"adapter": adapter})})
+def starting_from(config: Config, checkpoint: str) -> Config:
+    """`config` with the model the next stages start from: an SFT adapter, or a fully fine-tuned model."""
+    model = {"adapter": checkpoint} if is_adapter(checkpoint) else {"name": checkpoint, "adapter": None}
+    return config.model_copy(update={"model": config.model.model_copy(update=model)})
 
 
 class Chain:
@@ -62,12 +65,11 @@ class Chain:
         config = self.config
         model_path = prepare_model.main_with(config)
         self.manifest["prepare_model"] = {"path": model_path}
-        self.stage("sft", lambda: sft.main_with(config))
-        sft_adapter = str(self.out / "sft" / "adapter")
-        tuned = _with_adapter(config, sft_adapter)
+        sft_output = self.stage("sft", lambda: sft.main_with(config))["output"]
+        tuned = starting_from(config, sft_output)
         self.stage("reward_model", lambda: reward_model.main_with(tuned))
         rl_metrics = self.stage("rl", lambda: rl.run(tuned, resume=True))
-        checkpoints = {"base": None, "sft": sft_adapter, "rl": rl_metrics["adapter"]}
+        checkpoints = {"base": None, "sft": sft_output, "rl": rl_metrics["adapter"]}
         summaries = self.stage("eval", lambda: evaluate.run_eval(config, checkpoints))
         print(accuracy_table(summaries))
         return self.manifest
