@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.config import DEFAULT_SYSTEM_PROMPT, LoraConfig
-    from pipeline.data import encode_prompts
+    from pipeline.prompts import encode_prompts
     from pipeline.models import load_policy, load_tokenizer, prepare_model, resolve_device
     from pipeline.rollout import HFEngine, SamplingSettings, resolve_sync
 

@@ -112,7 +112,8 @@ def rlvr_config(args: argparse.Namespace) -> Config:
 
 def training_problems(config: Config, tokenizer: Any) -> list[Problem]:
     """The problems rlvr's trainer draws over the run, in its order (same filter, stream and seed)."""
-    from pipeline.data import PromptStream, filter_long_prompts, load_problems_for
+    from pipeline.data import load_problems_for
+    from pipeline.prompts import PromptStream, filter_long_prompts
 
     problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "train", config.seed),
                                    config.data.system_prompt, config.data.max_prompt_tokens)
@@ -164,7 +165,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     import rewards
-    from pipeline.data import render_prompt
+    from pipeline.prompts import render_prompt
     from pipeline.models import load_tokenizer, prepare_model
 
     config = rlvr_config(args)
@@ -215,7 +216,8 @@ def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     """Greedy held-out accuracy of the base model and each system's adapter: one engine, same problems."""
-    from pipeline.data import filter_long_prompts, load_problems_for
+    from pipeline.data import load_problems_for
+    from pipeline.prompts import filter_long_prompts
     from pipeline.evaluation import evaluate_problems
     from pipeline.models import load_policy, load_tokenizer, prepare_model, resolve_device
     from pipeline.rollout import make_engine

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import Problem, encode_prompts, load_problems
+from pipeline.data import Problem, load_problems
+from pipeline.prompts import encode_prompts
 from pipeline.metrics import Equivalence, avg_at_n, maj_at_k, pass_at_k
 
 log = logging.getLogger(__name__)

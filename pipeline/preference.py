@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, RewardModelConfig
-from pipeline.data import DataError, Problem, _read_file, encode_prompts, filter_long_prompts, load_problems_for
+from pipeline.data import DataError, Problem, load_problems_for, read_rows
 from pipeline.forward import SequenceBatch, collate
 from pipeline.models import load_policy
-from pipeline.sequences import fit_response, prompt_ids, response_ids
+from pipeline.prompts import encode_prompts, filter_long_prompts, prompt_ids
+from pipeline.sequences import fit_response, response_ids
 from pipeline.train_loop import StageSetup, reward_params, split_holdout
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def load_pairs(path: str | Path) -> list[PreferencePair]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"preference file not found: {path}")
-    rows, unit = _read_file(path)
+    rows, unit = read_rows(path)
     if not rows:
         raise DataError(f"{path}: no rows (the file is empty)")
     pairs, identical = [], []

@@ -26,7 +26,8 @@ from pipeline.config import Config, LoraConfig
 from pipeline.forward import SequenceBatch, collate, hidden_states
 from pipeline.models import load_policy, load_tokenizer
 from pipeline.preference import EncodedPair, pair_batch, preference_data
-from pipeline.sequences import fit_response, prompt_ids, response_ids
+from pipeline.prompts import prompt_ids
+from pipeline.sequences import fit_response, response_ids
 from pipeline.train_loop import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
 
 HEAD_FILE = "reward_head.safetensors"

@@ -30,7 +30,8 @@ from pipeline.data import Problem, load_problems_for
 from pipeline.forward import collate, completion_forward
 from pipeline.losses import token_logprobs
 from pipeline.models import load_policy
-from pipeline.sequences import fit_response, prompt_ids, response_ids
+from pipeline.prompts import prompt_ids
+from pipeline.sequences import fit_response, response_ids
 from pipeline.train_loop import (UnitLoss, evaluate, finish_stage, reward_params, split_holdout, start_stage,
                                  train_and_measure)
 

@@ -23,12 +23,13 @@ from pipeline.advantages import (gae_advantages, group_advantages, kl_penalized_
                                  reinforce_advantages, whiten)
 from pipeline.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from pipeline.config import Config, save_config
-from pipeline.data import PromptStream, encode_prompts, filter_long_prompts, load_problems_for
+from pipeline.data import load_problems_for
 from pipeline.evaluation import evaluate_problems
 from pipeline.forward import collate
 from pipeline.learner import Learner, RolloutBatch
 from pipeline.losses import kl_estimate
 from pipeline.models import load_tokenizer, prepare_model, resolve_device
+from pipeline.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.rollout import SamplingSettings, make_engine
 from pipeline.tracking import MetricsWriter, console_line, plot_metrics
 

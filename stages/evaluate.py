@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.data import filter_long_prompts
+from pipeline.prompts import filter_long_prompts
 from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems, plot_compare
 from pipeline.models import ModelError, load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine

@@ -13,17 +13,8 @@ import pytest
 
 from pipeline import export_data
 from pipeline.config import DEFAULT_SYSTEM_PROMPT, DataConfig
-from pipeline.data import (
-    DataError,
-    Problem,
-    PromptStream,
-    encode_prompts,
-    filter_long_prompts,
-    last_boxed,
-    load_problems,
-    load_problems_for,
-    render_prompt,
-)
+from pipeline.data import DataError, Problem, last_boxed, load_problems, load_problems_for
+from pipeline.prompts import PromptStream, encode_prompts, filter_long_prompts, prompt_ids, render_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,6 +246,15 @@ def test_encode_prompts_and_length_limit(tokenizer, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING):
         assert filter_long_prompts(tokenizer, problems, DEFAULT_SYSTEM_PROMPT, 384) == problems[:1]
     assert "skipped 1 of 2" in caplog.text
+
+
+def test_prompt_ids_take_a_problem_or_an_already_rendered_prompt(tokenizer) -> None:
+    problem = Problem("What is 7 + 5?", "12")
+    rendered = render_prompt(tokenizer, problem.problem, DEFAULT_SYSTEM_PROMPT)
+    ids = prompt_ids(tokenizer, problem, DEFAULT_SYSTEM_PROMPT)
+    assert ids == prompt_ids(tokenizer, problem.problem, DEFAULT_SYSTEM_PROMPT)
+    assert ids == prompt_ids(tokenizer, rendered, "another system prompt")  # used as is, not rendered twice
+    assert ids.count(tokenizer.convert_tokens_to_ids("<|im_start|>")) == 3  # system, user, assistant
 
 
 def test_shipped_test_prompts_fit(tokenizer) -> None:

@@ -77,7 +77,7 @@ def test_reward_model_learns_easy_pairs_and_serves_as_a_reward(tiny_model_dir, t
     assert len(scores) == 16 and all(isinstance(s, float) for s in scores)
     assert sum(c > r for c, r in zip(scores[:8], scores[8:])) >= 7
     # prompts already rendered (as the RL trainer passes them) score the same as raw problems
-    from pipeline.data import render_prompt
+    from pipeline.prompts import render_prompt
     from pipeline.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)

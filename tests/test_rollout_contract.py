@@ -25,7 +25,7 @@ def tokenizer(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def prompts(tokenizer):
-    from pipeline.data import encode_prompts
+    from pipeline.prompts import encode_prompts
 
     return encode_prompts(tokenizer, QUESTIONS, "", 384)
 
