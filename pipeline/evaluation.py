@@ -46,14 +46,14 @@ EVAL_DATASETS: dict[str, EvalDataset] = {
 """`eval.dataset` names; anything else is a path or hub dataset read with `eval.split`."""
 
 
-def load_eval_problems(dataset: str, *, split: str = "test", limit: int | None = None, seed: int = 0) -> list[Problem]:
-    """The problems of a preset name (EVAL_DATASETS), a local file or a hub dataset."""
+def load_eval_problems(dataset: str, *, split: str = "test", levels: Sequence[int] | None = None,
+                       limit: int | None = None, seed: int = 0) -> list[Problem]:
+    """The problems of a preset name (EVAL_DATASETS), a local file or a hub dataset (of `levels` if given)."""
     preset = EVAL_DATASETS.get(dataset)
     if preset is None:
-        return load_problems(dataset, split=split, limit=limit, seed=seed)
-    return load_problems(
-        preset.spec, split=preset.split, preset=preset.preset, columns=preset.columns, limit=limit, seed=seed
-    )
+        return load_problems(dataset, split=split, levels=levels, limit=limit, seed=seed)
+    return load_problems(preset.spec, split=preset.split, preset=preset.preset, columns=preset.columns,
+                         levels=levels, limit=limit, seed=seed)
 
 
 @dataclass

@@ -48,7 +48,8 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
     cfg, out = config.eval, stage_dir(config, "eval")
     model_path = prepare_model(config.model.name, config.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
-    problems = load_eval_problems(cfg.dataset, split=cfg.split, limit=cfg.problems, seed=cfg.seed)
+    problems = load_eval_problems(cfg.dataset, split=cfg.split, levels=cfg.levels, limit=cfg.problems,
+                                  seed=cfg.seed)
     problems = filter_long_prompts(tokenizer, problems, config.data.system_prompt, config.data.max_prompt_tokens)
     device = resolve_device(config.device)
     for adapter in adapters.values():

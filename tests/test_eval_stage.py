@@ -94,7 +94,7 @@ def test_compare_writes_table_and_chart(setup, adapter):
 
 def test_missing_adapter_is_a_clear_error(setup):
     _, overrides, _ = setup
-    with pytest.raises(SystemExit, match="adapter folder not found"):
+    with pytest.raises(SystemExit, match="checkpoint folder not found"):
         stage.main([*overrides, "--adapter", "no/such/adapter"])
 
 
@@ -108,3 +108,10 @@ def _parsed(argv):
 
     args = stage.build_parser().parse_args(argv)
     return parse_config(args), args
+
+
+def test_levels_select_the_problems(setup):
+    tmp_path, overrides, _ = setup
+    stage.main([*overrides, "eval.levels=[2]"])
+    report = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    assert {p["level"] for p in report["problems"]} == {2} and len(report["problems"]) == 2

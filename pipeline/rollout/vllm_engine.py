@@ -17,6 +17,7 @@ Weight exchange after each optimiser step, per `sync`:
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,15 @@ from pipeline.config import RolloutConfig
 from pipeline.models import bf16_is_native
 from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
 from pipeline.rollout.weights import merged_weights, ram_dir, save_adapter
+
+
+def in_process(setting: bool | str) -> bool:
+    """`auto`: in process on CPU, separate processes on GPU (see `RolloutConfig.in_process`)."""
+    return not torch.cuda.is_available() if setting == "auto" else bool(setting)
+
+
+def _total_ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def engine_dtype(setting: str) -> str:
@@ -48,11 +58,17 @@ class VLLMEngine:
         self.version = 0
         lora = {"enable_lora": True, "max_lora_rank": config.max_lora_rank, "max_loras": 1} \
             if sync == "adapter" else {}
+        inside = in_process(config.in_process)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if inside else "1"  # read when the engine is built
+        executor = {"distributed_executor_backend": "uni"} if inside else {}
+        if inside and not torch.cuda.is_available():
+            # vLLM would count the trainer's own memory against the KV-cache share of RAM.
+            executor["kv_cache_memory_bytes"] = int(config.gpu_memory_utilization * _total_ram())
         self._llm = LLM(
             model=str(model_path), dtype=engine_dtype(config.dtype), seed=seed,
             gpu_memory_utilization=config.gpu_memory_utilization,
             max_model_len=config.max_model_len, enforce_eager=config.enforce_eager,
-            logprobs_mode="processed_logprobs", **lora,
+            logprobs_mode="processed_logprobs", **lora, **executor,
         )
         self.tokenizer = self._llm.get_tokenizer()
         self.dtype: torch.dtype = self._llm.llm_engine.model_config.dtype
