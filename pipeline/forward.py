@@ -99,6 +99,42 @@ def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     return ForwardOut(logp, entropy, hidden)
 
 
+def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
+                          with_entropy: bool = False) -> ForwardOut:
+    """`completion_forward`, computing each distinct prompt of the batch once.
+
+    The G samples of a group share their prompt, often most of a row's tokens. The distinct
+    prompts go through the decoder once (with a KV cache), the cache is gathered to one entry
+    per row, and the completions run on top of it. Gradients reach the prompt's keys and
+    values through the gather, so the result equals `completion_forward`'s (up to rounding).
+    """
+    P, T = batch.prompt_width, batch.completion_mask.shape[1]
+    key = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], dim=1)
+    distinct, row_prompt = torch.unique(key, dim=0, return_inverse=True)
+    if len(distinct) == len(batch):  # nothing shared
+        return completion_forward(model, batch, temperature, with_entropy)
+    decoder, head = _parts(model)
+    prompt_ids, prompt_mask = distinct[:, :P], distinct[:, P:]
+    prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
+                     position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(row_prompt)
+    completion_ids = batch.input_ids[:, P:]
+    positions = prompt_mask.sum(-1)[row_prompt, None] + torch.arange(T, device=completion_ids.device)
+    attention = torch.cat([prompt_mask[row_prompt], batch.attention_mask[:, P:]], dim=1)
+    completion = decoder(input_ids=completion_ids, attention_mask=attention, position_ids=positions,
+                         past_key_values=cache, use_cache=True)
+    # Token t is predicted by the state before it: the prompt's last state for t = 0.
+    hidden = torch.cat([prompt.last_hidden_state[row_prompt, -1:], completion.last_hidden_state[:, :-1]], dim=1)
+    logits = head(hidden)
+    logp = token_logprobs(logits, completion_ids, temperature)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits.detach(), temperature)
+    return ForwardOut(logp, entropy, hidden)
+
+
 def pad_columns(x: Tensor, width: int, value: float = 0.0) -> Tensor:
     """Right-pad [B, t] to [B, width] (outputs of trimmed rows back to the batch's width)."""
     if x.shape[1] == width:

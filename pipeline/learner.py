@@ -5,8 +5,9 @@ One RL step's update (DESIGN.md, "One RL step"):
    log-probs differ slightly), `logp_ref` with the adapter disabled when KL is used (§5),
    and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no
    critic) `logp_old` is the first forward's detached log-probs: no extra pass.
-2. `update`: `ppo_epochs` x mini-batches, each one optimiser step with gradient accumulation
-   over micro-batches normalised over the whole mini-batch (§4), clipping, AdamW.
+2. `update`: `ppo_epochs` x mini-batches of whole groups, each one optimiser step with gradient
+   accumulation over micro-batches normalised over the whole mini-batch (§4), clipping, AdamW.
+Every forward computes a group's shared prompt once (`shared_prompt_forward`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pipeline.config import Config
-from pipeline.forward import SequenceBatch, completion_forward, pad_columns
+from pipeline.forward import SequenceBatch, pad_columns, shared_prompt_forward
 from pipeline.losses import policy_loss, truncated_is_weights, value_loss
 from pipeline.models import load_policy
 from pipeline.optim import autocast, build_optimizer, build_scheduler, clip_and_step
@@ -35,6 +36,8 @@ class RolloutBatch:
     logp_ref: Tensor | None = None  # [B, T]
     values_old: Tensor | None = None  # [B, T]
     returns: Tensor | None = None  # [B, T]
+    group_size: int = 1
+    """Rows come in groups of this many samples of one prompt, group after group."""
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -45,6 +48,15 @@ def _mean_stats(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]
     total = sum(w for _, w in parts) or 1.0
     keys = {k for stats, _ in parts for k in stats}
     return {k: sum(s.get(k, 0.0) * w for s, w in parts) / total for k in sorted(keys)}
+
+
+def _group_order(rows: int, group_size: int, generator: torch.Generator) -> Tensor:
+    """A random order of whole groups: micro-batches then hold few distinct prompts, each
+    computed once by `shared_prompt_forward`."""
+    if rows % group_size:
+        raise ValueError(f"{rows} rows do not form whole groups of {group_size}")
+    groups = torch.randperm(rows // group_size, generator=generator)
+    return (groups[:, None] * group_size + torch.arange(group_size)).flatten()
 
 
 class Learner:
@@ -75,7 +87,7 @@ class Learner:
 
     def _forward(self, seqs: SequenceBatch, *, entropy: bool = False):
         with autocast(self.device, self.rl.bf16_autocast):
-            out = completion_forward(self.model, seqs, self.temperature, with_entropy=entropy)
+            out = shared_prompt_forward(self.model, seqs, self.temperature, with_entropy=entropy)
             values = None
             if self.value_head is not None:
                 values = self.value_head(out.hidden).squeeze(-1).float()
@@ -85,7 +97,7 @@ class Learner:
     def _reference_logp(self, seqs: SequenceBatch) -> Tensor:
         if self.reference is not None:
             with autocast(self.device, self.rl.bf16_autocast):
-                return completion_forward(self.reference, seqs, self.temperature).logp
+                return shared_prompt_forward(self.reference, seqs, self.temperature).logp
         with self.model.disable_adapter():
             return self._forward(seqs)[0].logp
 
@@ -130,7 +142,7 @@ class Learner:
         B, T = batch.loss_mask.shape
         parts: list[tuple[dict[str, float], float]] = []
         for _ in range(self.rl.ppo_epochs):
-            order = torch.randperm(B, generator=generator)
+            order = _group_order(B, batch.group_size, generator)
             for mini in torch.split(order, self.rl.mini_batch_size):
                 mask = batch.loss_mask[mini]
                 norm = dict(num_tokens=int(mask.sum()), num_seqs=int(mask.any(-1).sum()),

@@ -167,7 +167,8 @@ class Trainer:
         mask = seqs.completion_mask.clone()
         if self.config.algorithm.overlong_filter:
             mask[torch.tensor([c.truncated for c in completions])] = False
-        return RolloutBatch(seqs=seqs, loss_mask=mask, logp_engine=logp_engine)
+        return RolloutBatch(seqs=seqs, loss_mask=mask, logp_engine=logp_engine,
+                            group_size=self.config.rl.group_size)
 
     def compute_advantages(self, batch: RolloutBatch, groups: list[Group]) -> None:
         """§1: group-relative outcome advantages, REINFORCE, or GAE with KL in the reward."""

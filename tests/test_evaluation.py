@@ -137,11 +137,11 @@ def test_dataset_presets(monkeypatch):
     monkeypatch.setattr(evaluation, "load_problems", load_problems)
     load_eval_problems("aime24", limit=5, seed=1)
     assert seen == {"spec": "HuggingFaceH4/aime_2024", "split": "train", "preset": "aime", "columns": {},
-                    "limit": 5, "seed": 1}
+                    "levels": None, "limit": 5, "seed": 1}
     load_eval_problems("gsm8k")
     assert (seen["spec"], seen["split"], seen["preset"]) == ("openai/gsm8k:main", "test", "gsm8k")
-    load_eval_problems("my/hub-set", split="validation")
-    assert seen == {"spec": "my/hub-set", "split": "validation", "limit": None, "seed": 0}
+    load_eval_problems("my/hub-set", split="validation", levels=[3])
+    assert seen == {"spec": "my/hub-set", "split": "validation", "levels": [3], "limit": None, "seed": 0}
 
 
 def test_unknown_local_file_is_a_clear_error():

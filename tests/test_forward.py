@@ -49,3 +49,34 @@ def test_completion_forward_matches_full_forward(tiny_model_dir):
     trimmed = pad_columns(completion_forward(model, batch.rows([0])).logp, 4)
     torch.testing.assert_close(trimmed[0, :2], full[0, :2], atol=1e-4, rtol=1e-4)
     assert (trimmed[0, 2:] == 0).all()
+
+
+def test_shared_prompt_forward_equals_completion_forward_with_gradients(tiny_model_dir):
+    from pipeline.config import LoraConfig
+    from pipeline.forward import shared_prompt_forward
+    from pipeline.models import load_policy
+
+    torch.manual_seed(0)
+    model = load_policy(tiny_model_dir, LoraConfig(rank=4))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)  # a LoRA that changes the prompt's keys and values too
+    # Two groups sharing prompts (of different lengths, so one is left-padded), rows interleaved.
+    prompts = [[10, 11, 12, 13], [20, 21], [10, 11, 12, 13], [20, 21], [10, 11, 12, 13]]
+    completions = [[30, 31, 32], [40], [50, 51, 52, 53], [60, 61], [70, 71]]
+    batch = collate(prompts, completions, pad_id=2)
+    results = []
+    for forward in (completion_forward, shared_prompt_forward):
+        model.zero_grad()
+        out = forward(model, batch, temperature=0.7, with_entropy=True)
+        (out.logp * batch.completion_mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (plain, plain_grads), (shared, shared_grads) = results
+    mask = batch.completion_mask
+    torch.testing.assert_close(shared.logp[mask], plain.logp[mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared.entropy[mask], plain.entropy[mask], atol=1e-5, rtol=1e-4)
+    assert plain_grads.keys() == shared_grads.keys() and any("lora_A" in n for n in plain_grads)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
