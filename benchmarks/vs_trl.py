@@ -1,6 +1,6 @@
 """Side by side on this machine: TRL's GRPOTrainer vs rlvr's RL stage, time per step and what each learns.
 
-    .venv/bin/python benchmarks/vs_trl.py [--steps 4 --prompts 8 --samples 8 --max-tokens 128 --lr 5e-5
+    .venv/bin/python benchmarks/vs_trl.py [--steps 4 --prompts 8 --samples 8 --max-tokens 128 --lr 2e-4
                                            --trl-generation auto --eval-problems 100 --out runs/vs_trl]
 
 Needs the `bench` extra (TRL). Runs offline, one system after the other, each in its own
@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step")
     parser.add_argument("--samples", type=int, default=8, help="completions per prompt")
     parser.add_argument("--max-tokens", type=int, default=128, help="new tokens per completion (and in eval)")
-    parser.add_argument("--lr", type=float, default=5e-5, help="learning rate (the demo recipe's)")
+    parser.add_argument("--lr", type=float, default=2e-4, help="learning rate (the demo recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--micro-batch", type=int, default=8,
                         help="completions per forward/backward (reduced to divide prompts x samples)")
