@@ -89,8 +89,13 @@ def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     _, head = _parts(model)
     P, T = batch.prompt_width, batch.completion_mask.shape[1]
     hidden = hidden_states(model, batch)[:, P - 1: P - 1 + T]
+    return _read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy)
+
+
+def _read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
+                     with_entropy: bool) -> ForwardOut:
+    """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy)."""
     logits = head(hidden)
-    labels = batch.input_ids[:, P: P + T]
     logp = token_logprobs(logits, labels, temperature)
     entropy = None
     if with_entropy:
@@ -126,13 +131,7 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
                          past_key_values=cache, use_cache=True)
     # Token t is predicted by the state before it: the prompt's last state for t = 0.
     hidden = torch.cat([prompt.last_hidden_state[row_prompt, -1:], completion.last_hidden_state[:, :-1]], dim=1)
-    logits = head(hidden)
-    logp = token_logprobs(logits, completion_ids, temperature)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach(), temperature)
-    return ForwardOut(logp, entropy, hidden)
+    return _read_completion(head, hidden, completion_ids, temperature, with_entropy)
 
 
 def pad_columns(x: Tensor, width: int, value: float = 0.0) -> Tensor:
