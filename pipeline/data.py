@@ -11,7 +11,6 @@ Bad input raises `DataError` naming the file, the 1-based line (or row) and the 
 from __future__ import annotations
 
 import json
-import logging
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import DataConfig
-
-log = logging.getLogger(__name__)
 
 GYM_PREFIX = "reasoning_gym/"
 FIELDS = ("problem", "answer", "solution", "level", "source")
