@@ -41,9 +41,10 @@ def is_rendered(tokenizer: Any, prompt: str) -> bool:
 
 def prompt_ids(tokenizer: Any, prompt: Problem | str, system_prompt: str) -> list[int]:
     """Token ids of a problem rendered with the chat template, or of a prompt that is already rendered."""
-    text = prompt.problem if isinstance(prompt, Problem) else prompt
-    if not is_rendered(tokenizer, text):
-        text = render_prompt(tokenizer, text, system_prompt)
+    if isinstance(prompt, Problem):  # a problem is never rendered: skip the template check
+        text = render_prompt(tokenizer, prompt.problem, system_prompt)
+    else:
+        text = prompt if is_rendered(tokenizer, prompt) else render_prompt(tokenizer, prompt, system_prompt)
     # A chat template already holds its special tokens; plain text gets the tokenizer's own (e.g. BOS).
     templated = bool(getattr(tokenizer, "chat_template", None))
     return list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
