@@ -223,6 +223,8 @@ class RewardModelConfig(OptimConfig):
     """A preference file with prompt/chosen/rejected columns; None = build pairs by sampling."""
     num_problems: int = Field(256, ge=1)
     samples_per_problem: int = Field(4, ge=2)
+    pairs_per_problem: int = Field(4, ge=1)
+    """Sampled pairs: at most this many (correct, wrong) combinations of one problem's samples."""
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
 

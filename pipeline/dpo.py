@@ -3,10 +3,11 @@
     Delta = [logp(y_w) - logp(y_l)] - [logp_ref(y_w) - logp_ref(y_l)]
     loss  = -log sigmoid(beta * Delta)
 
-Sequence log-probs are sums over the response tokens. The reference is the same model with
-the LoRA adapter disabled (`with model.disable_adapter():`), the project's one reference
-policy (DESIGN.md); its log-probs are computed once per pair, before training. Implicit
-rewards: `beta * (logp - logp_ref)` of each response; their difference is the margin.
+Sequence log-probs are sums over the response tokens. The reference is the policy DPO starts
+from: the SFT model when `model.adapter` is set, else the base model (a fresh adapter changes
+nothing until it trains). Its log-probs are computed once per pair before training, so no
+second copy of the model is kept, and LoRA and full fine-tuning both work. Implicit rewards:
+`beta * (logp - logp_ref)` of each response; their difference is the margin.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config
 from pipeline.forward import SequenceBatch, completion_forward
 from pipeline.models import load_policy
 from pipeline.optim import autocast
@@ -61,11 +62,11 @@ def _chosen_rejected(model: torch.nn.Module, pairs: Sequence[EncodedPair], pad_i
 @torch.no_grad()
 def with_reference(model: torch.nn.Module, pairs: Sequence[EncodedPair], pad_id: int, device: torch.device,
                    batch_size: int = 8, bf16: bool | str = False) -> list[DPOPair]:
-    """Each pair with the reference's (adapter disabled) sequence log-probs of chosen and rejected."""
+    """Each pair with the sequence log-probs of chosen and rejected under `model` as it is now (the reference)."""
     out = []
     was_training = model.training
     model.eval()
-    with model.disable_adapter(), autocast(device, bf16):
+    with autocast(device, bf16):
         for start in range(0, len(pairs), batch_size):
             chunk = list(pairs[start:start + batch_size])
             chosen, rejected = _chosen_rejected(model, chunk, pad_id, device)
@@ -106,10 +107,7 @@ def reference_likelihood_accuracy(pairs: Sequence[DPOPair]) -> float:
 
 
 def run_dpo(config: Config, out: Path) -> dict[str, Any]:
-    """Train per `config.dpo`; writes `out/adapter` and metrics.json (held-out accuracy vs the reference's)."""
-    if not (config.lora.enabled or config.model.adapter):
-        raise ConfigError("dpo needs a LoRA adapter (lora.enabled=true): the reference is the model with "
-                         "the adapter disabled")
+    """Train per `config.dpo`; writes `out/adapter` (`out/model` after full fine-tuning) and metrics.json."""
     start = time.perf_counter()
     setup = start_stage(config, out)
     cfg, device, pad_id = config.dpo, setup.device, setup.tokenizer.pad_token_id
@@ -124,9 +122,11 @@ def run_dpo(config: Config, out: Path) -> dict[str, Any]:
                                 epochs=cfg.epochs, seed=config.seed, desc="dpo",
                                 measure=lambda: evaluate(policy, held_items, loss, bf16=cfg.bf16_autocast, **kw),
                                 **kw)
-    policy.save_pretrained(out / "adapter")
-    setup.tokenizer.save_pretrained(out / "adapter")
+    saved = out / ("adapter" if hasattr(policy, "peft_config") else "model")
+    policy.save_pretrained(saved)
+    setup.tokenizer.save_pretrained(saved)
     summary = {
+        "output": str(saved),
         "pairwise_accuracy": metrics["accuracy_after"],
         "reference_pairwise_accuracy": 0.5,  # the reference's Delta is 0 on every pair (ties count half)
         "reward_margin": metrics["margin_after"],

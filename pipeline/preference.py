@@ -1,7 +1,7 @@
 """Preference pairs (prompt, chosen, rejected) for the reward model and DPO (ALGORITHMS.md §10).
 
     pairs = load_pairs("prefs.jsonl")             # a file with prompt/chosen/rejected columns
-    pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=64)   # from sampling
+    pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=64, pairs_per_problem=4)
     encoded = encode_pairs(tokenizer, pairs, system_prompt, max_length=512)
     batch = pair_batch(encoded[:4], pad_id)       # rows 0..3 chosen, rows 4..7 rejected
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -87,9 +88,12 @@ def save_pairs(path: str | Path, pairs: Sequence[PreferencePair]) -> None:
 
 
 def pairs_from_samples(problems: Sequence[Problem], texts: Sequence[Sequence[str]],
-                       correct: Sequence[Sequence[bool]], *, seed: int, min_pairs: int) -> list[PreferencePair]:
-    """Pair verified-correct with verified-wrong samples of the same problem (one sample per pair).
+                       correct: Sequence[Sequence[bool]], *, seed: int, min_pairs: int,
+                       pairs_per_problem: int) -> list[PreferencePair]:
+    """Pair verified-correct with verified-wrong samples of the same problem.
 
+    Every distinct correct sample meets every distinct wrong one, up to `pairs_per_problem`
+    pairs per problem, chosen so that each sample is used as evenly as the cap allows.
     If that yields fewer than `min_pairs`, add pairs of the gold worked solution (chosen) with a
     wrong sample (rejected) from problems that gave no sampled pair, and say so in the log.
     """
@@ -102,7 +106,8 @@ def pairs_from_samples(problems: Sequence[Problem], texts: Sequence[Sequence[str
         rng.shuffle(right)
         rng.shuffle(wrong)
         extra = {"answer": problem.answer}
-        pairs += [PreferencePair(problem.problem, c, r, "sampled", dict(extra)) for c, r in zip(right, wrong)]
+        pairs += [PreferencePair(problem.problem, c, r, "sampled", dict(extra))
+                  for c, r in _balanced_product(right, wrong, pairs_per_problem)]
         if not right and wrong and problem.solution.strip():
             unpaired.append((problem, wrong))
     sampled = len(pairs)
@@ -120,6 +125,13 @@ def pairs_from_samples(problems: Sequence[Problem], texts: Sequence[Sequence[str
                         "and no problem with a wrong answer had a worked solution); set a preference file "
                         "with reward_model.pairs / dpo.pairs or sample more")
     return pairs
+
+
+def _balanced_product(right: list[str], wrong: list[str], limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` distinct (right, wrong) pairs, walking diagonals so every sample recurs evenly."""
+    n = len(right) * len(wrong)
+    order = [(i % len(right), (i + i // math.lcm(len(right), len(wrong))) % len(wrong)) for i in range(n)] if n else []
+    return [(right[a], wrong[b]) for a, b in order[:limit]]
 
 
 @dataclass
@@ -186,7 +198,8 @@ def sample_pairs(config: Config, section: RewardModelConfig, setup: StageSetup) 
         accuracy.close()
     log.info("sampled accuracy %.3f", sum(scores) / len(scores))
     correct = [[s > 0.5 for s in scores[i * n:(i + 1) * n]] for i in range(len(problems))]
-    return pairs_from_samples(problems, texts, correct, seed=config.seed, min_pairs=max(1, len(problems) // 2))
+    return pairs_from_samples(problems, texts, correct, seed=config.seed, min_pairs=max(1, len(problems) // 2),
+                              pairs_per_problem=section.pairs_per_problem)
 
 
 def split_by_prompt(pairs: Sequence[EncodedPair], fraction: float, seed: int) -> tuple[list[EncodedPair], list[EncodedPair]]:
@@ -205,7 +218,7 @@ def preference_data(config: Config, section: RewardModelConfig, setup: StageSetu
     save_pairs(out / "pairs.jsonl", pairs)
     encoded = encode_pairs(setup.tokenizer, pairs, config.data.system_prompt, section.max_length)
     train, held = split_by_prompt(encoded, section.eval_fraction, config.seed)
-    info = {"pairs_source": section.pairs or "sampled", "train_pairs": len(train), "eval_pairs": len(held),
+    info = {"pairs_source": section.pairs or "sampled", "pairs_file": str(out / "pairs.jsonl"), "train_pairs": len(train), "eval_pairs": len(held),
             "pair_origins": dict(Counter(p.origin for p in pairs))}
     log.info("preference pairs: %s", info)
     return train, held, info

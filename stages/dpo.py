@@ -13,7 +13,7 @@ from stages.common import run_stage, stage_dir, stage_parser
 def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[str, Any]:
     metrics = run_dpo(config, stage_dir(config, "dpo"))
     print(f"dpo: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f} (reference 0.5), "
-          f"reward margin {metrics['reward_margin']:.3f}; saved {stage_dir(config, 'dpo') / 'adapter'}")
+          f"reward margin {metrics['reward_margin']:.3f}; saved {metrics['output']}")
     return metrics
 
 

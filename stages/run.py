@@ -1,4 +1,8 @@
-"""`rlvr run`: prepare-model, sft, reward-model, rl and eval in order, resumable.
+"""`rlvr run`: prepare-model, sft, reward-model, dpo, rl and eval in order, resumable.
+
+The reward model and DPO start from SFT's output and learn from the same preference pairs
+(sampled once by the reward-model stage unless `reward_model.pairs` / `dpo.pairs` name files);
+RL starts from SFT's output too, and eval compares base, SFT, DPO and RL on the same problems.
 
 A stage whose `<output_dir>/<stage>/metrics.json` exists is finished and skipped, so an
 interrupted chain picks up where it stopped (RL itself resumes from its last checkpoint).
@@ -18,7 +22,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.models import is_adapter
-from stages import evaluate, prepare_model, reward_model, rl, sft
+from stages import dpo, evaluate, prepare_model, reward_model, rl, sft
 from stages.common import run_stage, stage_parser, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,13 @@ def starting_from(config: Config, checkpoint: str) -> Config:
     """`config` with the model the next stages start from: an SFT adapter, or a fully fine-tuned model."""
     model = {"adapter": checkpoint} if is_adapter(checkpoint) else {"name": checkpoint, "adapter": None}
     return config.model_copy(update={"model": config.model.model_copy(update=model)})
+
+
+def with_dpo_pairs(config: Config, pairs_file: str) -> Config:
+    """`config` whose DPO stage reads the reward model's pairs, unless it names its own file."""
+    if config.dpo.pairs is not None:
+        return config
+    return config.model_copy(update={"dpo": config.dpo.model_copy(update={"pairs": pairs_file})})
 
 
 class Chain:
@@ -67,9 +78,10 @@ class Chain:
         self.manifest["prepare_model"] = {"path": model_path}
         sft_output = self.stage("sft", lambda: sft.main_with(config))["output"]
         tuned = starting_from(config, sft_output)
-        self.stage("reward_model", lambda: reward_model.main_with(tuned))
+        pairs = self.stage("reward_model", lambda: reward_model.main_with(tuned))["pairs_file"]
+        dpo_output = self.stage("dpo", lambda: dpo.main_with(with_dpo_pairs(tuned, pairs)))["output"]
         rl_metrics = self.stage("rl", lambda: rl.run(tuned, resume=True))
-        checkpoints = {"base": None, "sft": sft_output, "rl": rl_metrics["adapter"]}
+        checkpoints = {"base": None, "sft": sft_output, "dpo": dpo_output, "rl": rl_metrics["adapter"]}
         summaries = self.stage("eval", lambda: evaluate.run_eval(config, checkpoints))
         print(accuracy_table(summaries))
         return self.manifest

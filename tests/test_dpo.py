@@ -19,14 +19,18 @@ def test_dpo_loss_hand_value():
     torch.testing.assert_close(loss, torch.tensor(expected))
 
 
-def test_dpo_beats_the_reference_on_easy_pairs(tiny_model_dir, tmp_path):
+def _config(tmp_path, tiny_model_dir, **sections) -> Config:
     pairs = write_pairs(tmp_path / "pairs.jsonl", easy_pairs(32))
-    config = Config.model_validate({
+    return Config.model_validate({
         "output_dir": str(tmp_path / "run"), "device": "cpu",
         "model": {"name": str(tiny_model_dir)}, "lora": {"rank": 8, "alpha": 16},
         "dpo": {"pairs": pairs, "lr": 1e-2, "beta": 0.5, "epochs": 1, "batch_size": 8, "eval_fraction": 0.25,
-                "max_length": 128, "bf16_autocast": False},
+                "max_length": 128, "bf16_autocast": False}, **sections,
     })
+
+
+def test_dpo_beats_the_reference_on_easy_pairs(tiny_model_dir, tmp_path):
+    config = _config(tmp_path, tiny_model_dir)
     out = tmp_path / "run" / "dpo"
     metrics = run_dpo(config, out)
     # a fresh adapter is the reference: every Delta is 0 before training (ties count half)
@@ -36,3 +40,38 @@ def test_dpo_beats_the_reference_on_easy_pairs(tiny_model_dir, tmp_path):
     assert metrics["chosen_reward"] > metrics["rejected_reward"]
     assert json.loads((out / "metrics.json").read_text())["eval_pairs"] == 8
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_reference_is_the_starting_adapter_not_the_base_model(tiny_model_dir, tmp_path):
+    """Starting from an SFT-like adapter, DPO's reference is that adapter: Delta is 0 before training."""
+    from pipeline.models import load_policy
+
+    start = load_policy(tiny_model_dir, Config().lora.model_copy(update={"rank": 8, "alpha": 16}))
+    with torch.no_grad():
+        for name, param in start.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    start.save_pretrained(tmp_path / "sft")
+    config = _config(tmp_path, tiny_model_dir, model={"name": str(tiny_model_dir), "adapter": str(tmp_path / "sft")})
+    config = config.model_copy(update={"dpo": config.dpo.model_copy(update={"epochs": 0.25})})
+    metrics = run_dpo(config, tmp_path / "run" / "dpo")
+    assert metrics["accuracy_before"] == 0.5 and metrics["margin_before"] == 0.0
+    # and the base model (adapter disabled) would have been a different reference
+    from pipeline.dpo import sequence_logps
+    from pipeline.forward import collate
+
+    batch = collate([[1, 2, 3]], [[4, 5, 6]], pad_id=0)
+    with torch.no_grad():
+        tuned = sequence_logps(start, batch)
+        with start.disable_adapter():
+            base = sequence_logps(start, batch)
+    assert not torch.allclose(tuned, base, atol=1e-3)
+
+
+def test_full_fine_tuning_dpo_saves_a_model_folder(tiny_model_dir, tmp_path):
+    config = _config(tmp_path, tiny_model_dir, lora={"enabled": False})
+    config = config.model_copy(update={"dpo": config.dpo.model_copy(update={"lr": 1e-3})})
+    metrics = run_dpo(config, tmp_path / "run" / "dpo")
+    assert metrics["accuracy_before"] == 0.5 and metrics["output"].endswith("model")
+    assert (tmp_path / "run" / "dpo" / "model" / "config.json").is_file()
+    assert metrics["pairwise_accuracy"] > 0.5 and metrics["margin_after"] > 0

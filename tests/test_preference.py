@@ -71,9 +71,23 @@ def test_pairs_from_samples_pairs_correct_with_wrong_of_the_same_problem():
     problems = _problems(3)
     texts = [["r0a", "w0a", "w0b", "r0b"], ["w1a", "w1b", "w1a", "w1c"], ["r2", "r2", "r2", "r2"]]
     correct = [[True, False, False, True], [False] * 4, [True] * 4]
-    pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=0)
-    assert len(pairs) == 2 and all(p.origin == "sampled" and p.prompt == "q0" for p in pairs)
-    assert {p.chosen for p in pairs} == {"r0a", "r0b"} and {p.rejected for p in pairs} == {"w0a", "w0b"}
+    pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=0, pairs_per_problem=4)
+    assert all(p.origin == "sampled" and p.prompt == "q0" for p in pairs)
+    assert {(p.chosen, p.rejected) for p in pairs} == {(r, w) for r in ("r0a", "r0b") for w in ("w0a", "w0b")}
+    # under a cap of 2 each correct and each wrong sample appears exactly once
+    capped = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=0, pairs_per_problem=2)
+    assert sorted(p.chosen for p in capped) == ["r0a", "r0b"] and sorted(p.rejected for p in capped) == ["w0a", "w0b"]
+
+
+def test_pairs_from_samples_covers_every_combination_once():
+    problems = _problems(1)
+    right, wrong = [f"r{i}" for i in range(4)], [f"w{j}" for j in range(6)]
+    pairs = pairs_from_samples(problems, [right + wrong], [[True] * 4 + [False] * 6], seed=1, min_pairs=0,
+                               pairs_per_problem=100)
+    combos = [(p.chosen, p.rejected) for p in pairs]
+    assert len(combos) == 24 and set(combos) == {(r, w) for r in right for w in wrong}
+    first = combos[:6]   # the first six pairs already use all six wrong samples
+    assert len({w for _, w in first}) == 6
 
 
 def test_too_few_sampled_pairs_fall_back_to_gold_solutions(caplog):
@@ -81,13 +95,13 @@ def test_too_few_sampled_pairs_fall_back_to_gold_solutions(caplog):
     texts = [["r0", "w0"], ["w1", "w1"], ["w2", "x2"]]
     correct = [[True, False], [False, False], [False, False]]
     with caplog.at_level(logging.WARNING):
-        pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=3)
+        pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=3, pairs_per_problem=4)
     gold = [p for p in pairs if p.origin == "gold"]
     assert len(pairs) == 3 and len(gold) == 2
     assert all(p.chosen == f"work {p.prompt[1]} \\boxed{{{p.prompt[1]}}}" for p in gold)
     assert "gold worked solution" in caplog.text
     with pytest.raises(DataError, match="no usable pair"):
-        pairs_from_samples(_problems(1), [["r"]], [[True]], seed=0, min_pairs=5)
+        pairs_from_samples(_problems(1), [["r"]], [[True]], seed=0, min_pairs=5, pairs_per_problem=4)
 
 
 def test_encode_pairs_and_batch_layout(default_model_dir):

@@ -43,14 +43,18 @@ def test_chain_runs_every_stage_then_skips_finished_ones(chain_config, monkeypat
     assert manifest["sft"]["output"] == str(sft_output) and sft_output.is_dir()
     assert 0.0 <= manifest["reward_model"]["pairwise_accuracy"] <= 1.0
     assert (out / "rl" / "checkpoint-1" / "adapter").is_dir()
-    assert set(manifest["eval"]) == {"base", "sft", "rl"}
+    assert set(manifest["eval"]) == {"base", "sft", "dpo", "rl"}
+    # DPO learnt from the reward model's pairs, starting from (and referenced to) the SFT output
+    assert manifest["dpo"]["pairs_source"] == manifest["reward_model"]["pairs_file"]
+    assert manifest["dpo"]["accuracy_before"] == 0.5 and manifest["dpo"]["margin_before"] == 0.0
+    assert manifest["eval"]["dpo"]["checkpoint"] == manifest["dpo"]["output"]
     assert manifest["eval"]["sft"]["checkpoint"] == str(sft_output)
     assert json.loads((out / "manifest.json").read_text())["reward_model"] == manifest["reward_model"]
     table = capsys.readouterr().out
     assert "| stage |" in table and "| rl |" in table
 
     # Every stage finished: a second run reads their metrics instead of running them again.
-    for name in ("sft", "reward_model", "rl"):
+    for name in ("sft", "reward_model", "dpo", "rl"):
         monkeypatch.setattr(getattr(stages.run, name), "main_with" if name != "rl" else "run",
                             lambda *a, **k: pytest.fail("a finished stage ran again"))
     monkeypatch.setattr(stages.run.evaluate, "run_eval", lambda *a, **k: pytest.fail("eval ran again"))
