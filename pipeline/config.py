@@ -180,6 +180,12 @@ class RLConfig(OptimConfig):
     micro_batch_size: int = Field(16, ge=1)
     """Completions per forward/backward pass (gradient accumulation within a mini-batch)."""
     ppo_epochs: int = Field(1, ge=1)
+    skip_zero_advantage: bool = True
+    """Skip the forward/backward of rows that add exactly zero gradient (advantage 0 and no KL,
+    entropy or value term in the loss); the update is unchanged, only faster."""
+    levels: list[int] | None = None
+    """Only problems of these levels for RL (its training and periodic evaluation); None = data.levels.
+    E.g. SFT on levels 1-2 and RL on level 1, where the SFT model is right often enough to learn from."""
     eval_every: int = Field(10, ge=0)
     """Evaluate on the held-out set every N steps (0 = never); step 0 and the last step included."""
     eval_problems: int = Field(100, ge=1)

@@ -2,11 +2,16 @@
 
 One RL step's update (DESIGN.md, "One RL step"):
 1. `prepare`: without gradients, the learner's own `logp_old` (ALGORITHMS.md §9: the engine's
-   log-probs differ slightly), `logp_ref` with the adapter disabled when KL is used (§5),
+   log-probs differ slightly), `logp_ref` of the starting policy when KL is used (§5: the
+   model with its adapter disabled when RL starts from a fresh adapter, else a frozen copy),
    and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no
    critic) `logp_old` is the first forward's detached log-probs: no extra pass.
 2. `update`: `ppo_epochs` x mini-batches of whole groups, each one optimiser step with gradient
    accumulation over micro-batches normalised over the whole mini-batch (§4), clipping, AdamW.
+   Rows that cannot change the loss are not computed (`learned_rows`): with no KL, entropy or
+   value term every loss term is a multiple of the advantage, so a group whose rewards were all
+   equal (A = 0) adds exactly zero gradient; the normalisers still count it, so the update is
+   the same as computing it.
 Every forward computes a group's shared prompt once (`shared_prompt_forward`).
 """
 
@@ -67,9 +72,8 @@ class Learner:
         self.device = device
         self.model = load_policy(model_path, config.lora, config.model.adapter, config.model.dtype, device)
         self.reference = None
-        if self.algo.kl_coef > 0 and not config.lora.enabled:
-            self.reference = load_policy(model_path, config.lora.model_copy(update={"enabled": False}),
-                                         None, config.model.dtype, device).eval().requires_grad_(False)
+        if self.algo.kl_coef > 0 and (config.model.adapter or not config.lora.enabled):
+            self.reference = self._frozen_start(model_path)
         self.value_head = None
         if self.algo.advantage == "gae":
             hidden = self.model.config.hidden_size
@@ -82,6 +86,16 @@ class Learner:
         self.optimizer = build_optimizer(self.params, self.rl)
         self.scheduler = build_scheduler(self.optimizer, self.rl, total_updates)
         self.temperature = config.rollout.temperature or 1.0
+
+    def _frozen_start(self, model_path: str) -> torch.nn.Module:
+        """A frozen copy of the starting policy: the KL reference when disabling the adapter would
+        not give it back (full fine-tuning, or RL starting from a trained adapter such as SFT's)."""
+        config = self.config
+        model = load_policy(model_path, config.lora.model_copy(update={"enabled": False}), config.model.adapter,
+                            config.model.dtype, self.device)
+        if config.model.adapter:
+            model = model.merge_and_unload()
+        return model.eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ forward passes
 
@@ -101,12 +115,26 @@ class Learner:
         with self.model.disable_adapter():
             return self._forward(seqs)[0].logp
 
-    def _micro_batches(self, index: Tensor):
-        return torch.split(index, self.rl.micro_batch_size)
+    def _micro_batches(self, index: Tensor) -> tuple[Tensor, ...]:
+        return torch.split(index, self.rl.micro_batch_size) if len(index) else ()
 
     @property
     def needs_reference(self) -> bool:
         return self.algo.kl_coef > 0
+
+    def learned_rows(self, batch: RolloutBatch, rows: Tensor) -> Tensor:
+        """The rows of `rows` whose loss terms can be non-zero (all of them unless `rl.skip_zero_advantage`)."""
+        has_tokens = batch.loss_mask[rows].any(-1)
+        advantage_only = self.algo.entropy_coef == 0 and self.value_head is None and (
+            self.algo.kl_coef == 0 or self.algo.kl_in_reward)
+        if not (self.rl.skip_zero_advantage and advantage_only):
+            return rows
+        advantages = batch.advantages[rows]
+        if advantages.dim() == 2:
+            nonzero = ((advantages != 0) & batch.loss_mask[rows]).any(-1)
+        else:
+            nonzero = advantages != 0
+        return rows[has_tokens & nonzero]
 
     def on_policy(self, batch_size: int) -> bool:
         """One epoch over one mini-batch and no critic: logp_old is the first forward's logp."""
@@ -141,20 +169,27 @@ class Learner:
         self.model.train()
         B, T = batch.loss_mask.shape
         parts: list[tuple[dict[str, float], float]] = []
+        learned = 0
         for _ in range(self.rl.ppo_epochs):
             order = _group_order(B, batch.group_size, generator)
             for mini in torch.split(order, self.rl.mini_batch_size):
                 mask = batch.loss_mask[mini]
                 norm = dict(num_tokens=int(mask.sum()), num_seqs=int(mask.any(-1).sum()),
                             max_len=self.config.rollout.max_tokens)
-                for micro in self._micro_batches(mini):
+                rows = self.learned_rows(batch, mini)
+                learned += len(rows)
+                for micro in self._micro_batches(rows):
                     stats, weight = self._accumulate(batch, micro, T, norm)
                     parts.append((stats, weight))
+                if len(rows) == 0:  # the step a zero loss would take (AdamW's moments still move)
+                    for p in self.params:
+                        p.grad = torch.zeros_like(p)
                 grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, self.rl.max_grad_norm)
                 parts.append(({"grad_norm": grad_norm}, 0.0))
         stats = _mean_stats([p for p in parts if p[1] > 0])
         norms = [p[0]["grad_norm"] for p in parts if "grad_norm" in p[0]]
         stats["grad_norm"] = sum(norms) / len(norms)
+        stats["learned_frac"] = learned / (B * self.rl.ppo_epochs)
         stats["lr"] = self.scheduler.get_last_lr()[0]
         return stats
 

@@ -145,8 +145,8 @@ def load_policy(
 ):
     """The base model with a trainable LoRA adapter (a fresh one, or `adapter` resumed).
 
-    With `lora.enabled = False` the whole model trains. The KL reference is the same
-    model with the adapter disabled (`with model.disable_adapter():`).
+    With `lora.enabled = False` the whole model trains. Disabling a fresh adapter
+    (`with model.disable_adapter():`) gives the starting model back, the KL reference.
     """
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model

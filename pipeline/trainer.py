@@ -61,9 +61,10 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model_path = str(prepare_model(config.model.name, config.model.cache_dir))
         self.tokenizer = load_tokenizer(self.model_path)
-        self.train = filter_long_prompts(self.tokenizer, load_problems_for(config.data, "train", config.seed),
+        data = config.data if config.rl.levels is None else config.data.model_copy(update={"levels": config.rl.levels})
+        self.train = filter_long_prompts(self.tokenizer, load_problems_for(data, "train", config.seed),
                                          config.data.system_prompt, config.data.max_prompt_tokens)
-        self.test = filter_long_prompts(self.tokenizer, load_problems_for(config.data, "test", config.seed),
+        self.test = filter_long_prompts(self.tokenizer, load_problems_for(data, "test", config.seed),
                                         config.data.system_prompt, config.data.max_prompt_tokens
                                         )[: config.rl.eval_problems]
         self.stream = PromptStream(self.train, config.rl.prompts_per_step, config.seed)

@@ -73,6 +73,24 @@ def test_kl_reference_is_the_model_without_adapter(tiny_model_dir):
     assert not torch.allclose(batch.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
 
 
+def test_kl_reference_is_the_sft_adapter_rl_starts_from(tiny_model_dir, tmp_path):
+    from pipeline.models import load_policy
+
+    sft = load_policy(tiny_model_dir, load_config().lora)
+    with torch.no_grad():
+        for name, param in sft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    sft.save_pretrained(tmp_path / "sft")
+    learner = Learner(_config("algorithm.kl_coef=0.1", f"model.adapter={tmp_path / 'sft'}"), str(tiny_model_dir),
+                      torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    mask = batch.loss_mask
+    torch.testing.assert_close(batch.logp_ref * mask, _logp(learner, batch) * mask, rtol=0, atol=1e-5)
+    with learner.model.disable_adapter():  # the base model: not what RL started from
+        assert not torch.allclose(batch.logp_ref * mask, _logp(learner, batch) * mask, atol=1e-3)
+
+
 def test_ppo_trains_a_value_head(tiny_model_dir):
     learner = Learner(_config("algorithm.preset=ppo"), str(tiny_model_dir), torch.device("cpu"), 10)
     batch = _batch(learner, PROMPTS, COMPLETIONS)
@@ -94,3 +112,25 @@ def test_filtered_rows_do_not_move(tiny_model_dir):
     before = [p.detach().clone() for p in learner.params]
     learner.update(batch, torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip(before, learner.params))
+
+
+def _trained_params(model_dir, *overrides, advantages):
+    torch.manual_seed(0)
+    learner = Learner(_config("algorithm.preset=grpo", *overrides), str(model_dir), torch.device("cpu"), 10)
+    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    batch.advantages = torch.tensor(advantages)
+    stats = learner.update(batch, torch.Generator().manual_seed(0))
+    return [p.detach().clone() for p in learner.params], stats
+
+
+@pytest.mark.parametrize("advantages", [[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], ids=["half", "none"])
+def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_model_dir, advantages):
+    skipped, stats = _trained_params(tiny_model_dir, "algorithm.kl_coef=0", advantages=advantages)
+    computed, full = _trained_params(tiny_model_dir, "algorithm.kl_coef=0", "rl.skip_zero_advantage=false",
+                                     advantages=advantages)
+    assert stats["learned_frac"] == sum(a != 0 for a in advantages) / 4 and full["learned_frac"] == 1.0
+    for a, b in zip(skipped, computed):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    # a KL term depends on every row: nothing is skipped
+    _, with_kl = _trained_params(tiny_model_dir, "algorithm.kl_coef=0.1", advantages=advantages)
+    assert with_kl["learned_frac"] == 1.0

@@ -126,6 +126,18 @@ def test_dynamic_sampling_drops_uniform_groups(tiny_model_dir, problems_file, tm
     trainer.close()
 
 
+def test_rl_levels_narrow_the_problems_rl_trains_and_evaluates_on(tiny_model_dir, tmp_path):
+    from pipeline.trainer import Trainer
+
+    leveled = tmp_path / "leveled.jsonl"
+    leveled.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i), "level": 1 + i % 2})
+                               + "\n" for i in range(16)))
+    config = _config(tiny_model_dir, leveled, tmp_path, "data.levels=[1, 2]", "rl.levels=[2]")
+    trainer = Trainer(config, engine=_StubEngine())
+    assert {p.level for p in trainer.train} == {p.level for p in trainer.test} == {2}
+    trainer.close()
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_file, tmp_path, monkeypatch):
     from pipeline.trainer import Trainer
 
