@@ -52,7 +52,7 @@ def setup(tiny_model_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "make_engine", make_engine)
     overrides = [f"model.name={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", f"eval.dataset={data}",
-                 "eval.n=2", "eval.k=[1,2]", "lora.rank=4", "reward.workers=1"]
+                 "eval.n=2", "eval.k=[1,2]", "eval.levels=[1,2]", "lora.rank=4", "reward.workers=1"]
     return tmp_path, overrides, engines
 
 
