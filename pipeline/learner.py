@@ -124,11 +124,11 @@ class Learner:
 
     def learned_rows(self, batch: RolloutBatch, rows: Tensor) -> Tensor:
         """The rows of `rows` whose loss terms can be non-zero (all of them unless `rl.skip_zero_advantage`)."""
-        has_tokens = batch.loss_mask[rows].any(-1)
         advantage_only = self.algo.entropy_coef == 0 and self.value_head is None and (
             self.algo.kl_coef == 0 or self.algo.kl_in_reward)
         if not (self.rl.skip_zero_advantage and advantage_only):
             return rows
+        has_tokens = batch.loss_mask[rows].any(-1)
         advantages = batch.advantages[rows]
         if advantages.dim() == 2:
             nonzero = ((advantages != 0) & batch.loss_mask[rows]).any(-1)

@@ -218,7 +218,7 @@ def preference_data(config: Config, section: RewardModelConfig, setup: StageSetu
     save_pairs(out / "pairs.jsonl", pairs)
     encoded = encode_pairs(setup.tokenizer, pairs, config.data.system_prompt, section.max_length)
     train, held = split_by_prompt(encoded, section.eval_fraction, config.seed)
-    info = {"pairs_source": section.pairs or "sampled", "pairs_file": str(out / "pairs.jsonl"), "train_pairs": len(train), "eval_pairs": len(held),
-            "pair_origins": dict(Counter(p.origin for p in pairs))}
+    info = {"pairs_source": section.pairs or "sampled", "pairs_file": str(out / "pairs.jsonl"),
+            "train_pairs": len(train), "eval_pairs": len(held), "pair_origins": dict(Counter(p.origin for p in pairs))}
     log.info("preference pairs: %s", info)
     return train, held, info
