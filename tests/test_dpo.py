@@ -42,15 +42,9 @@ def test_dpo_beats_the_reference_on_easy_pairs(tiny_model_dir, tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_the_reference_is_the_starting_adapter_not_the_base_model(tiny_model_dir, tmp_path):
+def test_the_reference_is_the_starting_adapter_not_the_base_model(tiny_model_dir, tiny_policy_factory, tmp_path):
     """Starting from an SFT-like adapter, DPO's reference is that adapter: Delta is 0 before training."""
-    from pipeline.models import load_policy
-
-    start = load_policy(tiny_model_dir, Config().lora.model_copy(update={"rank": 8, "alpha": 16}))
-    with torch.no_grad():
-        for name, param in start.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    start = tiny_policy_factory(scale=0.5)
     start.save_pretrained(tmp_path / "sft")
     config = _config(tmp_path, tiny_model_dir, model={"name": str(tiny_model_dir), "adapter": str(tmp_path / "sft")})
     config = config.model_copy(update={"dpo": config.dpo.model_copy(update={"epochs": 0.25})})

@@ -73,15 +73,8 @@ def test_kl_reference_is_the_model_without_adapter(tiny_model_dir):
     assert not torch.allclose(batch.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
 
 
-def test_kl_reference_is_the_sft_adapter_rl_starts_from(tiny_model_dir, tmp_path):
-    from pipeline.models import load_policy
-
-    sft = load_policy(tiny_model_dir, load_config().lora)
-    with torch.no_grad():
-        for name, param in sft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
-    sft.save_pretrained(tmp_path / "sft")
+def test_kl_reference_is_the_sft_adapter_rl_starts_from(tiny_model_dir, tiny_policy_factory, tmp_path):
+    tiny_policy_factory(scale=0.5).save_pretrained(tmp_path / "sft")
     learner = Learner(_config("algorithm.kl_coef=0.1", f"model.adapter={tmp_path / 'sft'}"), str(tiny_model_dir),
                       torch.device("cpu"), 10)
     batch = _batch(learner, PROMPTS, COMPLETIONS)
