@@ -1,4 +1,4 @@
-"""Throughput of the accuracy reward (ALGORITHMS.md §7) against plain sequential math-verify.
+"""Throughput of the accuracy reward (docs/algorithms.md §7) against plain sequential math-verify.
 
 Builds 2,000 deterministic (completion, gold) pairs: integers, fractions, decimals
 and LaTeX forms, about a quarter wrong, plus a few pathological ones (huge

@@ -1,4 +1,4 @@
-"""Advantage estimators, ALGORITHMS.md §1.
+"""Advantage estimators, docs/algorithms.md §1.
 
 Sequence-level estimators take one scalar reward per completion, flat and ordered group by
 group (`rewards[g*G:(g+1)*G]` are the G completions of prompt g), and return one advantage per

@@ -101,7 +101,7 @@ AggName = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"
 
 
 class AlgorithmConfig(Section):
-    """ALGORITHMS.md §1-9. Fields left unset take the preset's value."""
+    """docs/algorithms.md §1-9. Fields left unset take the preset's value."""
 
     preset: str = "grpo"
     advantage: AdvantageName = "grpo"

@@ -1,4 +1,4 @@
-"""Direct preference optimisation (ALGORITHMS.md §10).
+"""Direct preference optimisation (docs/algorithms.md §10).
 
     Delta = [logp(y_w) - logp(y_l)] - [logp_ref(y_w) - logp_ref(y_l)]
     loss  = -log sigmoid(beta * Delta)

@@ -1,4 +1,4 @@
-"""AIME-style evaluation of a rollout engine on held-out problems (ALGORITHMS.md §11).
+"""AIME-style evaluation of a rollout engine on held-out problems (docs/algorithms.md §11).
 
     report = evaluate_problems(engine, tokenizer, problems, system_prompt=..., n=4,
                                temperature=0.6, top_p=0.95, max_tokens=256, k_list=(1, 4))

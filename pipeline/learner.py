@@ -1,7 +1,7 @@
 """The learner: a LoRA policy (or full fine-tuning) updated with the configured policy loss.
 
-One RL step's update (DESIGN.md, "One RL step"):
-1. `prepare`: without gradients, the learner's own `logp_old` (ALGORITHMS.md §9: the engine's
+One RL step's update (docs/design.md, "One RL step"):
+1. `prepare`: without gradients, the learner's own `logp_old` (docs/algorithms.md §9: the engine's
    log-probs differ slightly), `logp_ref` of the starting policy when KL is used (§5: the
    model with its adapter disabled when RL starts from a fresh adapter, else a frozen copy),
    and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no

@@ -1,4 +1,4 @@
-"""Evaluation metrics over sampled answers: pass@k, avg@n, maj@k (ALGORITHMS.md §11).
+"""Evaluation metrics over sampled answers: pass@k, avg@n, maj@k (docs/algorithms.md §11).
 
     pass_at_k(n=16, c=3, k=4)         # unbiased estimate from n samples, c of them correct
     avg_at_n([3, 0, 16], n=16)         # mean pass@1 over problems

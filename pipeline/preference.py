@@ -1,4 +1,4 @@
-"""Preference pairs (prompt, chosen, rejected) for the reward model and DPO (ALGORITHMS.md §10).
+"""Preference pairs (prompt, chosen, rejected) for the reward model and DPO (docs/algorithms.md §10).
 
     pairs = load_pairs("prefs.jsonl")             # a file with prompt/chosen/rejected columns
     pairs = pairs_from_samples(problems, texts, correct, seed=0, min_pairs=64, pairs_per_problem=4)

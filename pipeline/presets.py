@@ -1,7 +1,7 @@
 """Algorithm presets: each paper's recipe as values of `AlgorithmConfig` fields.
 
 `algorithm.preset: dapo` starts from PRESETS["dapo"]; keys the user sets override it.
-Sources: ALGORITHMS.md §1-9 and the papers named per entry.
+Sources: docs/algorithms.md §1-9 and the papers named per entry.
 """
 
 from typing import Any

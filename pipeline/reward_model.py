@@ -1,4 +1,4 @@
-"""Bradley-Terry reward model (ALGORITHMS.md §10): the SFT architecture plus a scalar head.
+"""Bradley-Terry reward model (docs/algorithms.md §10): the SFT architecture plus a scalar head.
 
 `r(x, y)` is a linear head on the last-layer hidden state of the last non-padding token of
 prompt + response + EOS; training minimises `-log sigmoid(r(x, y_w) - r(x, y_l))` over

@@ -1,4 +1,4 @@
-"""The optimisation loop SFT, the reward model and DPO share (ALGORITHMS.md §4, §10).
+"""The optimisation loop SFT, the reward model and DPO share (docs/algorithms.md §4, §10).
 
 Each stage supplies a `UnitLoss`: a function of a micro-batch of items returning the *sum* of
 its per-unit losses (units are response tokens for SFT, pairs for the reward model and DPO)

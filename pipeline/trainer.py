@@ -1,4 +1,4 @@
-"""The RL loop (DESIGN.md, "One RL step"): generate, reward, filter, advantages, update, sync.
+"""The RL loop (docs/design.md, "One RL step"): generate, reward, filter, advantages, update, sync.
 
 Record `s` of metrics.jsonl describes the policy after `s` updates (s = 0 .. rl.steps): its
 rollout batch (reward, length, ...) and, when due, its held-out evaluation; records

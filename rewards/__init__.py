@@ -1,4 +1,4 @@
-"""Rule-based rewards for RL from verifiable rewards (ALGORITHMS.md §7).
+"""Rule-based rewards for RL from verifiable rewards (docs/algorithms.md §7).
 
 A reward is ``fn(completions: list[str], **columns) -> list[float]`` (the
 TRL/open-r1 convention). Built-ins: ``accuracy``, ``format``, ``soft_overlong``,

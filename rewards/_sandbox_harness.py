@@ -1,4 +1,4 @@
-"""In-sandbox harness for the code reward (ALGORITHMS.md §7, code); stdlib only.
+"""In-sandbox harness for the code reward (docs/algorithms.md §7, code); stdlib only.
 
 Started by ``rewards.sandbox`` as ``[unshare ...] python -I _sandbox_harness.py``
 with a JSON payload on stdin. While still privileged it makes the filesystem

@@ -1,4 +1,4 @@
-"""Worker process for math-verify equivalence checks (ALGORITHMS.md §7, accuracy).
+"""Worker process for math-verify equivalence checks (docs/algorithms.md §7, accuracy).
 
 Started by ``rewards.verifier_pool`` as ``python -I _verify_worker.py SOFT_TIMEOUT MEMORY_MB``
 (a standalone script: it imports only math-verify, never the ``rewards`` package).

@@ -1,4 +1,4 @@
-"""Code-execution reward (ALGORITHMS.md §7, code): fraction of unit tests passed in a sandbox.
+"""Code-execution reward (docs/algorithms.md §7, code): fraction of unit tests passed in a sandbox.
 
 The program is the last fenced Python block of the completion (```python ... ```
 or a bare ``` ... ``` fence). A ``tests`` item is either

@@ -1,4 +1,4 @@
-"""Final-answer extraction from completions (ALGORITHMS.md §7, accuracy).
+"""Final-answer extraction from completions (docs/algorithms.md §7, accuracy).
 
 All scanners are linear in the text length and never raise, so a 1 MB
 completion or malformed LaTeX costs milliseconds and yields ``None`` at worst.

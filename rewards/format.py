@@ -1,4 +1,4 @@
-"""Format reward: does the completion have the expected structure? (ALGORITHMS.md §7, format).
+"""Format reward: does the completion have the expected structure? (docs/algorithms.md §7, format).
 
 Full credit (1.0) needs all of:
 

@@ -1,4 +1,4 @@
-"""DAPO soft overlong punishment and overlong filtering (ALGORITHMS.md §7).
+"""DAPO soft overlong punishment and overlong filtering (docs/algorithms.md §7).
 
 With ``L_max`` the generation limit (``max_tokens``) and ``L_cache`` the buffer (``cache``)::
 

@@ -1,4 +1,4 @@
-"""Math accuracy reward and answer-equivalence helpers (ALGORITHMS.md §7, accuracy).
+"""Math accuracy reward and answer-equivalence helpers (docs/algorithms.md §7, accuracy).
 
 The final answer is extracted in the trainer's process (linear-time scanners in
 ``rewards.extract``); equivalence with the gold answer is decided by math-verify

@@ -1,4 +1,4 @@
-"""Reward from a trained Bradley-Terry reward model (ALGORITHMS.md §10) as a reward term.
+"""Reward from a trained Bradley-Terry reward model (docs/algorithms.md §10) as a reward term.
 
     reward:
       terms:

@@ -1,4 +1,4 @@
-"""Name -> factory registry for reward functions (ALGORITHMS.md §7).
+"""Name -> factory registry for reward functions (docs/algorithms.md §7).
 
 A reward function follows the TRL/open-r1 convention::
 

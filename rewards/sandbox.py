@@ -1,4 +1,4 @@
-"""Sandboxed execution of untrusted Python for the code reward (ALGORITHMS.md §7, code).
+"""Sandboxed execution of untrusted Python for the code reward (docs/algorithms.md §7, code).
 
 Each call starts one process tree, never code in the trainer's process:
 ``[unshare ...] python -I _sandbox_harness.py`` in a new session, a fresh

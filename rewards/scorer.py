@@ -1,4 +1,4 @@
-"""Weighted composition of reward terms from config (ALGORITHMS.md §7).
+"""Weighted composition of reward terms from config (docs/algorithms.md §7).
 
 ``R_i = sum_k weight_k * r_k(o_i)``; every term's unweighted values are kept
 for logging. Terms come from the config's ``reward.terms``: objects with

@@ -1,4 +1,4 @@
-"""A process pool for math-verify checks with a hard per-item time limit (ALGORITHMS.md §7).
+"""A process pool for math-verify checks with a hard per-item time limit (docs/algorithms.md §7).
 
 ``multiprocessing.Pool`` cannot abandon one stuck task, so this pool keeps one
 pipe per worker process: the parent sends a chunk of items, the worker streams

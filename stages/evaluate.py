@@ -1,4 +1,4 @@
-"""`rlvr eval`: AIME-style evaluation (avg@n, pass@k, maj@k; ALGORITHMS.md §11) of the base model or adapters.
+"""`rlvr eval`: AIME-style evaluation (avg@n, pass@k, maj@k; docs/algorithms.md §11) of the base model or adapters.
 
     rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/rl/final
     rlvr eval --compare base sft=runs/demo/sft rl=runs/demo/rl/final

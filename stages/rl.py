@@ -1,4 +1,4 @@
-"""`rlvr rl`: GRPO-family RL with verifiable rewards (ALGORITHMS.md §1-9), resumable."""
+"""`rlvr rl`: GRPO-family RL with verifiable rewards (docs/algorithms.md §1-9), resumable."""
 
 from __future__ import annotations
 

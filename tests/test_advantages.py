@@ -1,4 +1,4 @@
-"""Advantage estimators (ALGORITHMS.md §1) against hand computations."""
+"""Advantage estimators (docs/algorithms.md §1) against hand computations."""
 
 import math
 

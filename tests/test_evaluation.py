@@ -1,4 +1,4 @@
-"""evaluate_problems and EvalReport (ALGORITHMS.md §11): a stub engine with canned completions,
+"""evaluate_problems and EvalReport (docs/algorithms.md §11): a stub engine with canned completions,
 checked by hand, and one end-to-end run of the tiny model through real vLLM."""
 
 from __future__ import annotations

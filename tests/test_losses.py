@@ -1,4 +1,4 @@
-"""Losses (ALGORITHMS.md §2-6, §9) against hand computations on small tensors."""
+"""Losses (docs/algorithms.md §2-6, §9) against hand computations on small tensors."""
 
 import math
 

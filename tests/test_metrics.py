@@ -1,4 +1,4 @@
-"""pass@k, avg@n and maj@k (ALGORITHMS.md §11) against brute force and hand-made answer sets."""
+"""pass@k, avg@n and maj@k (docs/algorithms.md §11) against brute force and hand-made answer sets."""
 
 from __future__ import annotations
 

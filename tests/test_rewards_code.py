@@ -1,4 +1,4 @@
-"""Code reward: block extraction, test formats, fractions (ALGORITHMS.md §7, code)."""
+"""Code reward: block extraction, test formats, fractions (docs/algorithms.md §7, code)."""
 
 import json
 

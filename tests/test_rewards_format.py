@@ -1,4 +1,4 @@
-"""Format reward, soft overlong punishment and overlong filtering (ALGORITHMS.md §7)."""
+"""Format reward, soft overlong punishment and overlong filtering (docs/algorithms.md §7)."""
 
 import pytest
 

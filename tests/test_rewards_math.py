@@ -1,4 +1,4 @@
-"""Math accuracy reward: extraction, equivalence, bad input, time limits (ALGORITHMS.md §7)."""
+"""Math accuracy reward: extraction, equivalence, bad input, time limits (docs/algorithms.md §7)."""
 
 import time
 

@@ -1,4 +1,4 @@
-"""Reward registry and weighted scorer (ALGORITHMS.md §7)."""
+"""Reward registry and weighted scorer (docs/algorithms.md §7)."""
 
 from dataclasses import dataclass, field
 

@@ -1,4 +1,4 @@
-"""Code sandbox attacks: reward 0, trainer unharmed, nothing left running (ALGORITHMS.md §7, code)."""
+"""Code sandbox attacks: reward 0, trainer unharmed, nothing left running (docs/algorithms.md §7, code)."""
 
 import os
 import secrets
