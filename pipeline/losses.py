@@ -1,4 +1,4 @@
-"""Policy, value and regulariser losses, docs/algorithms.md §2-6 and §9.
+"""Policy, value and regulariser losses, docs/algorithms.md §2-6, §9 and §12.
 
 Tensors are [B, T] (B completions, T token positions) with a `mask` (bool or 0/1) that is
 True on the completion tokens that count. Masked positions may hold garbage (inf, NaN) in any
@@ -55,7 +55,7 @@ def ppo_clip_loss(
 
     `eps_low == eps_high` is PPO's symmetric clip. With `dual_clip_c` (§3 dual-clip, Ye et al.
     2020) the loss of A<0 units is capped at `-c*A`: the objective is `max(min(...), c*A)`, so
-    the loss is `min(l, -c*A)` (docs/algorithms.md writes `max(l_it, -c*A)` in objective form).
+    the loss is `min(l, -c*A)` (docs/algorithms.md §3 gives both forms).
     """
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
     loss = -torch.minimum(ratio * advantages, clipped * advantages)
@@ -194,7 +194,7 @@ def value_loss(
     values: Tensor, values_old: Tensor, returns: Tensor, mask: Tensor, clip: float,
     agg: str = "token-mean", **normalisers: int | None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO clipped value loss `0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)`.
+    """§12 PPO clipped value loss `0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)`.
 
     Per-token losses are aggregated like the policy loss (§4); stats: `vf_loss`, `vf_clip_frac`
     (share of tokens where the clipped branch is the larger one).
