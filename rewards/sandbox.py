@@ -113,7 +113,7 @@ class _UidPool:
 
 
 _uids = _UidPool()
-_chosen: dict[str, Isolation] = {}
+_chosen: dict[tuple[str, tuple[Isolation, ...]], Isolation] = {}  # (requested, candidates) -> level
 _choose_lock = threading.Lock()
 
 
@@ -182,20 +182,21 @@ class Sandbox:
 
     @property
     def isolation(self) -> Isolation:
-        """The isolation level in use (probed on first use)."""
+        """The isolation level in use: probed once per process and set of candidate levels."""
+        levels = tuple(isolation_levels())
         with _choose_lock:
-            if self._requested not in _chosen:
-                _chosen[self._requested] = self._choose()
-            return _chosen[self._requested]
+            if (self._requested, levels) not in _chosen:
+                _chosen[self._requested, levels] = self._choose(levels)
+            return _chosen[self._requested, levels]
 
-    def _choose(self) -> Isolation:
-        levels = isolation_levels()
+    def _choose(self, levels: tuple[Isolation, ...]) -> Isolation:
         if self._requested != "auto":
             return next(level for level in levels if level.name == self._requested)
         probe = Sandbox(timeout=10.0, total_timeout=10.0)  # generous: a loaded machine must not weaken isolation
         for rank, level in enumerate(levels):
             for _ in range(2):
-                smoke = probe._execute(level, "import fractions, statistics\nprint(int(input()) + 1)", [{"stdin": "41"}])
+                smoke = probe._execute(level, "import fractions, statistics\nprint(int(input()) + 1)",
+                                       [{"stdin": "41"}])
                 if smoke[0].ok and smoke[0].stdout.strip() == "42":
                     if rank:
                         logger.warning("code sandbox: using isolation level %r; stronger levels %s failed here",
