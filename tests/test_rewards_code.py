@@ -9,7 +9,10 @@ import pytest
 
 import rewards
 import rewards.sandbox
+from pipeline.config import load_config
 from pipeline.data import DataError, load_problems
+from pipeline.rollout import Completion
+from pipeline.tracking import read_metrics
 from rewards.code import TestSuite, extract_code, outputs_match, parse_tests, values_match
 
 DOUBLE = "```python\nprint(2 * int(input()))\n```"
@@ -282,3 +285,57 @@ def test_unsandboxed_opt_in(no_namespaces, caplog):
     assert reward.run_info == {"sandbox/level": reward.sandbox_level}
     assert reward([ADD], tests=[{"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}]) == [1.0]
     assert "weak isolation" in caplog.text
+
+
+# ---- in the RL stage ------------------------------------------------------------------------
+
+
+class _CodeEngine:
+    """Canned completions: odd completions hold a program doubling its input, even ones no code."""
+
+    version = 0
+
+    def generate(self, prompts, sampling):
+        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], DOUBLE if j % 2 else "no code", "stop")
+                 for j in range(sampling.n)] for p in prompts]
+
+    def update_weights(self, model):
+        self.version += 1
+        return self.version
+
+    def close(self):
+        pass
+
+
+def _code_config(tiny_model_dir, tmp_path, *overrides):
+    path = tmp_path / "code.jsonl"
+    rows = [{"problem": f"Read n and print 2n ({i}).", "answer": "-",
+             "tests": [{"input": str(i), "output": str(2 * i)}]} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_config(None, [
+        f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", f"data.train={path}", f"data.test={path}",
+        "rl.steps=1", "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
+        "rl.eval_every=0", "rollout.max_tokens=8", "reward.workers=1", "rl.bf16_autocast=false",
+        "reward.terms=[{name: code, params: {timeout: 2.0}}]", *overrides])
+
+
+@pytest.mark.slow
+def test_first_metrics_record_carries_the_sandbox_level(tiny_model_dir, tmp_path):
+    from pipeline.trainer import Trainer
+
+    trainer = Trainer(_code_config(tiny_model_dir, tmp_path), engine=_CodeEngine())
+    trainer.run()
+    trainer.close()
+    records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    assert records[0]["sandbox/level"] == rewards.sandbox.Sandbox().isolation.name
+    assert records[0]["reward/mean"] == 0.5
+    assert all("sandbox/level" not in r for r in records[1:])
+
+
+def test_weak_isolation_refuses_before_the_model_loads(tiny_model_dir, tmp_path, no_namespaces, monkeypatch):
+    import pipeline.learner
+    from pipeline.trainer import Trainer
+
+    monkeypatch.setattr(pipeline.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(ValueError, match="allow_unsandboxed"):
+        Trainer(_code_config(tiny_model_dir, tmp_path), engine=_CodeEngine())
