@@ -291,7 +291,7 @@ class CodeReward:
         for run, expected in zip(runs, suite.outputs):
             try:
                 passed += run.ok and _call_matches(_loads(run.value), expected, self.float_tolerance)
-            except ValueError:  # not JSON: the value was not returned in full
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 pass
         return passed
 

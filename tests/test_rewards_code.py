@@ -26,7 +26,8 @@ def _fence(code: str) -> str:
 
 @pytest.fixture(scope="module")
 def code_reward():
-    return rewards.get("code", timeout=2.0, workers=2)
+    """Scoring does not depend on the isolation level; these programs are harmless anywhere."""
+    return rewards.get("code", timeout=2.0, workers=2, allow_unsandboxed=True)
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_malformed_tests_fail_when_the_data_loads(tmp_path):
 
 
 def test_stdio_fraction_and_all_or_nothing(code_reward):
-    strict = rewards.get("code", timeout=2.0, workers=2, all_or_nothing=True)
+    strict = rewards.get("code", timeout=2.0, workers=2, all_or_nothing=True, allow_unsandboxed=True)
     completions = [DOUBLE, DOUBLE, "no code at all"]
     tests = [CASES, json.dumps(CASES), CASES]
     assert code_reward(completions, tests=tests) == pytest.approx([2 / 3, 2 / 3, 0.0])
@@ -212,14 +213,14 @@ def test_call_based_failures_score_zero(code_reward):
 
 
 def test_real_number_output(code_reward):
-    exact = rewards.get("code", timeout=2.0, workers=2, float_tolerance=0)
+    exact = rewards.get("code", timeout=2.0, workers=2, float_tolerance=0, allow_unsandboxed=True)
     third, sum_ = _fence("print(1/3)"), _fence("print(0.1 + 0.2)")
     tests = [[{"input": "", "output": "0.333333333333"}], [{"input": "", "output": "0.3"}]]
     assert code_reward([third, sum_], tests=tests) == [1.0, 1.0]
     assert exact([third, sum_], tests=tests) == [0.0, 0.0]
     assert code_reward([_fence("print(3.0000001)")], tests=[[{"input": "", "output": "3"}]]) == [0.0]
     with pytest.raises(ValueError, match="float_tolerance"):
-        rewards.get("code", float_tolerance=-1.0)
+        rewards.get("code", float_tolerance=-1.0, allow_unsandboxed=True)
     assert math.isclose(code_reward.float_tolerance, 1e-6)
 
 
@@ -267,7 +268,7 @@ def test_missing_tests(code_reward):
 def test_sandbox_level_is_recorded(code_reward):
     assert code_reward.sandbox_level == rewards.sandbox.Sandbox().isolation.name
     assert code_reward.run_info == {"sandbox/level": code_reward.sandbox_level}
-    scorer = rewards.RewardScorer([{"name": "code", "params": {"workers": 1}}, {"name": "format"}])
+    scorer = rewards.RewardScorer([{"name": "code", "params": {"allow_unsandboxed": True}}, {"name": "format"}])
     assert scorer.run_info() == {"sandbox/level": code_reward.sandbox_level}
     scorer.close()
 
@@ -307,7 +308,7 @@ class _CodeEngine:
         pass
 
 
-def _code_config(tiny_model_dir, tmp_path, *overrides):
+def _code_config(tiny_model_dir, tmp_path, code_params="{timeout: 2.0}"):
     path = tmp_path / "code.jsonl"
     rows = [{"problem": f"Read n and print 2n ({i}).", "answer": "-",
              "tests": [{"input": str(i), "output": str(2 * i)}]} for i in range(4)]
@@ -316,14 +317,15 @@ def _code_config(tiny_model_dir, tmp_path, *overrides):
         f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", f"data.train={path}", f"data.test={path}",
         "rl.steps=1", "rl.prompts_per_step=2", "rl.group_size=2", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
         "rl.eval_every=0", "rollout.max_tokens=8", "reward.workers=1", "rl.bf16_autocast=false",
-        "reward.terms=[{name: code, params: {timeout: 2.0}}]", *overrides])
+        f"reward.terms=[{{name: code, params: {code_params}}}]"])
 
 
 @pytest.mark.slow
 def test_first_metrics_record_carries_the_sandbox_level(tiny_model_dir, tmp_path):
     from pipeline.trainer import Trainer
 
-    trainer = Trainer(_code_config(tiny_model_dir, tmp_path), engine=_CodeEngine())
+    config = _code_config(tiny_model_dir, tmp_path, "{timeout: 2.0, allow_unsandboxed: true}")
+    trainer = Trainer(config, engine=_CodeEngine())
     trainer.run()
     trainer.close()
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
@@ -339,3 +341,9 @@ def test_weak_isolation_refuses_before_the_model_loads(tiny_model_dir, tmp_path,
     monkeypatch.setattr(pipeline.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match="allow_unsandboxed"):
         Trainer(_code_config(tiny_model_dir, tmp_path), engine=_CodeEngine())
+
+
+def test_a_hostile_return_value_scores_zero(code_reward):
+    deep = _fence("import sys\nsys.setrecursionlimit(100000)\ndef add(a, b):\n    x = []\n"
+                  "    for _ in range(5000):\n        x = [x]\n    return x")
+    assert code_reward([deep], tests=[{"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}]) == [0.0]
