@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import DataConfig
+from rewards.code import parse_tests
 
 GYM_PREFIX = "reasoning_gym/"
 FIELDS = ("problem", "answer", "solution", "level", "source")
@@ -213,6 +214,10 @@ def _convert(
                 hint = " and the solution has no \\boxed{}" if preset == "math" and name == "answer" else ""
                 raise DataError(f"{where}, {unit} {number}: field {name!r} (column {mapping[name]!r}) "
                                 f"is missing or empty{hint}")
+        try:
+            parse_tests(row.get("tests"))  # the code reward's formats, checked before training starts
+        except ValueError as exc:
+            raise DataError(f"{where}, {unit} {number}: column 'tests': {exc}") from None
         problems.append(Problem(
             problem=str(values["problem"]),
             answer=str(answer).strip(),

@@ -68,14 +68,15 @@ class Trainer:
                                         config.data.system_prompt, config.data.max_prompt_tokens
                                         )[: config.rl.eval_problems]
         self.stream = PromptStream(self.train, config.rl.prompts_per_step, config.seed)
+        # before the model loads: a reward may refuse to start (the code sandbox's isolation)
+        self.scorer = rewards.RewardScorer(config.reward.terms, workers=config.reward.workers,
+                                           timeout=config.reward.timeout,
+                                           max_tokens=config.rollout.max_tokens)
         updates = config.rl.steps * config.rl.ppo_epochs * (
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
         self.learner = Learner(config, self.model_path, self.device, updates)
         self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
                                             policy=self.learner.model)
-        self.scorer = rewards.RewardScorer(config.reward.terms, workers=config.reward.workers,
-                                           timeout=config.reward.timeout,
-                                           max_tokens=config.rollout.max_tokens)
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -239,8 +240,10 @@ class Trainer:
         rl = self.config.rl
         last: dict[str, Any] = {}
         bar = tqdm(total=rl.steps, initial=self.step, desc="rl", unit="step", dynamic_ncols=True)
+        run_info = self.scorer.run_info()  # e.g. sandbox/level, in the first record
         while self.step <= rl.steps:
-            record: dict[str, Any] = {"step": self.step}
+            record: dict[str, Any] = {"step": self.step, **run_info}
+            run_info = {}
             self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
             if self._eval_due(self.step):  # before this step's update: the policy after `step` updates
                 start = time.perf_counter()

@@ -5,9 +5,17 @@ with a JSON payload on stdin. While still privileged it makes the filesystem
 private (tmpfs over world-writable dirs, a fresh work dir, the interpreter's
 files exposed to the sandbox uid), then drops to the sandbox uid (or drops all
 capabilities when there is no uid to drop to). Each run forks a child that sets
-resource limits, redirects stdin/stdout, and executes the untrusted code in
-its own process group, so a crash or hang in one run cannot fail the others.
-Writes ``{"runs": [[status, stdout], ...]}`` to stdout; status is ``ok``,
+resource limits, redirects stdin/stdout, lifts CPython's int/str digit limit (as
+judges do) and executes the untrusted code in its own process group, so a crash
+or hang in one run cannot fail the others. A run is one of
+
+* ``{"stdin": text}``: the program reads ``text``; its stdout is the result;
+* ``{"test_code": code}``: the program, then ``code`` in the same namespace;
+* ``{"args": [...]}``: the program, then one call ``fn_name(*args)`` (a
+  ``Solution().fn_name`` method if the program defines ``class Solution``);
+  the return value comes back JSON-encoded (tuples and sets as lists).
+
+Writes ``{"runs": [[status, stdout, value], ...]}`` to stdout; status is ``ok``,
 ``error``, ``timeout``, ``output_limit`` or ``skipped``. Verdicts on outputs are
 made by the trainer, never here.
 """
@@ -105,20 +113,40 @@ def _drop_privileges(uid):
     _LIBC.capset(header, (ctypes.c_uint32 * 6)())
 
 
-def _child(code, test_code, marker, limits, fds):
+def _jsonable(value):
+    """``json.dumps`` default: sets as (sorted where possible) lists, other objects as their repr."""
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    return repr(value)
+
+
+def _call(namespace, fn_name, args):
+    """``fn_name(*args)``: a ``Solution`` method (LeetCode style) if there is one, else the function."""
+    solution = namespace.get("Solution")
+    if isinstance(solution, type) and hasattr(solution, fn_name):
+        return getattr(solution(), fn_name)(*args)
+    return namespace[fn_name](*args)
+
+
+def _child(code, run, fn_name, marker, limits, fds):
     """Runs in the forked child: limits, redirections, then the untrusted code. Never returns."""
-    completed = False
+    completed, value = False, ""
+    stdio = "stdin" in run
     try:
         os.setpgid(0, 0)
-        stdin_fd, out_fd, marker_fd = fds
+        stdin_fd, out_fd, result_fd = fds
         os.dup2(stdin_fd, 0)
         os.dup2(out_fd, 1)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-        os.dup2(marker_fd, 3)
+        os.dup2(result_fd, 3)
         os.closerange(4, 1 << 20)
-        for name, value in limits:
-            resource.setrlimit(name, value)
+        for name, limit in limits:
+            resource.setrlimit(name, limit)
         _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        sys.set_int_max_str_digits(0)  # judges run without CPython's 4300-digit int/str limit
         sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)
         sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
@@ -126,22 +154,26 @@ def _child(code, test_code, marker, limits, fds):
         namespace = {"__name__": "__main__", "__builtins__": builtins}
         try:
             exec(compile(code, "solution.py", "exec"), namespace)
-            completed = test_code is None
-        except SystemExit as exit_:  # fine for a stdin/stdout program, never before the tests run
-            completed = test_code is None and exit_.code in (None, 0)
-        if test_code is not None:
+            completed = stdio
+        except SystemExit as exit_:  # fine for a stdin/stdout program, never before the tests or call run
+            completed = stdio and exit_.code in (None, 0)
+        if "test_code" in run:
             try:
-                exec(compile(test_code, "tests.py", "exec"), namespace)
+                exec(compile(run["test_code"], "tests.py", "exec"), namespace)
                 completed = True
             except SystemExit as exit_:
                 completed = exit_.code in (None, 0, False)
+        elif "args" in run:
+            value = json.dumps(_call(namespace, fn_name, run["args"]), default=_jsonable)
+            completed = True
         sys.stdout.flush()
     except BaseException:
         completed = False
         traceback.print_exc()
     finally:
-        if completed and test_code is not None:
-            os.write(3, marker.encode())  # proves the tests ran to the end (an early os._exit cannot)
+        if completed and not stdio:
+            # proves the tests or the call ran to the end (an early os._exit cannot)
+            os.write(3, (marker + value).encode("utf-8", errors="replace"))
         os._exit(0 if completed else 1)
 
 
@@ -200,12 +232,22 @@ def _kill_leftovers():
                 pass
 
 
-def _run_one(stdin_text, config):
+def _read_file(fd, limit):
+    """Up to ``limit + 1`` bytes of the file ``fd`` from its start."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks, size = [], 0
+    while size <= limit and (data := os.read(fd, min(1 << 16, limit + 1 - size))):
+        chunks.append(data)
+        size += len(data)
+    return b"".join(chunks)
+
+
+def _run_one(run, config):
     stdin_fd = os.memfd_create("stdin")
-    os.write(stdin_fd, stdin_text.encode("utf-8", errors="replace"))
+    os.write(stdin_fd, run.get("stdin", "").encode("utf-8", errors="replace"))
     os.lseek(stdin_fd, 0, os.SEEK_SET)
     out_r, out_w = os.pipe()
-    marker_r, marker_w = os.pipe()
+    result_fd = os.memfd_create("result")
     cpu = int(config["timeout"]) + 1
     memory = config["memory_mb"] * 2**20
     limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory, memory)),
@@ -213,8 +255,8 @@ def _run_one(stdin_text, config):
               (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NPROC, (config["max_processes"],) * 2)]
     pid = os.fork()
     if pid == 0:
-        _child(config["code"], config["test_code"], config["marker"], limits, (stdin_fd, out_w, marker_w))
-    for fd in (stdin_fd, out_w, marker_w):
+        _child(config["code"], run, config["fn_name"], config["marker"], limits, (stdin_fd, out_w, result_fd))
+    for fd in (stdin_fd, out_w):
         os.close(fd)
     deadline = time.monotonic() + config["timeout"]
     status, output = _read_until_exit(pid, out_r, deadline, config["max_output_bytes"])
@@ -224,17 +266,17 @@ def _run_one(stdin_text, config):
         pass
     exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     _kill_leftovers()
-    os.set_blocking(marker_r, False)
-    try:
-        marker = os.read(marker_r, 256).decode(errors="replace")
-    except BlockingIOError:
-        marker = ""
+    marker = config["marker"].encode()
+    result = _read_file(result_fd, len(marker) + config["max_output_bytes"])
     os.close(out_r)
-    os.close(marker_r)
+    os.close(result_fd)
+    if status is None and len(result) > len(marker) + config["max_output_bytes"]:
+        status = "output_limit"
     if status is None:
-        passed = exit_code == 0 and (config["test_code"] is None or marker == config["marker"])
+        passed = exit_code == 0 and ("stdin" in run or result.startswith(marker))
         status = "ok" if passed else "error"
-    return [status, output.decode("utf-8", errors="replace")]
+    value = result[len(marker):].decode("utf-8", errors="replace") if status == "ok" else ""
+    return [status, output.decode("utf-8", errors="replace"), value]
 
 
 def main():
@@ -247,11 +289,11 @@ def main():
     os.environ["HOME"] = os.getcwd()
     budget_end = time.monotonic() + config["total_timeout"]
     runs = []
-    for stdin_text in config["inputs"]:
+    for run in config["runs"]:
         if time.monotonic() >= budget_end:
-            runs.append(["skipped", ""])
+            runs.append(["skipped", "", ""])
             continue
-        runs.append(_run_one(stdin_text, config))
+        runs.append(_run_one(run, config))
     sys.stdout.buffer.write(json.dumps({"runs": runs}).encode())
     sys.stdout.buffer.flush()
 

@@ -15,6 +15,9 @@ per process by running a smoke test (weaker ones log a warning):
 * ``uid`` (root without ``unshare``): unprivileged uid, no namespaces.
 * ``none``: resource limits only.
 
+``NAMESPACE_LEVELS`` names the levels that confine files and network; the code
+reward refuses to start below them unless the user opts in.
+
 Per run the harness forks a child with RLIMIT_CPU/AS/FSIZE/NOFILE/NPROC/CORE and
 a wall-clock limit (the limits are set in the harness, not via ``preexec_fn``,
 which is unsafe with the trainer's threads). Afterwards the whole tree is killed:
@@ -37,14 +40,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
-__all__ = ["Isolation", "RunResult", "Sandbox", "isolation_levels"]
+__all__ = ["NAMESPACE_LEVELS", "Isolation", "RunResult", "Sandbox", "isolation_levels"]
 
 logger = logging.getLogger(__name__)
 
 _HARNESS = str(Path(__file__).with_name("_sandbox_harness.py"))
 _STARTUP_GRACE = 5.0  # seconds for namespaces + interpreter start, beyond the runs' own limits
 _NAMESPACE_FLAGS = ("--mount", "--net", "--pid", "--fork", "--mount-proc", "--kill-child")
+NAMESPACE_LEVELS = ("namespaces+uid", "userns")
+"""Isolation levels with private mount, network and PID namespaces."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,12 @@ class Isolation:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One run: ``status`` is ok | error | timeout | output_limit | skipped | crashed."""
+    """One run: ``status`` is ok | error | timeout | output_limit | skipped | crashed; ``value``:
+    the JSON text of a call's return value (``""`` for other runs and failed calls)."""
 
     status: str
     stdout: str
+    value: str = ""
 
     @property
     def ok(self) -> bool:
@@ -105,7 +113,7 @@ class _UidPool:
 
 
 _uids = _UidPool()
-_chosen: dict[str, Isolation] = {}
+_chosen: dict[tuple[str, tuple[Isolation, ...]], Isolation] = {}  # (requested, candidates) -> level
 _choose_lock = threading.Lock()
 
 
@@ -174,20 +182,21 @@ class Sandbox:
 
     @property
     def isolation(self) -> Isolation:
-        """The isolation level in use (probed on first use)."""
+        """The isolation level in use: probed once per process and set of candidate levels."""
+        levels = tuple(isolation_levels())
         with _choose_lock:
-            if self._requested not in _chosen:
-                _chosen[self._requested] = self._choose()
-            return _chosen[self._requested]
+            if (self._requested, levels) not in _chosen:
+                _chosen[self._requested, levels] = self._choose(levels)
+            return _chosen[self._requested, levels]
 
-    def _choose(self) -> Isolation:
-        levels = isolation_levels()
+    def _choose(self, levels: tuple[Isolation, ...]) -> Isolation:
         if self._requested != "auto":
             return next(level for level in levels if level.name == self._requested)
         probe = Sandbox(timeout=10.0, total_timeout=10.0)  # generous: a loaded machine must not weaken isolation
         for rank, level in enumerate(levels):
             for _ in range(2):
-                smoke = probe._execute(level, "import fractions, statistics\nprint(int(input()) + 1)", ["41"], None)
+                smoke = probe._execute(level, "import fractions, statistics\nprint(int(input()) + 1)",
+                                       [{"stdin": "41"}])
                 if smoke[0].ok and smoke[0].stdout.strip() == "42":
                     if rank:
                         logger.warning("code sandbox: using isolation level %r; stronger levels %s failed here",
@@ -195,22 +204,33 @@ class Sandbox:
                     return level
         raise RuntimeError("the code sandbox cannot run Python on this machine")
 
-    def run(self, code: str, inputs: list[str] | None = None, test_code: str | None = None) -> list[RunResult]:
-        """Run ``code`` once per stdin in ``inputs``, or once followed by ``test_code`` (one result)."""
-        runs = [""] if test_code is not None else list(inputs or [])
-        return self._execute(self.isolation, code, runs, test_code) if runs else []
+    def run(self, code: str, inputs: Sequence[str] | None = None, test_code: str | Sequence[str] | None = None,
+            call: tuple[str, Sequence[list[Any]]] | None = None) -> list[RunResult]:
+        """One result per run of ``code``, which is run once per stdin text in ``inputs``; or once
+        followed by each program in ``test_code`` (a string is one program); or, with
+        ``call=(fn_name, arg_lists)``, once per argument list, calling ``fn_name(*args)``."""
+        if sum(x is not None for x in (inputs, test_code, call)) != 1:
+            raise ValueError("Sandbox.run needs exactly one of inputs, test_code, call")
+        if inputs is not None:
+            runs = [{"stdin": text} for text in inputs]
+        elif test_code is not None:
+            runs = [{"test_code": t} for t in ([test_code] if isinstance(test_code, str) else test_code)]
+        else:
+            runs = [{"args": list(args)} for args in call[1]]
+        return self._execute(self.isolation, code, runs, call[0] if call else None) if runs else []
 
-    def _execute(self, level: Isolation, code: str, inputs: list[str], test_code: str | None) -> list[RunResult]:
+    def _execute(self, level: Isolation, code: str, runs: list[dict[str, Any]],
+                 fn_name: str | None = None) -> list[RunResult]:
         uid = _uids.acquire() if level.drop_uid else None
         workdir = tempfile.mkdtemp(prefix="rlvr-sandbox-")
         try:
             if uid is not None:
                 os.chown(workdir, uid, uid)
-            payload = {"code": code, "test_code": test_code, "inputs": inputs, "marker": secrets.token_hex(16),
+            payload = {"code": code, "runs": runs, "fn_name": fn_name, "marker": secrets.token_hex(16),
                        "timeout": self.timeout, "total_timeout": self.total_timeout, "memory_mb": self.memory_mb,
                        "max_processes": self.max_processes, "max_output_bytes": self.max_output_bytes,
                        "private_mounts": level.private_mounts, "uid": uid}
-            wall = min(self.total_timeout + self.timeout, len(inputs) * (self.timeout + 0.5)) + _STARTUP_GRACE
+            wall = min(self.total_timeout + self.timeout, len(runs) * (self.timeout + 0.5)) + _STARTUP_GRACE
             process = subprocess.Popen([*level.command_prefix, sys.executable, "-I", _HARNESS],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                        cwd=workdir, env=_minimal_env(workdir), start_new_session=True)
@@ -226,7 +246,7 @@ class Sandbox:
                     except OSError:  # unflushed input to a dead process
                         pass
                 process.wait()
-            return _parse_runs(output, len(inputs))
+            return _parse_runs(output, len(runs))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             if uid is not None:
@@ -235,7 +255,7 @@ class Sandbox:
 
 def _parse_runs(output: bytes, expected: int) -> list[RunResult]:
     try:
-        runs = [RunResult(str(status), str(stdout)) for status, stdout in json.loads(output)["runs"]]
+        runs = [RunResult(str(status), str(stdout), str(value)) for status, stdout, value in json.loads(output)["runs"]]
     except (ValueError, KeyError, TypeError):
         runs = []
     return (runs + [RunResult("crashed", "")] * expected)[:expected]

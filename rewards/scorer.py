@@ -79,6 +79,14 @@ class RewardScorer:
             total = [t + weight * v for t, v in zip(total, values)]
         return RewardResult(total=total, components=components)
 
+    def run_info(self) -> dict[str, Any]:
+        """What the terms report about the run in a ``run_info`` dict attribute (e.g. the code
+        reward's ``{"sandbox/level": ...}``), merged, for the run's metrics."""
+        info: dict[str, Any] = {}
+        for _, _, reward in self._terms:
+            info.update(getattr(reward, "run_info", {}))
+        return info
+
     def close(self) -> None:
         """Release the worker pools of the terms that own one."""
         for _, _, reward in self._terms:

@@ -29,11 +29,11 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_rlvr_jsonl_round_trip(tmp_path: Path) -> None:
     rows = [
-        {"problem": "1+1?", "answer": "2", "solution": "\\boxed{2}", "level": 1, "source": "s/a", "tests": [1]},
+        {"problem": "1+1?", "answer": "2", "solution": "\\boxed{2}", "level": 1, "source": "s/a", "tests": ["assert 1"]},
         {"problem": "2+2?", "answer": 4},
     ]
     problems = load_problems(str(_jsonl(tmp_path / "mine.jsonl", rows)))
-    assert problems[0] == Problem("1+1?", "2", "\\boxed{2}", 1, "s/a", {"tests": [1]})
+    assert problems[0] == Problem("1+1?", "2", "\\boxed{2}", 1, "s/a", {"tests": ["assert 1"]})
     assert problems[1] == Problem("2+2?", "4", "", 0, "mine")
     assert problems[0].to_row() == rows[0]
 

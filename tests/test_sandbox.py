@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import rewards
+import rewards.sandbox
 from rewards.sandbox import Sandbox
 
 
@@ -55,7 +56,7 @@ def confined():
 
 @pytest.fixture(scope="module")
 def code_reward(confined):
-    return rewards.get("code", timeout=1.0, workers=2)
+    return rewards.get("code", timeout=1.0, workers=2, allow_unsandboxed=True)  # `uid` confines too
 
 
 @pytest.fixture(autouse=True)
@@ -151,3 +152,31 @@ def test_fallback_level_still_runs_code():
     runs = sandbox.run("print(int(input()) * 3)", inputs=["2", "oops"])
     assert [(r.status, r.stdout.strip()) for r in runs] == [("ok", "6"), ("error", "")]
     assert sandbox.run("while True: pass", inputs=[""])[0].status == "timeout"
+
+
+def test_calls_return_json_values():
+    code = "class Solution:\n    def pair(self, x):\n        return (x, {x})\n\ndef boom(x):\n    raise ValueError(x)"
+    runs = Sandbox(timeout=2.0).run(code, call=("pair", [[1], ["a"]]))
+    assert [(r.status, r.value) for r in runs] == [("ok", '[1, [1]]'), ("ok", '["a", ["a"]]')]
+    assert [(r.status, r.value) for r in Sandbox(timeout=2.0).run(code, call=("boom", [[1]]))] == [("error", "")]
+    with pytest.raises(ValueError, match="exactly one"):
+        Sandbox().run(code, inputs=[""], call=("pair", [[1]]))
+
+
+def test_test_programs_run_one_each():
+    runs = Sandbox(timeout=2.0).run("x = 2", test_code=["assert x == 2", "assert x == 3", "print(x)"])
+    assert [r.status for r in runs] == ["ok", "error", "ok"]
+    assert runs[2].stdout == "2\n"
+
+
+def test_int_str_digit_limit_is_lifted():
+    (run,) = Sandbox(timeout=2.0).run("n = int(input())\nprint(len(str(n * 10 ** 5000)))", inputs=["7" * 5000])
+    assert (run.status, run.stdout) == ("ok", "10000\n")
+
+
+def test_probe_falls_back_level_by_level(monkeypatch, caplog):
+    broken = rewards.sandbox.Isolation("broken", ("/bin/false",), False, False)
+    none = rewards.sandbox.Isolation("none", (), False, False)
+    monkeypatch.setattr(rewards.sandbox, "isolation_levels", lambda: [broken, none])
+    assert Sandbox().isolation == none
+    assert "stronger levels ['broken'] failed" in caplog.text
