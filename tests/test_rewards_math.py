@@ -1,9 +1,11 @@
 """Math accuracy reward: extraction, equivalence, bad input, time limits (docs/algorithms.md §7)."""
 
+import json
 import time
 
 import pytest
 
+from pipeline.data import load_problems
 from rewards.extract import answer_boxes, count_answers, extract_answer, join_digit_groups, repair_answer
 from rewards.math import AccuracyReward, answers_equivalent, verify_batch
 from rewards.verifier_pool import VerifierPool
@@ -233,3 +235,15 @@ def test_answer_boxes_spans_and_counts():
 ])
 def test_several_boxes_scored_as_one_answer(accuracy, completion, gold, expected):
     assert accuracy([completion], answer=[gold]) == [expected]
+
+
+def test_gold_from_solution_uses_the_same_scanner(tmp_path, accuracy):
+    # issue 16 item 4: MATH-style gold comes from the solution's boxes, read as completions are
+    rows = [{"problem": "Solve.", "solution": "So $x=\\boxed{2}$ and $y=\\boxed{3}$."},
+            {"problem": "Count.", "solution": "Total: \\boxed{\\boxed{10\\,000}}"}]
+    path = tmp_path / "math.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    golds = [p.answer for p in load_problems(str(path), preset="math")]
+    assert golds == ["2, 3", "10\\,000"]
+    assert golds == [extract_answer(row["solution"]) for row in rows]
+    assert accuracy(["$x=\\boxed{2}$, $y=\\boxed{3}$", "\\boxed{10000}"], answer=golds) == [1.0, 1.0]
