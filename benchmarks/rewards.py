@@ -42,7 +42,7 @@ FILLER = ["We start by writing down what is given.", "Let $n = 3$ and expand the
           "Multiplying through by the denominator, we get $2x + 1 = 7$.", "So the remaining term vanishes."]
 
 
-# (final answer as written in the completion, gold, right verdict): the rule kinds of docs/rewards.md
+# (final answer with its boxes as written in the completion, gold, right verdict): the rule kinds of docs/rewards.md
 RULE_PAIRS = [
     ("\\boxed{0.0000001}", "0.0000002", False), ("\\boxed{\\frac{1}{2^{98}}}", "\\frac{1}{2^{99}}", False),
     ("\\boxed{0.33}", "\\frac{1}{3}", True), ("\\boxed{0.125}", "\\frac{1}{8}", True),
@@ -86,9 +86,11 @@ def _forms(rng: random.Random, kind: int) -> tuple[str, list[str], list[str]]:
     ])
 
 
-def _completion(rng: random.Random, answer: str) -> str:
+def _completion(rng: random.Random, answer: str, boxed: bool = True) -> str:
+    """Reasoning, then ``answer`` in a box (``boxed=False``: ``answer`` already holds its boxes)."""
     reasoning = " ".join(rng.choice(FILLER) for _ in range(rng.randint(3, 8)))
-    return f"{reasoning}\n\nTherefore the final answer is $\\boxed{{{answer}}}$."
+    final = f"$\\boxed{{{answer}}}$" if boxed else answer
+    return f"{reasoning}\n\nTherefore the final answer is {final}."
 
 
 def _pathological() -> list[Pair]:
@@ -114,7 +116,7 @@ def build_pairs(n: int = 2000, seed: int = 0) -> list[Pair]:
     for k, (answer, gold, right) in enumerate(RULE_PAIRS):
         at = (2 * k + 1) * n // (2 * len(RULE_PAIRS))
         at += at % 250 == 249  # keep the pathological slots
-        pairs[at] = Pair(_completion(rng, answer), gold, right=right)
+        pairs[at] = Pair(_completion(rng, answer, boxed=False), gold, right=right)
     return pairs
 
 
