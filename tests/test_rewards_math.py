@@ -49,6 +49,8 @@ def test_extract_other_modes():
     assert extract_answer("<think>2</think><answer> 12 </answer>", "answer_tag") == "12"
     assert extract_answer("<answer>\\boxed{3}</answer>", "answer_tag") == "3"
     assert extract_answer("no tag", "answer_tag") is None
+    assert extract_answer("<answer>\n 333 \n</answer>\n</answer>", "answer_tag") == "333"  # up to the next close
+    assert extract_answer("<answer>1</answer> then <answer>2", "answer_tag") is None  # last one never closed
     assert extract_answer("1,000 apples then 3.5 and -2", "last_number") == "-2"
     assert extract_answer("total 1,000", "last_number") == "1000"
     with pytest.raises(ValueError, match="last_number"):
