@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Literal, NamedTuple
 
-__all__ = ["EXTRACT_MODES", "ExtractMode", "Box", "as_text", "answer_boxes", "count_answers", "extract_answer",
+__all__ = ["EXTRACT_MODES", "ExtractMode", "Box", "as_text", "answer_boxes", "extract_answer",
            "find_boxed", "join_digit_groups", "normalize_answer", "repair_answer"]
 
 ExtractMode = Literal["boxed", "answer_tag", "last_number"]
@@ -34,7 +34,7 @@ _BARE_ARGUMENT = re.compile(r"[^\s$]{1,1000}")
 # a few connecting words (plain or in \text{}), and assignments such as "y=", "x_2 =", "\theta=".
 _VARIABLE = r"(?:\\[A-Za-z]+|[A-Za-z])(?:_\{?\w{1,3}\}?)?'?"
 _CONNECTOR = (r"\$|\\[()\[\]]|\s|~|\\[,;:! ]|\\q?quad\b|[,;&]|\\\\|\\text\{\s*(?:and|or|,)?\s*\}|"
-              r"\b(?:and|or)\b|" + _VARIABLE + r"\s*=")
+              r"\b(?:and|or)\b|" + _VARIABLE + r"\s*&?\s*=")
 _JOINING_GAP = re.compile(rf"(?:{_CONNECTOR}){{0,40}}")
 _MAX_GAP_CHARS = 80
 _MAX_NESTED_BOXES = 4
@@ -139,11 +139,6 @@ def _unwrap(content: str) -> str:
             break
         content = inner[0].content.strip()
     return content
-
-
-def count_answers(text: str) -> int:
-    """Number of final answers (merged boxes) in ``text``; an unclosed last box counts as none."""
-    return len(answer_boxes(text) or [])
 
 
 def find_boxed(text: str) -> str | None:
