@@ -2,7 +2,10 @@
 
 Builds 2,000 deterministic (completion, gold) pairs: integers, fractions, decimals
 and LaTeX forms, about a quarter wrong, plus a few pathological ones (huge
-powers, malformed LaTeX, megabyte-sized or non-UTF-8 text) flagged as such.
+powers, malformed LaTeX, megabyte-sized or non-UTF-8 text) flagged as such, and
+the pairs of the rules where the accuracy reward deliberately differs from plain
+math-verify (docs/rewards.md, accuracy: tolerance, half-parsed answers, digit
+groups, several boxes), each with its right value.
 Both sides are warmed up first, then timed on the same non-pathological pairs,
 alternating slice by slice so that both see the same load on a shared machine:
 
@@ -12,7 +15,10 @@ alternating slice by slice so that both see the same load on a shared machine:
 The pathological pairs go through the scorer only (in-process math-verify has no
 hard time limit, which is the point of the pool), timed separately. Prints both
 throughputs and ends with ``speedup=<ratio> mismatches=<count>`` (mismatches on
-non-pathological pairs). Run: ``.venv/bin/python benchmarks/rewards.py [--workers N]``.
+non-pathological pairs other than rule pairs the scorer gets right; these are
+listed with their right values and counted as ``rule_mismatches``, and a rule
+pair the scorer gets wrong is counted in ``rule_wrong``).
+Run: ``.venv/bin/python benchmarks/rewards.py [--workers N] [--pairs N]``.
 """
 
 from __future__ import annotations
@@ -36,11 +42,26 @@ FILLER = ["We start by writing down what is given.", "Let $n = 3$ and expand the
           "Multiplying through by the denominator, we get $2x + 1 = 7$.", "So the remaining term vanishes."]
 
 
+# (final answer with its boxes as written in the completion, gold, right verdict): the rule kinds of docs/rewards.md
+RULE_PAIRS = [
+    ("\\boxed{0.0000001}", "0.0000002", False), ("\\boxed{\\frac{1}{2^{98}}}", "\\frac{1}{2^{99}}", False),
+    ("\\boxed{0.33}", "\\frac{1}{3}", True), ("\\boxed{0.125}", "\\frac{1}{8}", True),
+    ("\\boxed{0.000012}", "0.000013", False), ("\\boxed{2^{-30}}", "2^{-31}", False),
+    ("\\boxed{4\\sqrt(2)}", "4", False), ("\\boxed{4\\sqrt(2)}", "4\\sqrt{2}", True),
+    ("\\boxed{2\\sqrt(3)x}", "2", False), ("\\boxed{3 )}", "3", False),
+    ("\\boxed{10\\,000}", "10000", True), ("\\boxed{10\\,000}", "0", False),
+    ("\\boxed{1\\,234\\,567}", "1234567", True), ("\\boxed{12 345}", "12345", True),
+    ("$x=\\boxed{2}$ and $y=\\boxed{3}$", "2, 3", True), ("$\\boxed{3}$, $\\boxed{4}$", "\\{3, 4\\}", True),
+    ("$x=\\boxed{2}$ and $y=\\boxed{3}$", "3", False),
+]
+
+
 @dataclass(frozen=True)
 class Pair:
     completion: str
     gold: str
     pathological: bool = False
+    right: bool | None = None  # set for a rule pair: the verdict the rule gives
 
 
 def _forms(rng: random.Random, kind: int) -> tuple[str, list[str], list[str]]:
@@ -65,9 +86,11 @@ def _forms(rng: random.Random, kind: int) -> tuple[str, list[str], list[str]]:
     ])
 
 
-def _completion(rng: random.Random, answer: str) -> str:
+def _completion(rng: random.Random, answer: str, boxed: bool = True) -> str:
+    """Reasoning, then ``answer`` in a box (``boxed=False``: ``answer`` already holds its boxes)."""
     reasoning = " ".join(rng.choice(FILLER) for _ in range(rng.randint(3, 8)))
-    return f"{reasoning}\n\nTherefore the final answer is $\\boxed{{{answer}}}$."
+    final = f"$\\boxed{{{answer}}}$" if boxed else answer
+    return f"{reasoning}\n\nTherefore the final answer is {final}."
 
 
 def _pathological() -> list[Pair]:
@@ -79,7 +102,8 @@ def _pathological() -> list[Pair]:
 
 
 def build_pairs(n: int = 2000, seed: int = 0) -> list[Pair]:
-    """``n`` deterministic pairs; every 250th slot holds a pathological one."""
+    """``n`` deterministic pairs; every 250th slot holds a pathological one, and the
+    rule pairs (``RULE_PAIRS``) are spread evenly over the first ``n`` slots."""
     rng, odd = random.Random(seed), _pathological()
     pairs = []
     for i in range(n):
@@ -89,6 +113,10 @@ def build_pairs(n: int = 2000, seed: int = 0) -> list[Pair]:
         gold, right, wrong = _forms(rng, i % 4)
         answer = rng.choice(wrong) if rng.random() < 0.25 else rng.choice(right)
         pairs.append(Pair(_completion(rng, answer), gold))
+    for k, (answer, gold, right) in enumerate(RULE_PAIRS):
+        at = (2 * k + 1) * n // (2 * len(RULE_PAIRS))
+        at += at % 250 == 249  # keep the pathological slots
+        pairs[at] = Pair(_completion(rng, answer, boxed=False), gold, right=right)
     return pairs
 
 
@@ -103,8 +131,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=4, help="alternate scorer/baseline over this many slices")
+    parser.add_argument("--pairs", type=int, default=2000, help="number of pairs (at least 4 x the rule pairs)")
     args = parser.parse_args()
-    pairs = build_pairs()
+    pairs = build_pairs(max(args.pairs, 4 * len(RULE_PAIRS)))
     normal = [p for p in pairs if not p.pathological]
     odd = [p for p in pairs if p.pathological]
     term = {"name": "accuracy", "weight": 1.0, "params": {}}
@@ -127,17 +156,22 @@ def main() -> None:
         start = time.perf_counter()
         odd_scores = scorer([p.completion for p in odd], answer=[p.gold for p in odd]).total
         odd_time = time.perf_counter() - start
-    mismatches = [i for i, (a, b) in enumerate(zip(ours, reference)) if (a > 0.5) != b]
-    for i in mismatches[:10]:
-        print(f"mismatch: gold={normal[i].gold!r} completion=...{normal[i].completion[-60:]!r} "
-              f"scorer={ours[i]} baseline={reference[i]}")
+    differ = [i for i, (a, b) in enumerate(zip(ours, reference)) if (a > 0.5) != b]
+    by_rule = [i for i in differ if normal[i].right == (ours[i] > 0.5)]
+    mismatches = [i for i in differ if i not in by_rule]
+    rule_wrong = [i for i, p in enumerate(normal) if p.right is not None and p.right != (ours[i] > 0.5)]
+    for label, indices in (("by rule", by_rule), ("MISMATCH", mismatches), ("RULE WRONG", rule_wrong)):
+        for i in indices[:20]:
+            print(f"{label}: gold={normal[i].gold!r} completion=...{normal[i].completion[-45:]!r} "
+                  f"scorer={ours[i]} baseline={reference[i]} right={normal[i].right}")
     scorer_rate, baseline_rate = len(normal) / scorer_time, len(normal) / baseline_time
     print(f"pairs: {len(pairs)} ({len(normal)} timed, {len(odd)} pathological), "
           f"correct: {sum(reference)} by the baseline, {sum(s > 0.5 for s in ours)} by the scorer")
     print(f"scorer:   {scorer_time:7.2f} s  {scorer_rate:8.1f} pairs/s")
     print(f"baseline: {baseline_time:7.2f} s  {baseline_rate:8.1f} pairs/s (sequential math_verify)")
     print(f"pathological: {len(odd)} pairs in {odd_time:.2f} s through the scorer, scores {odd_scores}")
-    print(f"speedup={scorer_rate / baseline_rate:.2f} mismatches={len(mismatches)}")
+    print(f"speedup={scorer_rate / baseline_rate:.2f} mismatches={len(mismatches)} "
+          f"rule_mismatches={len(by_rule)} rule_wrong={len(rule_wrong)}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pipeline.config import DataConfig
 from rewards.code import parse_tests
+from rewards.extract import find_boxed as last_boxed  # the scanner the accuracy reward uses on completions
 
 GYM_PREFIX = "reasoning_gym/"
 FIELDS = ("problem", "answer", "solution", "level", "source")
@@ -60,19 +61,6 @@ class Problem:
 
 
 # ---- answers inside text ---------------------------------------------------------------
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; None if absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i, depth = text.index("{", start), 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j].strip()
-    return None
 
 
 def split_gsm8k(text: str, answer: str | None = None) -> tuple[str, str]:

@@ -1,16 +1,24 @@
 """Math accuracy reward and answer-equivalence helpers (docs/algorithms.md §7, accuracy).
 
 The final answer is extracted in the trainer's process (linear-time scanners in
-``rewards.extract``); equivalence with the gold answer is decided by math-verify
-(sympy) in worker processes with a hard wall-clock limit per check
-(``rewards.verifier_pool``). Answers identical to the gold after trivial
-normalisation, or plain numbers of exactly the gold's value (``0.5`` for
-``\\frac{1}{2}``), skip sympy; every other verdict is math-verify's.
+``rewards.extract``: adjacent boxes form one answer, digit groups such as
+``10\\,000`` are joined, ``\\sqrt(2)`` is repaired); equivalence with the gold
+answer is decided by math-verify (sympy) in worker processes with a hard
+wall-clock limit per check (``rewards.verifier_pool``). Answers identical to
+the gold after trivial normalisation, or plain numbers of exactly the gold's
+value (``0.5`` for ``\\frac{1}{2}``), skip sympy; every other verdict is the
+worker's (``rewards._verify_worker``: math-verify with whole parses only and
+exact comparison of numbers written without a decimal point).
 
 Equivalence follows math-verify, symmetric for numbers: ``\\frac{1}{2}`` = ``1/2``
-= ``0.5``, ``42`` = ``42.0``, ``1,000`` = ``1000``. An assignment is compared by
-its right-hand side, so ``\\boxed{x=3}`` is correct for gold ``3`` (and gold
-``x=3`` accepts ``3``). A box in the gold (``\\boxed{5}``) is unwrapped first.
+= ``0.5``, ``42`` = ``42.0``, ``1,000`` = ``1000``. A decimal matches a value that
+rounds to it at the precision it is written with (``0.33`` = ``\\frac{1}{3}``,
+``0.0000001`` != ``0.0000002``); numbers without a decimal compare exactly
+(``2^{-98}`` != ``2^{-99}``). An answer LaTeX cannot parse whole is wrong (``3 )``
+is not ``3``), after known repairs (``4\\sqrt(2)`` is ``4\\sqrt{2}``, not ``4``).
+An assignment is compared by its right-hand side, so ``\\boxed{x=3}`` is correct
+for gold ``3`` (and gold ``x=3`` accepts ``3``).
+A box in the gold (``\\boxed{5}``) is unwrapped first.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import threading
 from fractions import Fraction
 from typing import Any, Sequence
 
-from rewards.extract import EXTRACT_MODES, ExtractMode, as_text, extract_answer, find_boxed, normalize_answer
+from rewards.extract import (EXTRACT_MODES, ExtractMode, as_text, extract_answer, find_boxed, normalize_answer,
+                             repair_answer)
 from rewards.registry import register
 from rewards.verifier_pool import VerifierPool, default_workers
 
@@ -63,6 +72,7 @@ def _judge(pool: VerifierPool, pairs: Sequence[tuple[str | None, str]]) -> list[
     for i, (answer, gold) in enumerate(pairs):
         if not answer or not gold or len(answer) > MAX_ANSWER_CHARS:
             continue
+        answer, gold = repair_answer(answer), repair_answer(gold)
         normalized = normalize_answer(answer)
         if normalized and (normalized == normalize_answer(gold) or _same_number(normalized, gold)):
             verdicts[i] = True

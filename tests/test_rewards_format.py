@@ -45,6 +45,35 @@ def test_think_in_prompt_and_answer_tag():
     assert format_score("<think>Work.</think><answer> </answer>", think_tags=True, answer="answer_tag") == 0.0
 
 
+@pytest.mark.parametrize("text, strict, partial", [
+    ("<think>\n t \n</think>\n<answer>\n 333 \n</answer>\n</answer>", 0.0, 0.5),  # issue: stray closing tag
+    ("<think>\n t \n</think>\n<answer>\n 333 \n</answer>", 1.0, 1.0),
+    ("<think>t</think><answer>1</answer><answer>2</answer>", 0.0, 0.5),            # two answers
+    ("<think>t</think></answer><answer>2</answer>", 0.0, 0.5),                      # close before open
+    ("<think>t</think><answer><answer>2</answer>", 0.0, 0.5),                       # opened twice
+    ("<think>t <answer>1</answer></think><answer>2</answer>", 0.0, 0.5),            # tags inside the reasoning
+    ("<think>t</think></think><answer>2</answer>", 0.0, 0.5),                       # think closed twice
+    ("<think>t</think><think><answer>2</answer>", 0.0, 0.5),                        # think opened twice
+    ("</think><think>t</think><answer>2</answer>", 0.0, 0.5),                       # out of order
+    ("<think>t</think><answer>2", 0.0, 0.25),                                       # never closed: no answer
+    ("<think>t</think><answer>\\boxed{2}</answer>", 1.0, 1.0),
+])
+def test_every_tag_once_in_order(text, strict, partial):
+    assert format_score(text, think_tags=True, answer="answer_tag") == strict
+    assert format_score(text, think_tags=True, answer="answer_tag", partial=True) == partial
+
+
+@pytest.mark.parametrize("text, plain, think", [
+    ("The values are $x=\\boxed{2}$ and $y=\\boxed{3}$.", 1.0, 1.0),           # one answer in two boxes
+    ("So $\\boxed{2}$, $\\boxed{3}$", 1.0, 1.0),
+    ("We get \\boxed{2}. Rechecking the sum, it is \\boxed{3}.", 0.0, 0.0),    # two answers
+    ("\\boxed{1}\\boxed{2}", 0.0, 1.0),                                       # one answer; reasoning only in think
+])
+def test_adjacent_boxes_count_as_one(text, plain, think):
+    assert format_score(text) == plain
+    assert format_score(f"<think>Work.</think>{text}", think_tags=True) == think
+
+
 def test_format_reward_registry_callable():
     reward = rewards.get("format", partial=True)
     assert reward(["Because \\boxed{1}", "\\boxed{1}\\boxed{2}", "nothing"], answer=["1"] * 3) == [1.0, 0.5, 0.0]

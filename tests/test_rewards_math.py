@@ -1,10 +1,12 @@
 """Math accuracy reward: extraction, equivalence, bad input, time limits (docs/algorithms.md §7)."""
 
+import json
 import time
 
 import pytest
 
-from rewards.extract import extract_answer
+from pipeline.data import load_problems
+from rewards.extract import answer_boxes, extract_answer, join_digit_groups, repair_answer
 from rewards.math import AccuracyReward, answers_equivalent, verify_batch
 from rewards.verifier_pool import VerifierPool
 
@@ -47,6 +49,8 @@ def test_extract_other_modes():
     assert extract_answer("<think>2</think><answer> 12 </answer>", "answer_tag") == "12"
     assert extract_answer("<answer>\\boxed{3}</answer>", "answer_tag") == "3"
     assert extract_answer("no tag", "answer_tag") is None
+    assert extract_answer("<answer>\n 333 \n</answer>\n</answer>", "answer_tag") == "333"  # up to the next close
+    assert extract_answer("<answer>1</answer> then <answer>2", "answer_tag") is None  # last one never closed
     assert extract_answer("1,000 apples then 3.5 and -2", "last_number") == "-2"
     assert extract_answer("total 1,000", "last_number") == "1000"
     with pytest.raises(ValueError, match="last_number"):
@@ -69,7 +73,7 @@ def test_assignment_matches_its_value(accuracy):
 
 
 def test_gold_forms_and_wrong_answers(accuracy):
-    completions = ["\\boxed{5}", "\\boxed{5}", "\\boxed{6}", "\\boxed{\\frac{2}{3}}", "\\boxed{0.67}"]
+    completions = ["\\boxed{5}", "\\boxed{5}", "\\boxed{6}", "\\boxed{\\frac{2}{3}}", "\\boxed{0.66}"]
     gold = ["\\boxed{5}", "$5$", "5", "\\frac{2}{3}", "\\frac{2}{3}"]
     assert accuracy(completions, answer=gold) == [1.0, 1.0, 0.0, 1.0, 0.0]
 
@@ -128,3 +132,124 @@ def test_fast_paths_skip_the_workers():
     assert reward(completions, answer=["42", "42", "\\frac{1}{2}", "-0.75", "7"]) == [1.0] * 5
     assert reward._pool._workers == []  # decided without sympy: no worker was ever started
     reward.close()
+
+
+# ---- issue 14 §2: the four kinds of wrong equivalence (docs/rewards.md, accuracy) ----------
+
+
+@pytest.mark.parametrize("answer, gold, expected", [
+    ("0.0000001", "0.0000002", 0.0),                        # issue: absolute rounding to 6 places
+    ("\\frac{1}{2^{98}}", "\\frac{1}{2^{99}}", 0.0),          # issue: 15-digit evalf chopped the difference
+    ("0.33", "\\frac{1}{3}", 1.0),                          # issue: decimal to its written precision
+    ("0.125", "\\frac{1}{8}", 1.0),                         # issue
+    ("\\frac{1}{3}", "0.33", 1.0),                          # symmetric
+    ("0.67", "\\frac{2}{3}", 1.0), ("0.66", "\\frac{2}{3}", 0.0),  # rounded, not truncated
+    ("0.3333", "\\frac{1}{3}", 1.0), ("0.3334", "\\frac{1}{3}", 0.0),
+    ("3.14", "\\pi", 1.0), ("3.15", "\\pi", 0.0), ("2\\pi", "6.28", 1.0),
+    ("-0.33", "-\\frac{1}{3}", 1.0), ("0.000012", "0.000013", 0.0), ("0.0000001", "0", 0.0),
+    ("2^{-30}", "2^{-31}", 0.0), ("\\frac{1}{10^{8}}", "\\frac{1}{10^{9}}", 0.0),
+    ("\\frac{x}{2^{98}}", "\\frac{x}{2^{99}}", 0.0),          # exact inside expressions too
+    ("\\{0.1, 0.2\\}", "\\{0.1, 0.3\\}", 0.0),               # and inside sets
+    ("1000001", "1000000", 0.0), ("10^{20}+1", "10^{20}", 0.0),  # different integers never equal
+    ("1000000.4", "1000000", 0.0),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", 1.0),      # exact forms still equal when equal
+    ("\\sqrt{3+2\\sqrt{2}}", "1+\\sqrt{2}", 1.0), ("0.5x", "\\frac{x}{2}", 1.0),
+    ("\\frac{1}{2^{98}}", "2^{-98}", 1.0), ("\\sqrt{8}", "2\\sqrt{2}", 1.0), ("\\pi", "\\frac{22}{7}", 0.0),
+    ("1.0000001", "1", 0.0), ("0.5", "0.50", 1.0),
+])
+def test_tolerance_is_the_written_precision(accuracy, answer, gold, expected):
+    assert accuracy([f"So the answer is $\\boxed{{{answer}}}$."], answer=[gold]) == [expected]
+
+
+@pytest.mark.parametrize("answer, gold, expected", [
+    ("4\\sqrt(2)", "4", 0.0),                  # issue: the parser kept "4" and dropped the rest
+    ("4\\sqrt(2)", "4\\sqrt{2}", 1.0),         # repaired: \sqrt(x) is \sqrt{x}
+    ("2\\sqrt(3)x", "2", 0.0), ("2\\sqrt(3)x", "2\\sqrt{3}x", 1.0),
+    ("\\sqrt[3](8)", "2", 1.0), ("\\sqrt 2", "\\sqrt{2}", 1.0),
+    ("3 )", "3", 0.0), ("2+", "2", 0.0), ("5]", "5", 0.0), ("2 \\& 3", "3", 0.0),  # not repairable: wrong
+])
+def test_half_parsed_answers_are_repaired_or_wrong(accuracy, answer, gold, expected):
+    assert accuracy([f"\\boxed{{{answer}}}"], answer=[gold]) == [expected]
+
+
+def test_sqrt_repair_keeps_nested_parentheses():
+    assert repair_answer("\\sqrt[3](x+(1))") == "\\sqrt[3]{x+(1)}"
+    assert repair_answer("\\sqrt (2)+\\sqrt(3)") == "\\sqrt{2}+\\sqrt{3}"
+    assert repair_answer("\\sqrt(2") == "\\sqrt(2"  # unbalanced: left for the verifier to reject
+
+
+@pytest.mark.parametrize("answer, gold, expected", [
+    ("10\\,000", "10000", 1.0), ("10\\,000", "0", 0.0),           # issue: \, read as a product
+    ("1\\,234\\,567", "1234567", 1.0), ("1\\,234\\,567", "802", 0.0),
+    ("10{,}000", "10000", 1.0), ("10\\ 000", "10000", 1.0), ("10\\;000", "10000", 1.0),
+    ("12 345", "12345", 1.0), ("-25\\,000.5", "-25000.5", 1.0), ("10\\,000", "10\\,000", 1.0),
+])
+def test_digit_group_spacing(accuracy, answer, gold, expected):
+    assert accuracy([f"\\boxed{{{answer}}}"], answer=[gold]) == [expected]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("10\\,000", "10000"), ("1\\,234\\,567", "1234567"), ("1{,}234{,}567", "1234567"),
+    ("10\u2009000", "10000"), ("1\\,234\\,5678", "1\\,234\\,5678"),  # not groups of three: unchanged
+    ("3.141\\,592", "3.141\\,592"), ("2, 345", "2, 345"), ("x = 1\\,000", "x = 1000"),
+])
+def test_join_digit_groups(text, expected):
+    assert join_digit_groups(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("So we need 10 000 bricks", "10000"),            # issue: was "000"
+    ("The total is 1\\,234\\,567.", "1234567"), ("about 12\\,500 people", "12500"),
+    ("costs 2,500 dollars", "2500"), ("from 3 to 4", "4"), ("in 2023 100 people came", "100"),
+])
+def test_last_number_reads_digit_groups(text, expected):
+    assert extract_answer(text, "last_number") == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("$x=\\boxed{2}$ and $y=\\boxed{3}$", "2, 3"),             # issue
+    ("$\\boxed{2}$, $\\boxed{3}$", "2, 3"),
+    ("\\boxed{2} \\text{ and } \\boxed{3}", "2, 3"),
+    ("$a = \\boxed{1}$, $b_1 = \\boxed{2}$, and $\\theta = \\boxed{3}$", "1, 2, 3"),
+    ("\\boxed{x=2}; \\boxed{y=3}", "x=2, y=3"),
+    ("\\begin{align} x &= \\boxed{2} \\\\ y &= \\boxed{3} \\end{align}", "2, 3"),
+    ("$\\boxed{2}$ or $\\boxed{-2}$", "2, -2"),
+    ("\\boxed{7} and finally \\boxed{8}", "8"),                # reasoning text between: self-correction
+    ("Maybe \\boxed{4}, no: \\boxed{5}", "5"),
+    ("So $x=\\boxed{2}$. Checking again, the value is $x=\\boxed{3}$.", "3"),
+    ("\\boxed{\\boxed{1}}", "1"),
+])
+def test_adjacent_boxes_form_one_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_answer_boxes_spans_and_counts():
+    text = "Thus $x=\\boxed{2}$ and $y=\\boxed{3}$."
+    assert answer_boxes(text) == [(("2, 3"), text.index("\\boxed"), text.rindex("}") + 1)]
+    assert [box.content for box in answer_boxes("\\boxed{1} wait, that is wrong: \\boxed{2}")] == ["1", "2"]
+    assert answer_boxes("\\boxed{1} and \\boxed{2") is None  # unclosed last box: no answer
+    assert answer_boxes("no box") == []
+
+
+@pytest.mark.parametrize("completion, gold, expected", [
+    ("$x=\\boxed{2}$ and $y=\\boxed{3}$", "2, 3", 1.0),        # issue
+    ("$x=\\boxed{2}$ and $y=\\boxed{3}$", "x=2, y=3", 1.0),
+    ("\\boxed{3}, \\boxed{4}", "(3, 4)", 1.0), ("\\boxed{3}, \\boxed{4}", "\\{3, 4\\}", 1.0),
+    ("\\boxed{3}, \\boxed{4}", "3, 4", 1.0), ("\\boxed{3}, \\boxed{5}", "3, 4", 0.0),
+    ("$x=\\boxed{2}$ and $y=\\boxed{3}$", "3", 0.0),           # one answer "2, 3", not its last part
+    ("I first got \\boxed{2}, but rechecking the sum gives \\boxed{3}", "3", 1.0),
+])
+def test_several_boxes_scored_as_one_answer(accuracy, completion, gold, expected):
+    assert accuracy([completion], answer=[gold]) == [expected]
+
+
+def test_gold_from_solution_uses_the_same_scanner(tmp_path, accuracy):
+    # issue 16 item 4: MATH-style gold comes from the solution's boxes, read as completions are
+    rows = [{"problem": "Solve.", "solution": "So $x=\\boxed{2}$ and $y=\\boxed{3}$."},
+            {"problem": "Count.", "solution": "Total: \\boxed{\\boxed{10\\,000}}"}]
+    path = tmp_path / "math.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    golds = [p.answer for p in load_problems(str(path), preset="math")]
+    assert golds == ["2, 3", "10\\,000"]
+    assert golds == [extract_answer(row["solution"]) for row in rows]
+    assert accuracy(["$x=\\boxed{2}$, $y=\\boxed{3}$", "\\boxed{10000}"], answer=golds) == [1.0, 1.0]
