@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from rewards.extract import as_text
+from rewards.messages import completion_texts
 from rewards.registry import register
 from rewards.sandbox import Sandbox
 from rewards.verifier_pool import default_workers
@@ -109,6 +110,7 @@ class CodeReward:
             raise ValueError("the code reward needs a 'tests' column")
         if len(tests) != len(completions):
             raise ValueError(f"'tests' has {len(tests)} items for {len(completions)} completions")
+        completions = completion_texts(completions)
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(completions)))) as pool:
             return list(pool.map(self.score, completions, tests))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from rewards.extract import as_text, count_boxes, last_box
+from rewards.messages import completion_texts
 from rewards.registry import RewardFn, register
 
 __all__ = ["format_score", "format_reward"]
@@ -79,6 +80,6 @@ def format_reward(think_tags: bool = False, answer: AnswerStyle = "boxed", parti
 
     def reward(completions: list[str], **_: Any) -> list[float]:
         return [format_score(c, think_tags, answer, partial, max_tail_chars, think_in_prompt)
-                for c in completions]
+                for c in completion_texts(completions)]
 
     return reward
