@@ -36,6 +36,8 @@ PRESETS: dict[str, dict[str, str]] = {
     "aime": {"problem": "problem", "answer": "answer", "solution": "solution"},
 }
 REQUIRED = ("problem", "answer")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+"""Roles a conversational prompt's messages may have."""
 
 
 class DataError(ValueError):
@@ -52,11 +54,16 @@ class Problem:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     """Other columns of the row (e.g. `tests` for code problems)."""
+    messages: list[dict[str, str]] | None = None
+    """TRL's conversational prompt (`[{"role": "user", "content": ...}]`) when the data holds one;
+    `problem` is then its last user message."""
 
     def to_row(self) -> dict[str, Any]:
-        """A flat JSON-ready row in the `rlvr` schema (extra columns after ours)."""
+        """A flat JSON-ready row in the `rlvr` schema (extra columns after ours; a conversation as `problem`)."""
         row = asdict(self)
-        extra = row.pop("extra")
+        extra, messages = row.pop("extra"), row.pop("messages")
+        if messages is not None:
+            row["problem"] = messages
         return {**row, **extra}
 
 
@@ -84,6 +91,26 @@ def _level(value: Any) -> int:
         return value
     match = re.fullmatch(r"\s*(?:level\s*)?(\d+)\s*", str(value or ""), flags=re.IGNORECASE)
     return int(match.group(1)) if match else 0
+
+
+def conversation(value: Any) -> list[dict[str, str]] | None:
+    """TRL's conversational prompt: a list of `{"role", "content"}` messages ending with the user's
+    turn, copied; `None` when `value` is not a list (plain text). Raises `DataError` saying what is wrong."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    if not value:
+        raise DataError("is an empty message list")
+    for index, message in enumerate(value):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise DataError(f"is a list but item {index} is not a message "
+                            f'{{"role": ..., "content": "text"}} (got {str(message)[:80]})')
+        if message["role"] not in ROLES:
+            raise DataError(f"message {index} has role {message['role']!r}; valid roles: {', '.join(ROLES)}")
+    if value[-1]["role"] != "user":
+        raise DataError(f"ends with a {value[-1]['role']!r} message; a conversational prompt ends with the "
+                        "user's turn")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 # ---- reading rows ----------------------------------------------------------------------
@@ -197,7 +224,13 @@ def _convert(
             solution, answer = split_gsm8k(answer)
         if preset == "math" and (answer is None or str(answer).strip() == ""):
             answer = last_boxed(solution)
-        for name, value in (("problem", values["problem"]), ("answer", answer)):
+        try:
+            messages = conversation(values["problem"])
+        except DataError as exc:
+            raise DataError(f"{where}, {unit} {number}: field 'problem' (column {mapping['problem']!r}) "
+                            f"{exc}") from None
+        text = messages[-1]["content"] if messages else values["problem"]
+        for name, value in (("problem", text), ("answer", answer)):
             if value is None or str(value).strip() == "":
                 hint = " and the solution has no \\boxed{}" if preset == "math" and name == "answer" else ""
                 raise DataError(f"{where}, {unit} {number}: field {name!r} (column {mapping[name]!r}) "
@@ -207,12 +240,13 @@ def _convert(
         except ValueError as exc:
             raise DataError(f"{where}, {unit} {number}: column 'tests': {exc}") from None
         problems.append(Problem(
-            problem=str(values["problem"]),
+            problem=str(text),
             answer=str(answer).strip(),
             solution=solution,
             level=_level(values.get("level")),
             source=str(values.get("source") or default_source),
             extra={k: v for k, v in row.items() if k not in used},
+            messages=messages,
         ))
     return problems
 

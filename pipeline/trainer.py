@@ -123,17 +123,26 @@ class Trainer:
         return kept[:want], {**stats, **self._rollout_stats(seen)}
 
     def _score(self, problems, prompt_ids, outputs) -> list[Group]:
+        """Reward each completion, called TRL's way (docs/rewards.md, "The calling convention"):
+        conversational problems give message lists as `prompts` and `completions`."""
         G = self.config.rl.group_size
         flat = [c for group in outputs for c in group]
-        columns: dict[str, list] = {
-            "answer": [p.answer for p in problems for _ in range(G)],
-            "prompt": [self.tokenizer.decode(ids) for ids in prompt_ids for _ in range(G)],
+        rows = [p for p in problems for _ in range(G)]
+        columns: dict[str, Any] = {k: [p.extra.get(k) for p in rows] for k in {k for p in problems for k in p.extra}}
+        prompts = [p.messages or self.tokenizer.decode(ids) for p, ids in zip(problems, prompt_ids)]
+        columns.update({
+            "prompts": [prompt for prompt in prompts for _ in range(G)],
+            "completion_ids": [list(c.token_ids) for c in flat],
+            "problem": [p.problem for p in rows],
+            "answer": [p.answer for p in rows],
+            "solution": [p.solution for p in rows],
             "lengths": [len(c.token_ids) for c in flat],
             "truncated": [c.truncated for c in flat],
-        }
-        for key in {k for p in problems for k in p.extra}:
-            columns[key] = [p.extra.get(key) for p in problems for _ in range(G)]
-        result = self.scorer([c.text for c in flat], **columns)
+            "trainer_state": rewards.TrainerState(global_step=self.step, max_steps=self.config.rl.steps),
+            "step": self.step,
+        })
+        completions = [[{"role": "assistant", "content": c.text}] if p.messages else c.text for p, c in zip(rows, flat)]
+        result = self.scorer(completions, **columns)
         groups = []
         for i, (ids, group) in enumerate(zip(prompt_ids, outputs)):
             part = slice(i * G, (i + 1) * G)
@@ -151,11 +160,10 @@ class Trainer:
             "response_length/max": int(max(lengths)),
             "truncation_rate": float(np.mean([c.truncated for g in groups for c in g.completions])),
         }
-        for name in groups[0].components:
-            values = [v for g in groups for v in g.components[name]]
-            stats[f"reward/{name}/mean"] = float(np.mean(values))
-            if name == "accuracy":
-                stats["accuracy/mean"] = float(np.mean([v > 0 for v in values]))
+        components = {name: [v for g in groups for v in g.components[name]] for name in groups[0].components}
+        stats.update(rewards.component_stats(components))
+        if accuracy := [v for v in components.get("accuracy", []) if v is not None]:
+            stats["accuracy/mean"] = float(np.mean([v > 0 for v in accuracy]))
         return stats
 
     def build_batch(self, groups: list[Group]) -> RolloutBatch:

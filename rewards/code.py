@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any, Literal, Sequence
 
 from rewards.extract import as_text
+from rewards.messages import completion_texts
 from rewards.registry import register
 from rewards.sandbox import NAMESPACE_LEVELS, Sandbox
 from rewards.verifier_pool import default_workers
@@ -311,6 +312,7 @@ class CodeReward:
             raise ValueError("the code reward needs a 'tests' column")
         if len(tests) != len(completions):
             raise ValueError(f"'tests' has {len(tests)} items for {len(completions)} completions")
+        completions = completion_texts(completions)
         parsed: dict[int, TestSuite] = {}  # the G completions of a prompt share one tests object
         for item in tests:
             if id(item) not in parsed:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from rewards.extract import answer_boxes, as_text
+from rewards.messages import completion_texts
 from rewards.registry import RewardFn, register
 
 __all__ = ["format_score", "format_reward"]
@@ -89,6 +90,6 @@ def format_reward(think_tags: bool = False, answer: AnswerStyle = "boxed", parti
 
     def reward(completions: list[str], **_: Any) -> list[float]:
         return [format_score(c, think_tags, answer, partial, max_tail_chars, think_in_prompt)
-                for c in completions]
+                for c in completion_texts(completions)]
 
     return reward

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from rewards.extract import (EXTRACT_MODES, ExtractMode, as_text, extract_answer, find_boxed, normalize_answer,
                              repair_answer)
+from rewards.messages import completion_texts
 from rewards.registry import register
 from rewards.verifier_pool import VerifierPool, default_workers
 
@@ -138,6 +139,7 @@ class AccuracyReward:
                  **_: Any) -> list[float]:
         if answer is None:
             raise ValueError("the accuracy reward needs an 'answer' column (gold answers)")
+        completions = completion_texts(completions)
         pairs = [(extract_answer(completion, self.extract), _gold_answer(gold))
                  for completion, gold in zip(completions, answer, strict=True)]
         return [self.correct if ok else self.wrong for ok in _judge(self._pool, pairs)]

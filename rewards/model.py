@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from rewards.messages import completion_texts
 from rewards.registry import register
 
 __all__ = ["ModelReward", "reward_model"]
@@ -43,6 +44,7 @@ class ModelReward:
             raise ValueError("the reward_model reward needs a 'prompt' column (one prompt per completion)")
         from pipeline.reward_model import score
 
+        completions = completion_texts(completions)
         rm, tokenizer, meta = self._model()
         return score(rm, tokenizer, list(prompt), list(completions), system_prompt=meta["system_prompt"],
                      max_length=meta["max_length"], batch_size=self.batch_size, device=self.device)

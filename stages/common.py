@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import rewards
 from pipeline.config import Config, ConfigError, load_config
 
 
@@ -65,6 +66,10 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
     args = parser.parse_args(argv)
     setup_logging()
     config = parse_config(args)
+    try:
+        rewards.check_terms(config.reward.terms)  # misspelt reward names/params, user code: before any model
+    except ValueError as exc:
+        sys.exit(f"config error: {exc}")
     try:
         main(config, args)
     except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
