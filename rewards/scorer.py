@@ -198,8 +198,8 @@ class RewardScorer:
         """What the terms report about the run in a ``run_info`` dict attribute (e.g. the code
         reward's ``{"sandbox/level": ...}``), merged, for the run's metrics."""
         info: dict[str, Any] = {}
-        for _, _, reward in self._terms:
-            info.update(getattr(reward, "run_info", {}))
+        for term in self._terms:
+            info.update(getattr(term.reward, "run_info", {}))
         return info
 
     def close(self) -> None:
