@@ -613,5 +613,10 @@ def _emit_yaml(model: BaseModel, names: list[str], indent: str, lines: list[str]
             lines.append(f"{indent}{name}:")
             _emit_yaml(value, list(type(value).model_fields), indent + "  ", lines)
         else:
-            text = yaml.safe_dump(plain[name], default_flow_style=True, width=float("inf"), sort_keys=False)
-            lines.append(f"{indent}{name}: {text.removesuffix(chr(10)).removesuffix(chr(10) + '...')}")
+            lines.append(f"{indent}{name}: {yaml_value(plain[name])}")
+
+
+def yaml_value(value: Any) -> str:
+    """A plain value as one line of YAML flow style (`[1, 2]`, `null`, `runs/demo`)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...")
