@@ -150,14 +150,14 @@ def check_hub(name: str) -> None:
     `datasets.load_dataset` retries an unreachable hub for about 30 s; this asks once. Nothing
     is asked in offline mode (HF_HUB_OFFLINE=1), where `datasets` reads its cache.
     """
-    import huggingface_hub
+    from huggingface_hub import HfApi, is_offline_mode
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    if huggingface_hub.constants.is_offline_mode():
+    if is_offline_mode():
         return
     repo = name.partition(":")[0]
     try:
-        huggingface_hub.HfApi().dataset_info(repo, timeout=HUB_TIMEOUT_S)
+        HfApi().dataset_info(repo, timeout=HUB_TIMEOUT_S)
     except RepositoryNotFoundError:
         raise DataError(f"{name!r} is neither a local file nor a dataset on the Hugging Face hub") from None
     except HfHubHTTPError:
