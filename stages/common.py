@@ -77,14 +77,19 @@ def _is_section(annotation: Any) -> bool:
 
 
 def parse_stage_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Options and positionals in any order; overrides swallowed by a list option (`--compare a b eval.n=8`)
-    go to the overrides."""
+    """Options and positionals in any order; overrides and a YAML file swallowed by a list option
+    (`--compare a b eval.n=8`) go where they belong."""
     args = parser.parse_intermixed_args(argv)
     for name, value in vars(args).items():
         if name != "overrides" and isinstance(value, list):
-            setattr(args, name, [item for item in value if not is_override(item)] or None)
-            args.overrides += [item for item in value if is_override(item)]
+            positional = [item for item in value if is_override(item) or _is_yaml(item)]
+            setattr(args, name, [item for item in value if item not in positional] or None)
+            args.overrides += positional
     return _place_config_file(args)
+
+
+def _is_yaml(item: str) -> bool:
+    return "=" not in item and item.endswith((".yaml", ".yml"))
 
 
 def _place_config_file(args: argparse.Namespace) -> argparse.Namespace:
@@ -93,7 +98,7 @@ def _place_config_file(args: argparse.Namespace) -> argparse.Namespace:
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         args.overrides = [args.config, *args.overrides]
         args.config = None
-    files = [item for item in args.overrides if "=" not in item and item.endswith((".yaml", ".yml"))]
+    files = [item for item in args.overrides if _is_yaml(item)]
     if args.config is None and len(files) == 1:
         args.config = files[0]
         args.overrides = [item for item in args.overrides if item != files[0]]
