@@ -150,8 +150,8 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
               checks: Sequence[Callable[[Config, argparse.Namespace], list[str]]] = ()) -> None:
     """Parse, set up logging, run the preflight (stages/preflight.py and the stage's own `checks`), run.
 
-    `--print-config` prints the resolved config and `--dry-run` the preflight's summary, and both
-    exit 0 without loading a model. A user-facing error (bad config, data, model, missing engine)
+    `--print-config` prints the resolved config and `--dry-run` the preflight's summary (both: both);
+    they return without loading a model. A user-facing error (bad config, data, model, missing engine)
     exits non-zero with its one-line message instead of a traceback.
     """
     from pipeline.data import DataError
@@ -163,7 +163,8 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
     config = parse_config(args)
     if args.print_config:
         print_config(config, args.stage, args.config)
-        return
+        if not args.dry_run:
+            return
     try:
         summary = preflight(config, args.stage)
         for check in checks:
