@@ -55,7 +55,7 @@ def stage_help(stage: str) -> str:
 def _key_line(key: str, value: Any, description: str | None) -> str:
     shown = yaml_value(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    doc = (description or "").splitlines()[0] if description else ""
+    doc = description.splitlines()[0] if description else ""
     return f"  {key} = {shown}\n      {doc}" if len(key) + len(shown) > 44 else f"  {key + ' = ' + shown:<47} {doc}"
 
 
