@@ -70,6 +70,13 @@ def test_adapter_folder_without_adapter_config(workdir, no_training):
     assert "checkpoint folder not found" in _fails(["rl", *overrides, "model.adapter=nowhere/adapter"])
 
 
+def test_model_name_is_checked_without_loading(workdir, no_training):
+    tmp_path, overrides = workdir
+    assert "model.name: GGUF file not found" in _fails(["sft", *overrides, "model.name=nowhere.gguf"])
+    (tmp_path / "empty").mkdir()
+    assert "is a folder without config.json" in _fails(["sft", *overrides, f"model.name={tmp_path / 'empty'}"])
+
+
 @pytest.mark.parametrize("inside", [False, True])
 def test_output_dir_that_is_a_file(workdir, no_training, inside):
     tmp_path, overrides = workdir
