@@ -10,7 +10,9 @@ Bad input raises `DataError` naming the file, the 1-based line (or row) and the 
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -21,6 +23,8 @@ from typing import Any, Literal
 from pipeline.config import DataConfig
 from rewards.code import parse_tests
 from rewards.extract import find_boxed as last_boxed  # the scanner the accuracy reward uses on completions
+
+log = logging.getLogger(__name__)
 
 GYM_PREFIX = "reasoning_gym/"
 FIELDS = ("problem", "answer", "solution", "level", "source")
@@ -38,6 +42,10 @@ PRESETS: dict[str, dict[str, str]] = {
 REQUIRED = ("problem", "answer")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 """Roles a conversational prompt's messages may have."""
+HUB_TIMEOUT_S = 5.0
+"""How long the hub may take to answer before a hub dataset counts as unreachable."""
+GOLD_MAX_WORDS = 20
+"""A gold answer of more words (or several lines) looks like a worked solution: warned about."""
 
 
 class DataError(ValueError):
@@ -152,10 +160,37 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
     return numbered, unit
 
 
+def check_hub(name: str) -> None:
+    """Raise DataError within HUB_TIMEOUT_S when the hub cannot be reached or has no dataset `name`.
+
+    `datasets.load_dataset` retries an unreachable hub for about 30 s; this asks once. Nothing
+    is asked in offline mode (HF_HUB_OFFLINE=1), where `datasets` reads its cache.
+    """
+    from huggingface_hub import HfApi, is_offline_mode
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if is_offline_mode():
+        return
+    repo = name.partition(":")[0]
+    try:
+        HfApi().dataset_info(repo, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise DataError(f"{name!r} is neither a local file nor a dataset on the Hugging Face hub") from None
+    except HfHubHTTPError:
+        return  # reachable (gated, rate-limited, ...): load_dataset's own error says more
+    except Exception as exc:  # noqa: BLE001 - any network failure (DNS, refused, timeout) means unreachable
+        raise DataError(
+            f"cannot reach the Hugging Face hub for {name!r} within {HUB_TIMEOUT_S:.0f} s ({type(exc).__name__}); "
+            f"set HF_HUB_OFFLINE=1 to use a cached copy, or download it where the hub is reachable "
+            f"and point the config at a local .jsonl or .parquet file"
+        ) from None
+
+
 def _read_hub(name: str, split: str) -> list[tuple[int, dict[str, Any]]]:
     """Rows of a hub dataset; `name:config` selects a configuration (e.g. `openai/gsm8k:main`)."""
     import datasets
 
+    check_hub(name)
     repo, _, config = name.partition(":")
     try:
         rows = datasets.load_dataset(repo, config or None, split=split)
@@ -220,8 +255,9 @@ def _convert(
         values = {f: row.get(c) for f, c in mapping.items()}
         solution = str(values.get("solution") or "")
         answer = values["answer"]
-        if preset == "gsm8k" and isinstance(answer, str):
-            solution, answer = split_gsm8k(answer)
+        if isinstance(answer, str) and "####" in answer:  # GSM8K's `reasoning #### 72`, under any mapping
+            worked, answer = split_gsm8k(answer)
+            solution = solution or worked
         if preset == "math" and (answer is None or str(answer).strip() == ""):
             answer = last_boxed(solution)
         try:
@@ -248,7 +284,20 @@ def _convert(
             extra={k: v for k, v in row.items() if k not in used},
             messages=messages,
         ))
+    _warn_long_gold(problems, [number for number, _ in rows], where, unit, mapping["answer"])
     return problems
+
+
+def _warn_long_gold(problems: Sequence[Problem], numbers: Sequence[int], where: str, unit: str, column: str) -> None:
+    """Warn when gold answers look like worked solutions: every reward would then be 0."""
+    long = [(n, p.answer) for n, p in zip(numbers, problems)
+            if "\n" in p.answer or len(p.answer.split()) > GOLD_MAX_WORDS]
+    if long:
+        number, answer = long[0]
+        log.warning("%s: %d of %d gold answers (column %r) look like worked solutions, not final answers "
+                    "(%s %d: %r); the accuracy reward compares final answers, so map the final-answer "
+                    "column with data.columns.answer", where, len(long), len(problems), column, unit, number,
+                    answer[:80])
 
 
 # ---- reasoning-gym ---------------------------------------------------------------------
@@ -349,12 +398,34 @@ def load_problems(
         path = Path(spec).expanduser()
         if path.is_file():
             rows, unit = read_rows(path)
-        elif path.suffix in FILE_SUFFIXES or path.is_dir() or spec.startswith((".", "/", "~")):
-            raise DataError(f"data file not found (or not a file): {spec}")
+        elif is_local(spec):
+            raise DataError(_not_found(path))
         else:
             rows, unit = _read_hub(spec, split), "row"
         problems = _convert(rows, spec, unit, preset, dict(columns or {}))
     return _select(problems, spec, levels, sources, limit, seed)
+
+
+def is_local(spec: str) -> bool:
+    """Whether `spec` names a local path rather than a hub dataset: it exists, ends in a data file's
+    suffix, starts with `.`, `/` or `~`, or its first path component exists here (`datasets/train`)."""
+    path = Path(spec).expanduser()
+    first = Path(spec.split("/")[0]).expanduser()
+    return (path.exists() or path.suffix in FILE_SUFFIXES or spec.startswith((".", "/", "~"))
+            or (spec.split("/")[0] != "" and first.exists()))
+
+
+def _not_found(path: Path) -> str:
+    """'data file not found: X' with the data files the user probably meant."""
+    if path.is_dir():
+        files = sorted(str(f) for f in path.iterdir() if f.suffix in FILE_SUFFIXES)
+        return f"{path} is a folder, not a data file" + (f"; files in it: {', '.join(files[:5])}" if files else "")
+    siblings = ([f for f in path.parent.iterdir() if f.suffix in FILE_SUFFIXES and f.is_file()]
+                if path.parent.is_dir() else [])
+    near = [f for f in siblings if f.stem == path.name or f.stem == path.stem]
+    near = near or [path.parent / n for n in difflib.get_close_matches(path.name, [f.name for f in siblings], n=2)]
+    hint = f" (did you mean {' or '.join(str(f) for f in near)}?)" if near else ""
+    return f"data file not found: {path}{hint}"
 
 
 def load_problems_for(config: DataConfig, which: Literal["train", "test"], seed: int = 0) -> list[Problem]:

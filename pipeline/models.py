@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -72,22 +73,33 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
-def prepare_model(name: str = DEFAULT_MODEL, cache_dir: str | Path = "models") -> Path:
-    """Resolve a model reference to a local Hugging Face folder (ALGORITHMS-independent)."""
-    cache = Path(cache_dir)
+def model_source(name: str) -> tuple[Literal["gguf", "folder", "hub"], Path]:
+    """What a model reference names, checked without loading, converting or downloading anything:
+    ("gguf", file), ("folder", HF folder) or ("hub", Path(repo id)). Raises ModelError."""
     if name == DEFAULT_MODEL:
-        return convert_gguf(default_gguf(), cache / DEFAULT_MODEL)
+        return "gguf", default_gguf()
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"model.name: GGUF file not found: {path}")
-        return convert_gguf(path, cache / path.stem)
+        return "gguf", path
     if path.is_dir():
         if not _is_hf_folder(path):
             raise ModelError(f"model.name: {path} is a folder without config.json")
-        return path
+        return "folder", path
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:
         raise ModelError(f"model.name: {name!r} is neither a local folder, a .gguf file nor a hub id")
+    return "hub", Path(name)
+
+
+def prepare_model(name: str = DEFAULT_MODEL, cache_dir: str | Path = "models") -> Path:
+    """Resolve a model reference to a local Hugging Face folder (ALGORITHMS-independent)."""
+    cache = Path(cache_dir)
+    kind, path = model_source(name)
+    if kind == "gguf":
+        return convert_gguf(path, cache / (DEFAULT_MODEL if name == DEFAULT_MODEL else path.stem))
+    if kind == "folder":
+        return path
     return _download(name, cache)
 
 

@@ -1,20 +1,17 @@
-"""The `rlvr` command: one subcommand per stage, each also `python -m stages.<name>`."""
+"""The `rlvr` command: one subcommand per stage (stages/catalog.py), each also `python -m stages.<name>`."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from stages.catalog import CHAIN, STAGES
-
-COMMANDS = {name: (stage.module, stage.summary) for name, stage in STAGES.items()}
-COMMANDS["run"] = ("stages.run", "the whole chain: " + ", ".join(CHAIN))
+from stages.catalog import COMMANDS
 
 
 def usage() -> str:
-    lines = ["usage: rlvr STAGE [CONFIG.yaml] [section.key=value ...]", "", "stages:"]
-    lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `rlvr STAGE --help` for a stage's options."]
+    lines = ["usage: rlvr STAGE [CONFIG.yaml] [section.key=value ...] [--dry-run] [--print-config]", "", "stages:"]
+    lines += [f"  {name:<14} {stage.summary}" for name, stage in COMMANDS.items()]
+    lines += ["", "Run `rlvr STAGE --help` for a stage's config keys, their defaults and the files it writes."]
     return "\n".join(lines)
 
 
@@ -26,8 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     stage, rest = argv[0], argv[1:]
     if stage not in COMMANDS:
         sys.exit(f"rlvr: unknown stage {stage!r}\n\n{usage()}")
-    module = importlib.import_module(COMMANDS[stage][0])
-    module.main(rest)
+    importlib.import_module(COMMANDS[stage].module).main(rest)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What every stage shares: argument parsing into a typed Config, logging, output folders."""
+"""What every stage shares: argument parsing into a typed Config, --help/--print-config/--dry-run,
+the preflight before any model loads, logging, output folders."""
 
 from __future__ import annotations
 
@@ -6,33 +7,122 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import rewards
-from pipeline.config import Config, ConfigError, load_config
+from pydantic import BaseModel
+
+from pipeline.config import Config, ConfigError, commented_yaml, load_config, yaml_value
+from stages.catalog import COMMANDS, COMMON_KEYS
+from stages.preflight import preflight
 
 
-def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"rlvr {stage}", description=description)
+def stage_parser(stage: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser every stage shares: config file, overrides, --dry-run, --print-config; its --help lists
+    the stage's config keys with their defaults and the files it writes (stages/catalog.py)."""
+    parser = argparse.ArgumentParser(prog=f"rlvr {stage}", description=description or COMMANDS[stage].summary,
+                                     epilog=stage_help(stage), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="YAML recipe (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. rl.lr=2e-6")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config, data, model paths and checkpoints without loading a model; exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config this stage reads (YAML, every key commented); exit")
+    parser.set_defaults(stage=stage)
     return parser
+
+
+def stage_help(stage: str) -> str:
+    """The config keys `stage` reads with their defaults and first docstring line, and what it writes."""
+    info = COMMANDS[stage]
+    defaults = Config()
+    lines = ["config keys (override with key=value; defaults shown):"]
+    for key in (*COMMON_KEYS, *info.sections):
+        value = getattr(defaults, key)
+        if isinstance(value, BaseModel):
+            plain = value.model_dump()
+            for name, field in type(value).model_fields.items():
+                lines.append(_key_line(f"{key}.{name}", plain[name], field.description))
+        else:
+            lines.append(_key_line(key, value, Config.model_fields[key].description))
+    lines += ["", "writes (under output_dir):", *(f"  {path}" for path in info.writes)]
+    return "\n".join(lines)
+
+
+def _key_line(key: str, value: Any, description: str | None) -> str:
+    shown = yaml_value(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    doc = description.splitlines()[0] if description else ""
+    return f"  {key} = {shown}\n      {doc}" if len(key) + len(shown) > 44 else f"  {key + ' = ' + shown:<47} {doc}"
+
+
+_OVERRIDE_KEY = re.compile(r"[A-Za-z_]\w*(\.\w+)+")
+
+
+def is_override(item: str) -> bool:
+    """`key=value` whose key is a dotted config key (`eval.n=8`) or a top-level non-section key
+    (`seed=1`); `sft=runs/demo/sft` (a label) and `runs/a=b/c` (a path) are not."""
+    key, sep, _ = item.partition("=")
+    if not sep:
+        return False
+    field = Config.model_fields.get(key)
+    return bool(_OVERRIDE_KEY.fullmatch(key)) or (field is not None and not _is_section(field.annotation))
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def parse_stage_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Options and positionals in any order; overrides and a YAML file swallowed by a list option
+    (`--compare a b eval.n=8`) go where they belong."""
+    args = parser.parse_intermixed_args(argv)
+    for name, value in vars(args).items():
+        if name != "overrides" and isinstance(value, list):
+            positional = [item for item in value if is_override(item) or _is_yaml(item)]
+            setattr(args, name, [item for item in value if item not in positional] or None)
+            args.overrides += positional
+    return _place_config_file(args)
+
+
+def _is_yaml(item: str) -> bool:
+    return "=" not in item and item.endswith((".yaml", ".yml"))
+
+
+def _place_config_file(args: argparse.Namespace) -> argparse.Namespace:
+    """An override in the config file's place (`rlvr rl rl.lr=1`) joins the overrides; a YAML file
+    among the overrides (`rlvr rl rl.lr=1 configs/grpo.yaml`) becomes the config file."""
+    if args.config is not None and "=" in args.config and not Path(args.config).exists():
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+    files = [item for item in args.overrides if _is_yaml(item)]
+    if args.config is None and len(files) == 1:
+        args.config = files[0]
+        args.overrides = [item for item in args.overrides if item != files[0]]
+    return args
 
 
 def parse_config(args: argparse.Namespace) -> Config:
     """The config from `args.config` (or configs/demo.yaml) plus overrides; exits on error."""
-    path, overrides = args.config, list(args.overrides)
-    if path is not None and "=" in path and not Path(path).exists():
-        path, overrides = None, [path, *overrides]
+    args = _place_config_file(args)
+    path = args.config
     if path is None and Path("configs/demo.yaml").is_file():
         path = "configs/demo.yaml"
+    stage = getattr(args, "stage", None)
     try:
-        return load_config(path, overrides)
+        return load_config(path, list(args.overrides),
+                           section=COMMANDS[stage].section if stage in COMMANDS else None)
     except ConfigError as exc:
         sys.exit(f"config error: {exc}")
+
+
+def print_config(config: Config, stage: str, source: str | None) -> None:
+    """The resolved config `stage` reads, as commented YAML that `rlvr STAGE FILE` loads back."""
+    print(f"# rlvr {stage}: resolved config ({source or 'defaults'} + overrides, presets applied)")
+    print(commented_yaml(config, (*COMMON_KEYS, *COMMANDS[stage].sections)), end="")
 
 
 def setup_logging() -> None:
@@ -56,21 +146,33 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argparse.ArgumentParser,
-              argv: list[str] | None) -> None:
-    """Parse, set up logging, run; a user-facing error (bad config, data, model, missing engine)
-    exits non-zero with its one-line message instead of a traceback."""
+              argv: list[str] | None,
+              checks: Sequence[Callable[[Config, argparse.Namespace], list[str]]] = ()) -> None:
+    """Parse, set up logging, run the preflight (stages/preflight.py and the stage's own `checks`), run.
+
+    `--print-config` prints the resolved config and `--dry-run` the preflight's summary (both: both);
+    they return without loading a model. A user-facing error (bad config, data, model, missing engine)
+    exits non-zero with its one-line message instead of a traceback.
+    """
     from pipeline.data import DataError
     from pipeline.models import ModelError
     from pipeline.rollout import EngineUnavailable
 
-    args = parser.parse_args(argv)
+    args = parse_stage_args(parser, argv)
     setup_logging()
     config = parse_config(args)
+    if args.print_config:
+        print_config(config, args.stage, args.config)
+        if not args.dry_run:
+            return
     try:
-        rewards.check_terms(config.reward.terms)  # misspelt reward names/params, user code: before any model
-    except ValueError as exc:
-        sys.exit(f"config error: {exc}")
-    try:
+        summary = preflight(config, args.stage)
+        for check in checks:
+            summary += check(config, args)
+        if args.dry_run:
+            print(f"{parser.prog}: dry run: every check passed (nothing loaded or written)")
+            print("\n".join(f"  {line}" for line in summary))
+            return
         main(config, args)
     except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
         sys.exit(f"{parser.prog}: {exc}")

@@ -1,7 +1,10 @@
 """`rlvr eval`: AIME-style evaluation (avg@n, pass@k, maj@k; docs/algorithms.md §11) of the base model or adapters.
 
-    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/rl/final
-    rlvr eval --compare base sft=runs/demo/sft rl=runs/demo/rl/final
+    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/sft/adapter
+    rlvr eval configs/demo.yaml --compare base sft=runs/demo/sft/adapter dpo=runs/demo/dpo/adapter eval.n=8
+
+Each checkpoint is a LoRA adapter folder (adapter_config.json) or a fully fine-tuned model folder
+(config.json); all are checked before any model loads.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.prompts import filter_long_prompts
 from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems, plot_compare
-from pipeline.models import ModelError, load_checkpoint, load_tokenizer, prepare_model, resolve_device
+from pipeline.models import load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
 from pipeline.train_loop import reward_params
 from stages.common import run_stage, stage_dir, stage_parser
+from stages.preflight import check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
     One checkpoint writes `<output_dir>/eval/report.json` and `summary.md`; several write one
     `<slug>/` folder each plus `compare.md` and `compare.png`. Returns label -> summary.
     """
+    check_checkpoints(adapters)
     cfg, out = config.eval, stage_dir(config, "eval")
     model_path = prepare_model(config.model.name, config.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
@@ -52,9 +57,6 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
                                   seed=cfg.seed)
     problems = filter_long_prompts(tokenizer, problems, config.data.system_prompt, config.data.max_prompt_tokens)
     device = resolve_device(config.device)
-    for adapter in adapters.values():
-        if adapter is not None and not Path(adapter).is_dir():
-            raise ModelError(f"checkpoint folder not found: {adapter}")
     log.info("eval: %d problems from %s, n=%d, checkpoints: %s", len(problems), cfg.dataset, cfg.n, ", ".join(adapters))
     # The base model first, while the engine still holds the untouched weights.
     order = sorted(adapters, key=lambda label: adapters[label] is not None)
@@ -97,15 +99,25 @@ def _write(report: EvalReport, folder: Path, label: str) -> None:
     log.info("eval: wrote %s and %s", folder / "report.json", folder / "summary.md")
 
 
-def main_with(config: Config, args: argparse.Namespace) -> dict[str, dict]:
+def check_checkpoints(adapters: dict[str, str | None]) -> list[str]:
+    """Each checkpoint is an adapter or model folder (ModelError naming the first that is not)."""
+    return [f"checkpoint {label}: {path} ({check_checkpoint(path, f'checkpoint {label!r}')})"
+            for label, path in adapters.items() if path is not None]
+
+
+def checkpoints(config: Config, args: argparse.Namespace) -> dict[str, str | None]:
+    """label -> folder (None = base) from --compare, else eval.compare (after the base model), else
+    --adapter or model.adapter."""
     if args.compare:
-        adapters = parse_checkpoints(args.compare)
-    elif config.eval.compare:
-        adapters = {BASE: None, **parse_checkpoints(config.eval.compare)}
-    else:
-        adapter = args.adapter or config.model.adapter
-        adapters = {adapter or BASE: adapter}
-    return run_eval(config, adapters)
+        return parse_checkpoints(args.compare)
+    if config.eval.compare:
+        return {BASE: None, **parse_checkpoints(config.eval.compare)}
+    adapter = args.adapter or config.model.adapter
+    return {adapter or BASE: adapter}
+
+
+def main_with(config: Config, args: argparse.Namespace) -> dict[str, dict]:
+    return run_eval(config, checkpoints(config, args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage(main_with, build_parser(), argv)
+    run_stage(main_with, build_parser(), argv, checks=[lambda config, args: check_checkpoints(checkpoints(config, args))])
 
 
 if __name__ == "__main__":

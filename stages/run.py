@@ -103,7 +103,7 @@ def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = stage_parser("run", __doc__.splitlines()[0])
+    parser = stage_parser("run")  # its description: the chain in stages/catalog.py, as in `rlvr --help`
     run_stage(main_with, parser, argv)
 
 

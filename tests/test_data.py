@@ -316,3 +316,88 @@ def test_shipped_datasets() -> None:
         assert abs(shares[1] / len(problems) - 0.4) < 0.02 and abs(shares[2] / len(problems) - 0.3) < 0.02
         assert all(p.solution.endswith(f"\\boxed{{{p.answer}}}") for p in problems)
         assert all(p.source.startswith(("synthetic/", "reasoning_gym/")) for p in problems)
+
+
+# ---- local or hub; GSM8K gold under any mapping ----------------------------------------------
+
+
+@pytest.mark.parametrize("spec, hint", [
+    ("datasets/train", "did you mean datasets/train.jsonl?"),
+    ("datasets/trian.jsonl", "did you mean datasets/train.jsonl"),
+    ("datasets", "is a folder, not a data file; files in it: datasets/test.jsonl"),
+    ("nowhere/train.parquet", "data file not found: nowhere/train.parquet"),
+])
+def test_local_names_never_go_to_the_hub(spec, hint, tmp_path, monkeypatch) -> None:
+    (tmp_path / "datasets").mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        _jsonl(tmp_path / "datasets" / name, [{"problem": "1+1?", "answer": "2"}])
+    monkeypatch.chdir(tmp_path)
+    _fake_datasets(monkeypatch, lambda *a, **k: pytest.fail("a local name was sent to the hub"))
+    with pytest.raises(DataError) as info:
+        load_problems(spec)
+    assert hint in str(info.value) and "\n" not in str(info.value)
+
+
+def _hub_probe(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list:
+    import huggingface_hub
+
+    asked = []
+
+    def dataset_info(self, repo, timeout=None, **_):
+        asked.append((repo, timeout))
+        raise error
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    _fake_datasets(monkeypatch, lambda *a, **k: pytest.fail("load_dataset would retry for ~30 s"))
+    return asked
+
+
+def test_unreachable_hub_fails_at_once_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.data import HUB_TIMEOUT_S
+
+    asked = _hub_probe(monkeypatch, OSError("[Errno -2] Name or service not known"))
+    with pytest.raises(DataError) as info:
+        load_problems("openai/gsm8k:main")
+    message = str(info.value)
+    assert asked == [("openai/gsm8k", HUB_TIMEOUT_S)] and HUB_TIMEOUT_S <= 5
+    assert "\n" not in message and "cannot reach" in message and "HF_HUB_OFFLINE=1" in message
+
+
+def test_unknown_hub_dataset_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    _hub_probe(monkeypatch, RepositoryNotFoundError("404", response=types.SimpleNamespace(
+        headers={}, status_code=404, request=None, url="u")))
+    with pytest.raises(DataError, match="neither a local file nor a dataset on the Hugging Face hub"):
+        load_problems("someone/no-such-data")
+
+
+GSM8K_ROWS = [{"q": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+               "a": "In May she sold 48/2 = <<48/2=24>>24 clips.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"},
+              {"q": "Weng earns $12 an hour. How much for 50 minutes?", "a": "12/60 * 50 = 10\n#### 10"}]
+
+
+@pytest.mark.parametrize("preset", ["auto", "rlvr", "aime"])
+def test_gsm8k_gold_is_normalised_under_renamed_columns(tmp_path: Path, preset: str, caplog) -> None:
+    path = _jsonl(tmp_path / "renamed.jsonl", GSM8K_ROWS)
+    with caplog.at_level(logging.WARNING):
+        problems = load_problems(str(path), preset=preset, columns={"problem": "q", "answer": "a"})
+    assert [p.answer for p in problems] == ["72", "10"]
+    assert problems[0].solution.endswith("\\boxed{72}") and "<<" not in problems[0].solution
+    assert "worked solutions" not in caplog.text
+
+
+def test_gold_that_looks_like_a_solution_is_warned_about(tmp_path: Path, caplog) -> None:
+    rows = [{"problem": "What is 2+3?", "sol": "We add the two numbers.\nTwo plus three is five, so the answer is 5.",
+             "final": "5"}] * 3
+    path = _jsonl(tmp_path / "swapped.jsonl", rows)
+    with caplog.at_level(logging.WARNING):
+        problems = load_problems(str(path), columns={"problem": "problem", "answer": "sol"})
+    assert len(problems) == 3
+    assert "3 of 3 gold answers (column 'sol') look like worked solutions" in caplog.text
+    assert "line 1" in caplog.text and "data.columns.answer" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_problems(str(path), columns={"problem": "problem", "answer": "final"})
+    assert "worked solutions" not in caplog.text

@@ -104,10 +104,60 @@ def test_parse_checkpoints():
 
 
 def _parsed(argv):
-    from stages.common import parse_config
+    from stages.common import parse_config, parse_stage_args
 
-    args = stage.build_parser().parse_args(argv)
+    args = parse_stage_args(stage.build_parser(), argv)
     return parse_config(args), args
+
+
+@pytest.mark.parametrize("argv", [
+    ["configs/demo.yaml", "--compare", "base", "sft=runs/demo/sft/adapter", "eval.n=8", "seed=3"],
+    ["configs/demo.yaml", "eval.n=8", "--compare", "base", "sft=runs/demo/sft/adapter", "seed=3"],
+    ["eval.n=8", "--compare", "base", "sft=runs/demo/sft/adapter", "configs/demo.yaml", "seed=3"],
+])
+def test_overrides_after_compare_are_overrides(argv):
+    config, args = _parsed(argv)
+    assert args.compare == ["base", "sft=runs/demo/sft/adapter"] and args.config == "configs/demo.yaml"
+    assert (config.eval.n, config.seed, config.output_dir) == (8, 3, "runs/demo")
+    assert stage.checkpoints(config, args) == {"base": None, "sft": "runs/demo/sft/adapter"}
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the checkpoints were checked")
+
+    monkeypatch.setattr(stage, "prepare_model", refuse)
+    monkeypatch.setattr(stage, "load_tokenizer", refuse)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: (root / "sft").mkdir(), "is not a checkpoint folder (no adapter_config.json or config.json)"),
+    (lambda root: None, "checkpoint folder not found"),
+    (lambda root: (root / "sft").write_text("a file"), "checkpoint folder not found"),
+])
+def test_bad_compare_checkpoint_fails_before_any_model_loads(setup, adapter, no_model, make, message, capsys):
+    tmp_path, overrides, engines = setup
+    make(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        stage.main([*overrides, "--compare", "base", f"rl={adapter}", f"sft={tmp_path / 'sft'}", "eval.n=1"])
+    assert f"checkpoint 'sft': " in str(info.value) and message in str(info.value)
+    assert engines == [] and not (tmp_path / "run").exists()
+
+
+def test_not_a_checkpoint_lists_the_checkpoints_inside(setup, adapter, no_model):
+    tmp_path, overrides, _ = setup
+    with pytest.raises(SystemExit, match=f"found: {adapter}"):
+        stage.main([*overrides, "--compare", "base", f"rl={tmp_path}"])
+
+
+def test_dry_run_checks_checkpoints_and_loads_nothing(setup, adapter, no_model, capsys):
+    tmp_path, overrides, engines = setup
+    stage.main([*overrides, "--dry-run", "--compare", "base", f"rl={adapter}", "eval.n=8"])
+    out = capsys.readouterr().out
+    assert "dry run: every check passed" in out and f"checkpoint rl: {adapter} (LoRA adapter)" in out
+    assert "eval.dataset" in out and "4 problems" in out
+    assert engines == [] and not (tmp_path / "run").exists()
 
 
 def test_levels_select_the_problems(setup):

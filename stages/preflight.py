@@ -1,0 +1,157 @@
+"""Every check that needs no model, run before a stage loads one (`run_stage`); `--dry-run` runs only these.
+
+Each check raises ConfigError, DataError or ModelError with one line naming the key, file or line,
+and returns lines for the dry run's summary. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import rewards
+from pipeline.config import Config, ConfigError, RewardModelConfig
+from pipeline.data import DataError, Problem, load_problems_for
+from pipeline.evaluation import load_eval_problems
+from pipeline.models import ModelError, is_adapter, model_source
+from pipeline.preference import load_pairs
+from pipeline.sft import with_solutions
+from stages.catalog import CHAIN, COMMANDS
+
+MAX_HINTS = 3
+
+
+def check_output_dir(config: Config) -> list[str]:
+    """`output_dir` (and every folder above it that exists) must be a writable folder, not a file."""
+    path = Path(config.output_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        inside = "" if existing == path else f" (output_dir is {path}, inside it)"
+        raise ConfigError(f"output_dir: {existing} is a file, not a folder{inside}")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"output_dir: cannot write to {existing}")
+    return [f"output_dir: {path}/ ({'exists' if path.is_dir() else 'will be created'})"]
+
+
+def _checkpoints_under(folder: Path) -> list[str]:
+    """Adapter or model folders at most two levels below `folder`, newest checkpoint last."""
+    found = [p.parent for pattern in ("*/", "*/*/") for name in ("adapter_config.json", "config.json")
+             for p in folder.glob(pattern + name)]
+    return sorted({str(p) for p in found}, key=lambda s: (len(s), s))[-MAX_HINTS:]
+
+
+def check_checkpoint(folder: str, key: str, *, adapter_only: bool = False) -> str:
+    """What `folder` is ("LoRA adapter" or "model folder"); ModelError naming `key` when it is neither.
+
+    The error lists the checkpoints found below the folder (or below its nearest existing parent).
+    """
+    path = Path(folder).expanduser()
+    if path.is_dir() and is_adapter(path):
+        return "LoRA adapter"
+    if path.is_dir() and not adapter_only and (path / "config.json").is_file():
+        return "model folder"
+    if not path.is_dir():
+        parent = next((p for p in path.parents if p.is_dir()), Path("."))
+        found, problem = _checkpoints_under(parent), f"checkpoint folder not found: {folder}"
+    elif adapter_only and (path / "config.json").is_file():
+        found, problem = [], (f"{folder} is a full model folder, not a LoRA adapter (no adapter_config.json); "
+                              f"start from it with model.name={folder}")
+    else:
+        found = _checkpoints_under(path)
+        needs = "adapter_config.json" if adapter_only else "adapter_config.json or config.json"
+        problem = f"{folder} is not a checkpoint folder (no {needs})"
+    hint = f" (found: {', '.join(found)})" if found else ""
+    raise ModelError(f"{key}: {problem}{hint}")
+
+
+def check_model(config: Config) -> list[str]:
+    """`model.name` resolves without downloading or converting; `model.adapter` is a LoRA adapter folder."""
+    kind, path = model_source(config.model.name)
+    lines = [f"model.name: {config.model.name} ({kind}: {path})"]
+    if config.model.adapter is not None:
+        what = check_checkpoint(config.model.adapter, "model.adapter", adapter_only=True)
+        lines.append(f"model.adapter: {config.model.adapter} ({what})")
+    return lines
+
+
+def _keyed(key: str, load: Callable[[], list]) -> list:
+    """`load()`, its DataError prefixed with the config key that named the data."""
+    try:
+        return load()
+    except DataError as exc:
+        raise DataError(f"{key}: {exc}") from None
+
+
+def _problems(config: Config, which: str, levels: list[int] | None = None) -> tuple[list[Problem], str]:
+    data = config.data if levels is None else config.data.model_copy(update={"levels": levels})
+    key = f"data.{which}"
+    problems = _keyed(key, lambda: load_problems_for(data, which, seed=config.seed))  # type: ignore[arg-type]
+    return problems, f"{key}: {getattr(data, which)}: {len(problems)} problems"
+
+
+def check_sft_data(config: Config) -> list[str]:
+    """SFT's problems load and at least two have a worked solution (one is held out)."""
+    problems, line = _problems(config, "train")
+    solved = with_solutions(problems, config.sft.max_examples, config.seed)
+    if len(solved) < 2:
+        raise DataError(
+            f"data.train: {config.data.train}: {len(solved)} of {len(problems)} problems have a worked solution; "
+            f"SFT trains on the `solution` column and needs at least 2 (map yours with data.columns.solution=COLUMN)")
+    return [f"{line}, {len(solved)} used for SFT (with a worked solution)"]
+
+
+def check_preference_data(config: Config, section: RewardModelConfig, key: str) -> list[str]:
+    """The pairs file `section.pairs` when set, else the training problems pairs are sampled from."""
+    if section.pairs:
+        pairs = _keyed(f"{key}.pairs", lambda: load_pairs(section.pairs))
+        return [f"{key}.pairs: {section.pairs}: {len(pairs)} pairs"]
+    return [_problems(config, "train")[1], f"{key}.pairs: not set: sampled from {section.num_problems} training problems"]
+
+
+def check_rl_data(config: Config) -> list[str]:
+    """RL's training and held-out problems load (with `rl.levels` when set)."""
+    return [_problems(config, which, config.rl.levels)[1] for which in ("train", "test")]
+
+
+def check_eval_data(config: Config) -> list[str]:
+    cfg = config.eval
+    problems = _keyed("eval.dataset", lambda: load_eval_problems(cfg.dataset, split=cfg.split, levels=cfg.levels,
+                                                                 limit=cfg.problems, seed=cfg.seed))
+    return [f"eval.dataset: {cfg.dataset}: {len(problems)} problems"]
+
+
+STAGE_CHECKS: dict[str, Callable[[Config], list[str]]] = {
+    "sft": check_sft_data,
+    "reward-model": lambda c: check_preference_data(c, c.reward_model, "reward_model"),
+    "dpo": lambda c: check_preference_data(c, c.dpo, "dpo"),
+    "rl": check_rl_data,
+    "eval": check_eval_data,
+}
+"""The data each stage reads. `rlvr run` runs those of every stage in CHAIN."""
+
+
+def check_rewards(config: Config) -> list[str]:
+    """`reward.terms`: every name resolves (registered, `module:fn` or `file.py:fn`) and takes its params."""
+    try:
+        rewards.check_terms(config.reward.terms)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return [f"reward.terms: {', '.join(term.name for term in config.reward.terms)}"]
+
+
+def preflight(config: Config, stage: str) -> list[str]:
+    """Run every model-free check of `stage` (a catalog command); the dry run's summary lines.
+
+    Raises ConfigError, DataError or ModelError (one line) at the first problem found.
+    """
+    stages = CHAIN if stage == "run" else (stage,)
+    lines = check_output_dir(config)
+    if "model" in COMMANDS[stage].sections:
+        lines += check_model(config)
+    if "reward" in COMMANDS[stage].sections:
+        lines += check_rewards(config)
+    for name in stages:
+        if name in STAGE_CHECKS:
+            lines += STAGE_CHECKS[name](config)
+    return list(dict.fromkeys(lines))

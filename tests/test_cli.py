@@ -1,0 +1,235 @@
+"""The `rlvr` command line: the preflight before any model loads, --dry-run, --print-config, --help,
+hints in the stage's terms, and every example command of the README and the stages' docstrings."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Config
+from stages import cli, sft
+from stages.catalog import CHAIN, COMMANDS, STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i), "solution": f"{i} + {i} = {2 * i}. \\boxed{{{2 * i}}}",
+         "level": 1} for i in range(6)]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh working directory with train/test files; returns (folder, the overrides naming them)."""
+    monkeypatch.chdir(tmp_path)
+    train, test = _jsonl(tmp_path / "train.jsonl", ROWS), _jsonl(tmp_path / "test.jsonl", ROWS)
+    return tmp_path, [f"output_dir={tmp_path / 'run'}", f"data.train={train}", f"data.test={test}",
+                      f"eval.dataset={test}"]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Stage mains that fail the test if reached: the preflight must stop the run first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the stage started although a check should have failed")
+
+    monkeypatch.setattr(sft, "run_sft", refuse)
+
+
+def _fails(argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    message = str(info.value.code)
+    assert info.value.code not in (0, None) and "\n" not in message and "Traceback" not in message
+    return message
+
+
+# ---- checks before any model loads ------------------------------------------------------------
+
+
+def test_adapter_folder_without_adapter_config(workdir, no_training):
+    tmp_path, overrides = workdir
+    (tmp_path / "sft_out").mkdir()
+    (tmp_path / "sft_out" / "adapter").mkdir()
+    (tmp_path / "sft_out" / "adapter" / "adapter_config.json").write_text("{}")
+    message = _fails(["sft", *overrides, f"model.adapter={tmp_path / 'sft_out'}"])
+    assert message.startswith("rlvr sft: model.adapter: ") and "no adapter_config.json" in message
+    assert f"found: {tmp_path / 'sft_out' / 'adapter'}" in message
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "config.json").write_text("{}")
+    message = _fails(["sft", *overrides, f"model.adapter={tmp_path / 'full'}"])
+    assert "is a full model folder" in message and f"model.name={tmp_path / 'full'}" in message
+    assert "checkpoint folder not found" in _fails(["rl", *overrides, "model.adapter=nowhere/adapter"])
+
+
+def test_model_name_is_checked_without_loading(workdir, no_training):
+    tmp_path, overrides = workdir
+    assert "model.name: GGUF file not found" in _fails(["sft", *overrides, "model.name=nowhere.gguf"])
+    (tmp_path / "empty").mkdir()
+    assert "is a folder without config.json" in _fails(["sft", *overrides, f"model.name={tmp_path / 'empty'}"])
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_output_dir_that_is_a_file(workdir, no_training, inside):
+    tmp_path, overrides = workdir
+    (tmp_path / "taken").write_text("a file")
+    output = tmp_path / "taken" / "run" if inside else tmp_path / "taken"
+    message = _fails(["sft", *overrides, f"output_dir={output}"])
+    assert f"output_dir: {tmp_path / 'taken'} is a file, not a folder" in message
+
+
+def test_sft_on_data_without_worked_solutions(workdir, no_training):
+    tmp_path, overrides = workdir
+    bare = _jsonl(tmp_path / "bare.jsonl", [{k: v for k, v in row.items() if k != "solution"} for row in ROWS])
+    message = _fails(["sft", *overrides, f"data.train={bare}"])
+    assert "data.train" in message and "0 of 6 problems have a worked solution" in message
+    assert "`solution` column" in message and "data.columns.solution" in message
+
+
+def test_data_errors_name_the_key(workdir, no_training):
+    tmp_path, overrides = workdir
+    (tmp_path / "datasets").mkdir()
+    _jsonl(tmp_path / "datasets" / "train.jsonl", ROWS)
+    message = _fails(["sft", *overrides, "data.train=datasets/train"])
+    assert message == ("rlvr sft: data.train: data file not found: datasets/train "
+                       "(did you mean datasets/train.jsonl?)")
+    assert _fails(["rl", *overrides, "data.test=datasets/tset.jsonl"]).startswith("rlvr rl: data.test: ")
+    assert _fails(["eval", *overrides, "eval.dataset=nope.jsonl"]).startswith("rlvr eval: eval.dataset: ")
+    assert _fails(["dpo", *overrides, "dpo.pairs=pairs.jsonl"]).startswith("rlvr dpo: dpo.pairs: ")
+
+
+def test_unreachable_hub_dataset_fails_in_the_preflight(workdir, no_training, monkeypatch):
+    import huggingface_hub
+
+    def unreachable(self, repo, timeout=None, **_):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", unreachable)
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
+    _, overrides = workdir
+    message = _fails(["sft", *overrides, "data.train=openai/gsm8k:main"])
+    assert message.startswith("rlvr sft: data.train: cannot reach the Hugging Face hub for 'openai/gsm8k:main'")
+
+
+@pytest.mark.parametrize("stage, override, hint", [
+    ("rl", "beta=0.04", "'algorithm.kl_coef'"),
+    ("dpo", "beta=0.2", "'dpo.beta'"),
+    ("sft", "learning_rate=1e-5", "'sft.lr'"),
+    ("reward-model", "learning_rate=1e-5", "'reward_model.lr'"),
+    ("rl", "num_generations=4", "'rl.group_size'"),
+    ("eval", "temperature=0.7", "'eval.temperature'"),
+])
+def test_unknown_key_hint_is_in_the_stage_terms(workdir, stage, override, hint):
+    _, overrides = workdir
+    message = _fails([stage, *overrides, override])
+    assert f"unknown key {override.split('=')[0]!r} (did you mean {hint}?)" in message
+
+
+# ---- --dry-run, --print-config, --help ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["prepare-model", "sft", "reward-model", "dpo", "rl", "eval", "run"])
+def test_dry_run_checks_and_writes_nothing(workdir, no_training, stage, capsys):
+    tmp_path, overrides = workdir
+    cli.main([stage, *overrides, "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"rlvr {stage}: dry run: every check passed" in out and "model.name: smollm2-135m-instruct" in out
+    assert not (tmp_path / "run").exists()
+    if stage in ("sft", "run"):
+        assert "6 problems, 6 used for SFT" in out
+    if stage in ("eval", "run"):
+        assert "eval.dataset" in out
+
+
+def test_print_config_is_the_resolved_yaml_of_the_stage(workdir, capsys):
+    _, overrides = workdir
+    cli.main(["rl", *overrides, "algorithm.preset=dapo", "rl.lr=3e-6", "--print-config"])
+    text = capsys.readouterr().out
+    data = yaml.safe_load(text)
+    assert set(data) == {"output_dir", "seed", "device", *STAGES["rl"].sections}
+    config = Config.model_validate(data)
+    assert config.algorithm.eps_high == 0.28 and config.rl.lr == 3e-6  # preset applied, override kept
+    lines = [line for line in text.splitlines()[1:]]
+    keys = [i for i, line in enumerate(lines) if not line.lstrip().startswith("#")]
+    assert keys and all(lines[i - 1].lstrip().startswith("# ") for i in keys)
+    cli.main(["sft", *overrides, "--print-config"])
+    assert "algorithm" not in yaml.safe_load(capsys.readouterr().out)
+
+
+def test_stage_help_lists_keys_defaults_and_writes(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["rl", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert re.search(r"rl\.group_size = 8 +G: completions sampled per prompt", out)
+    assert re.search(r"algorithm\.kl_coef = 0\.04 ", out) and "rollout.max_tokens = 256" in out
+    assert "writes (under output_dir):" in out and "rl/metrics.json" in out
+    with pytest.raises(SystemExit):
+        cli.main(["sft", "--help"])
+    out = capsys.readouterr().out
+    assert "sft.lr = 0.0002" in out and "algorithm." not in out and "sft/adapter/" in out
+
+
+def test_rlvr_help_and_run_help_agree_on_the_chain(capsys):
+    cli.main(["--help"])
+    top = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    run_help = capsys.readouterr().out
+    chain = ", ".join(CHAIN)
+    assert f"run            the whole chain: {chain}" in top and f"the whole chain: {chain}" in run_help
+    assert all(f"  {name} " in top for name in COMMANDS)
+
+
+# ---- every example command works as written ---------------------------------------------------------
+
+
+def _example_commands() -> list[str]:
+    texts = [(REPO / "README.md").read_text()]
+    texts += [ast.get_docstring(ast.parse(path.read_text())) or "" for path in sorted((REPO / "stages").glob("*.py"))]
+    commands = [line.strip().split(" #")[0].strip() for text in texts for line in text.splitlines()
+                if line.strip().startswith("rlvr ")]
+    return list(dict.fromkeys(commands))
+
+
+def _create_inputs(argv: list[str], root: Path) -> None:
+    """Stand-ins for a prior stage's outputs the command names (runs/...): pairs files, adapter folders."""
+    for token in argv:
+        value = token.split("=", 1)[-1]
+        if not value.startswith("runs/"):
+            continue
+        path = root / value
+        if path.suffix in (".jsonl", ".json"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _jsonl(path, [{"prompt": "1+1?", "chosen": "\\boxed{2}", "rejected": "\\boxed{3}"}])
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "adapter_config.json").write_text("{}")
+
+
+def test_the_readme_has_example_commands():
+    commands = _example_commands()
+    assert len(commands) >= 10 and any(c.startswith("rlvr eval") and "--compare" in c for c in commands)
+
+
+@pytest.mark.parametrize("command", _example_commands())
+def test_example_command_passes_dry_run(command, tmp_path, monkeypatch, capsys):
+    for name in ("configs", "datasets"):
+        (tmp_path / name).symlink_to(REPO / name)
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(command)[1:]
+    _create_inputs(argv, tmp_path)
+    try:
+        cli.main(argv + ([] if "--help" in argv else ["--dry-run"]))
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"{command}: {exc.code}"
+    out = capsys.readouterr().out
+    assert "dry run: every check passed" in out or "usage" in out
