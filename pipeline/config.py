@@ -76,8 +76,11 @@ class RolloutConfig(Section):
     sync: Literal["auto", "adapter", "merged"] = "auto"
     """How learner weights reach the engine each step; `auto` picks per device."""
     temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature; 0 decodes greedily (refused for RL with rl.group_size > 1)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = -1
+    """Top-k / top-p truncation of the sampling distribution (-1 / 1.0: off). The learner
+    computes its log-probs on the same truncated distribution (pipeline/forward.py)."""
     max_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -156,6 +159,10 @@ class RewardConfig(Section):
     workers: int = Field(2, ge=1)
     timeout: float = Field(5.0, gt=0.0)
     """Hard wall-clock limit per verification, seconds."""
+    non_finite: Literal["error", "mask"] = "error"
+    """A NaN or infinite reward in RL: `error` stops with the reward term and the sample named;
+    `mask` leaves the sample out of the loss and of its group's mean and std, and counts it
+    (`reward/non_finite`). docs/rewards.md, "Rewards entering training"."""
 
 
 class OptimConfig(Section):
@@ -279,6 +286,12 @@ class Config(Section):
             raise ValueError(
                 f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
                 "compares completions within a group and needs rl.group_size >= 2"
+            )
+        if self.rollout.temperature == 0 and self.rl.group_size > 1:
+            raise ValueError(
+                f"rollout.temperature=0 decodes greedily: the rl.group_size={self.rl.group_size} "
+                "completions of a prompt would be identical (no learning signal); set "
+                "rollout.temperature > 0"
             )
         return self
 
