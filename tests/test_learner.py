@@ -160,3 +160,23 @@ def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_di
     batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
     update = learner.update(batch, torch.Generator().manual_seed(0))
     assert update["mismatch_abs"] < 1e-4 and update["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("top_k, top_p", [(-1, 0.5), (50, 1.0)], ids=["top_p", "top_k"])
+def test_learner_logprobs_are_vllms_under_truncated_sampling(vllm_merged_engine, tiny_model_dir, top_k, top_p):
+    # vLLM serves the base tiny model in float32 with logprobs_mode="processed_logprobs".
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.forward import completion_forward
+    from pipeline.rollout import SamplingSettings
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    vllm_merged_engine.update_weights(base)
+    settings = SamplingSettings(n=2, temperature=1.0, top_k=top_k, top_p=top_p, max_tokens=6)
+    samples = [c for group in vllm_merged_engine.generate(PROMPTS[::2], settings) for c in group]
+    seqs = collate([c.prompt_ids for c in samples], [c.token_ids for c in samples], pad_id=2)
+    with torch.no_grad():
+        logp = completion_forward(base, seqs, 1.0, top_k=top_k, top_p=top_p).logp
+    for i, c in enumerate(samples):
+        torch.testing.assert_close(logp[i, : len(c.logprobs)], torch.tensor(c.logprobs), atol=2e-3, rtol=0)
