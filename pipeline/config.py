@@ -254,7 +254,7 @@ class EvalConfig(Section):
     """Only problems of these difficulty levels (like `data.levels`); None = all."""
     problems: int | None = Field(None, ge=1)
     n: int = Field(4, ge=1)
-    """Samples per problem; n=1 decodes greedily."""
+    """Samples per problem; n=1 decodes greedily, and temperature 0 decodes once (reported as n=1)."""
     k: list[int] = Field(default_factory=lambda: [1, 4])
     temperature: float = Field(0.6, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
