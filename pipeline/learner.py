@@ -2,8 +2,9 @@
 
 One RL step's update (docs/design.md, "One RL step"):
 1. `prepare`: without gradients, the learner's own `logp_old` (docs/algorithms.md §9: the engine's
-   log-probs differ slightly; both are of the rollout's sampling distribution, temperature and
-   top-k / top-p truncation included, see pipeline/forward.py), `logp_ref` of the starting policy when KL is used (§5: the
+   log-probs differ slightly; both sides read the rollout's sampling distribution, temperature
+   and top-k / top-p truncation included, see pipeline/forward.py), `logp_ref` of the starting
+   policy when KL is used (§5: the
    model with its adapter disabled when RL starts from a fresh adapter, else a frozen copy),
    and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no
    critic) `logp_old` is the first forward's detached log-probs: no extra pass.
