@@ -6,8 +6,18 @@ completion. The token-level path (PPO) builds per-token rewards with the KL pena
 runs GAE against a value head and whitens the result over the batch.
 
 Standard deviations are the unbiased (n-1) estimate, as `torch.std` in TRL and verl, so runs
-reproduce their numbers. A group of one, or a group whose rewards are all equal, carries no
-learning signal and gets zero advantages (never NaN).
+reproduce their numbers. Rules shared by every group estimator (docs/rewards.md, "Rewards
+entering training"):
+
+* `valid` (optional, bool like `rewards`) marks the samples that take part: an invalid sample
+  (a non-finite reward masked out) is left out of its group's mean, std and leave-one-out
+  baseline and gets advantage 0; its group keeps its G rows. Without `valid` every reward must
+  be finite (ValueError otherwise: a NaN would turn the whole group's advantages into NaN).
+* A group without reward variance (`has_signal` False: fewer than two valid samples, or valid
+  rewards equal up to `SIGNAL_RTOL`) gets exactly 0, never a rounding residue amplified by
+  `1/(std + 1e-6)`. Dynamic sampling (§8) uses the same `has_signal`.
+
+Group statistics are computed in float64 and returned as float32.
 """
 
 from __future__ import annotations
@@ -18,6 +28,49 @@ from torch import Tensor
 GROUP_MODES = ("grpo", "dr_grpo", "rloo")
 GRPO_EPS = 1e-6
 WHITEN_EPS = 1e-8
+SIGNAL_RTOL = 1e-6
+"""Rewards whose spread is at most `SIGNAL_RTOL * max(1, max|R|)` count as equal: float sums
+such as `0.1 + 0.2` vs `0.3` (or a float32 round trip) differ by a few ulps, not by a signal."""
+
+
+def has_signal(rewards: Tensor, valid: Tensor | None = None) -> Tensor:
+    """§1/§8 whether each group (the last dim of `rewards` [..., G]) has reward variance -> [...].
+
+    True when at least two samples are valid and their rewards spread by more than
+    `SIGNAL_RTOL * max(1, max|R|)`. The one test behind "equal rewards give zero advantages"
+    and dynamic sampling's "has signal"; invalid entries may hold anything (NaN, inf).
+    """
+    rewards = rewards.double()
+    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.bool()
+    hi = torch.where(valid, rewards, -torch.inf).amax(-1)
+    lo = torch.where(valid, rewards, torch.inf).amin(-1)
+    scale = torch.where(valid, rewards.abs(), 0.0).amax(-1).clamp(min=1.0)
+    return (valid.sum(-1) >= 2) & (hi - lo > SIGNAL_RTOL * scale)
+
+
+def _valid_mask(rewards: Tensor, valid: Tensor | None) -> Tensor:
+    """`valid` as a bool tensor (all True when None, which requires finite rewards)."""
+    if valid is None:
+        if not torch.isfinite(rewards).all():
+            bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
+            raise ValueError(f"non-finite rewards at positions {bad}; mask them with `valid`")
+        return torch.ones_like(rewards, dtype=torch.bool)
+    if valid.shape != rewards.shape:
+        raise ValueError(f"valid of shape {tuple(valid.shape)} for rewards of shape {tuple(rewards.shape)}")
+    return valid.bool()
+
+
+def _group_moments(grouped: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(rewards with invalid entries 0, valid count, valid mean) per row, float64, keepdim."""
+    x = torch.where(valid, grouped.double(), 0.0)
+    count = valid.sum(-1, keepdim=True)
+    return x, count, x.sum(-1, keepdim=True) / count.clamp(min=1)
+
+
+def _only_signal(advantages: Tensor, grouped: Tensor, valid: Tensor) -> Tensor:
+    """Zero on invalid samples and on every sample of a group without signal; float32."""
+    keep = valid & has_signal(grouped, valid)[..., None]
+    return torch.where(keep, advantages, 0.0).float()
 
 
 def _unbiased_var(x: Tensor, mean: Tensor, count: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -28,38 +81,42 @@ def _unbiased_var(x: Tensor, mean: Tensor, count: Tensor, mask: Tensor | None = 
     return sq.sum(-1, keepdim=True) / (count - 1).clamp(min=1)
 
 
-def grpo_advantages(grouped: Tensor) -> Tensor:
+def grpo_advantages(grouped: Tensor, valid: Tensor | None = None) -> Tensor:
     """§1 GRPO: `A_i = (R_i - mean(R)) / (std(R) + 1e-6)` within each row of `grouped` [N, G]."""
-    mean = grouped.mean(-1, keepdim=True)
-    std = _unbiased_var(grouped, mean, torch.tensor(grouped.shape[-1])).sqrt()
-    return (grouped - mean) / (std + GRPO_EPS)
+    valid = _valid_mask(grouped, valid)
+    x, count, mean = _group_moments(grouped, valid)
+    std = _unbiased_var(x, mean, count, valid).sqrt()
+    return _only_signal((x - mean) / (std + GRPO_EPS), grouped, valid)
 
 
-def dr_grpo_advantages(grouped: Tensor) -> Tensor:
+def dr_grpo_advantages(grouped: Tensor, valid: Tensor | None = None) -> Tensor:
     """§1 Dr.GRPO: `A_i = R_i - mean(R)` within each row of `grouped` [N, G]; no std division."""
-    return grouped - grouped.mean(-1, keepdim=True)
+    valid = _valid_mask(grouped, valid)
+    x, _, mean = _group_moments(grouped, valid)
+    return _only_signal(x - mean, grouped, valid)
 
 
-def rloo_advantages(grouped: Tensor) -> Tensor:
+def rloo_advantages(grouped: Tensor, valid: Tensor | None = None) -> Tensor:
     """§1 RLOO: `A_i = R_i - mean_{j != i}(R_j)` within each row of `grouped` [N, G].
 
-    The leave-one-out mean is `(sum(R) - R_i) / (G - 1)`; a group of one has no baseline and
-    gets zero advantages.
+    The leave-one-out mean is `(sum(R) - R_i) / (n - 1)` over the n valid samples; a group
+    with fewer than two has no baseline and gets zero advantages.
     """
-    size = grouped.shape[-1]
-    if size == 1:
-        return torch.zeros_like(grouped)
-    baseline = (grouped.sum(-1, keepdim=True) - grouped) / (size - 1)
-    return grouped - baseline
+    valid = _valid_mask(grouped, valid)
+    x, count, _ = _group_moments(grouped, valid)
+    baseline = (x.sum(-1, keepdim=True) - x) / (count - 1).clamp(min=1)
+    return _only_signal(x - baseline, grouped, valid)
 
 
 _GROUP_FNS = {"grpo": grpo_advantages, "dr_grpo": dr_grpo_advantages, "rloo": rloo_advantages}
 
 
-def group_advantages(rewards: Tensor, group_size: int, mode: str) -> Tensor:
+def group_advantages(rewards: Tensor, group_size: int, mode: str, valid: Tensor | None = None) -> Tensor:
     """§1 group-relative advantages (`grpo`, `dr_grpo`, `rloo`) for flat `rewards` [B] -> [B].
 
-    `rewards` holds B = num_groups * group_size values, ordered group by group.
+    `rewards` holds B = num_groups * group_size values, ordered group by group; `valid` [B]
+    (bool) marks the samples that count (module docstring). Raises ValueError for an unknown
+    mode, a batch that does not split into groups, or non-finite rewards without `valid`.
     """
     if mode not in _GROUP_FNS:
         raise ValueError(f"unknown group advantage mode {mode!r}; valid: {', '.join(GROUP_MODES)}")
@@ -67,14 +124,22 @@ def group_advantages(rewards: Tensor, group_size: int, mode: str) -> Tensor:
         raise ValueError(
             f"rewards of shape {tuple(rewards.shape)} cannot be split into groups of {group_size}"
         )
-    grouped = rewards.float().view(-1, group_size)
-    return _GROUP_FNS[mode](grouped).view(-1)
+    valid = _valid_mask(rewards, valid)
+    grouped = rewards.view(-1, group_size)
+    return _GROUP_FNS[mode](grouped, valid.view(-1, group_size)).view(-1)
 
 
-def reinforce_advantages(rewards: Tensor, baseline: bool) -> Tensor:
-    """§1 REINFORCE: `A_i = R_i`, or `R_i - mean(R)` over the batch when `baseline`."""
-    rewards = rewards.float()
-    return rewards - rewards.mean() if baseline else rewards
+def reinforce_advantages(rewards: Tensor, baseline: bool, valid: Tensor | None = None) -> Tensor:
+    """§1 REINFORCE: `A_i = R_i`, or `R_i - mean(R)` over the batch's valid samples when `baseline`.
+
+    With the baseline the batch is one group: exactly 0 when it has no signal (`has_signal`).
+    Invalid samples get 0.
+    """
+    valid = _valid_mask(rewards, valid)
+    if not baseline:
+        return torch.where(valid, rewards.float(), 0.0)
+    x, _, mean = _group_moments(rewards[None], valid[None])
+    return _only_signal(x - mean, rewards[None], valid[None])[0]
 
 
 def kl_penalized_token_rewards(rewards: Tensor, kl: Tensor, mask: Tensor, beta: float) -> Tensor:

@@ -100,11 +100,12 @@ class RolloutConfig(Section):
     sync: Literal["auto", "adapter", "merged"] = "auto"
     """How learner weights reach the engine each step; `auto` picks per device."""
     temperature: float = Field(1.0, ge=0.0)
-    """Sampling temperature of training rollouts (0 = greedy)."""
+    """Sampling temperature; 0 decodes greedily (refused for RL with rl.group_size > 1)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling: keep the smallest token set of this much probability (1 = off)."""
     top_k: int = -1
-    """Keep only the k most likely tokens (-1 = off)."""
+    """Top-k / top-p truncation of the sampling distribution (-1 / 1.0: off). The learner
+    computes its log-probs on the same truncated distribution (pipeline/forward.py)."""
     max_tokens: int = Field(256, ge=1)
     """Most new tokens per completion (TRL's max_completion_length)."""
     stop: list[str] = Field(default_factory=list)
@@ -221,6 +222,10 @@ class RewardConfig(Section):
     """Worker processes that verify answers in parallel."""
     timeout: float = Field(5.0, gt=0.0)
     """Hard wall-clock limit per verification, seconds."""
+    non_finite: Literal["error", "mask"] = "error"
+    """A NaN or infinite reward in RL: `error` stops with the reward term and the sample named;
+    `mask` leaves the sample out of the loss and of its group's mean and std, and counts it
+    (`reward/non_finite`). docs/rewards.md, "Rewards entering training"."""
 
 
 class OptimConfig(Section):
@@ -356,7 +361,7 @@ class EvalConfig(Section):
     problems: int | None = Field(None, ge=1)
     """A seeded random subset of this many problems; None = all."""
     n: int = Field(4, ge=1)
-    """Samples per problem; n=1 decodes greedily."""
+    """Samples per problem; n=1 decodes greedily, and temperature 0 decodes once (reported as n=1)."""
     k: list[int] = Field(default_factory=lambda: [1, 4])
     """The k of pass@k and maj@k (each at most n)."""
     temperature: float = Field(0.6, ge=0.0)
@@ -409,6 +414,12 @@ class Config(Section):
             raise ValueError(
                 f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
                 "compares completions within a group and needs rl.group_size >= 2"
+            )
+        if self.rollout.temperature == 0 and self.rl.group_size > 1:
+            raise ValueError(
+                f"rollout.temperature=0 decodes greedily: the rl.group_size={self.rl.group_size} "
+                "completions of a prompt would be identical (no learning signal); set "
+                "rollout.temperature > 0"
             )
         return self
 

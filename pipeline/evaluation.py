@@ -114,11 +114,17 @@ def evaluate_problems(
 
     Answers are extracted as the accuracy reward does (`extract`: boxed, answer_tag, last_number)
     and verified in worker processes (`timeout` seconds each). `k_list` values above `n` are
-    skipped; pass@n and maj@n are always reported.
+    skipped; pass@n and maj@n are always reported. `temperature == 0` decodes greedily: n
+    identical samples would only inflate pass@k / maj@k claims, so it decodes once, reports n=1
+    and logs a warning.
     """
     from pipeline.rollout import SamplingSettings
     from rewards.math import extract_answer, verify_batch
 
+    if temperature == 0 and n > 1:
+        log.warning("eval: temperature 0 decodes greedily, so the n=%d samples per problem would be "
+                    "identical; decoding once and reporting n=1", n)
+        n = 1
     greedy = n == 1
     sampling = SamplingSettings(
         n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,

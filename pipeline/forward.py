@@ -4,6 +4,16 @@ Layout: prompts left-padded to width P, completions right-padded to width T, so 
 token t of every row sits at column P + t and is predicted by the hidden state at P + t - 1.
 The language-model head runs on those T positions only, and log-probabilities are read
 without a full-vocabulary log_softmax copy (`pipeline.losses.token_logprobs`).
+
+Which distribution (docs/algorithms.md §9): the engines report the log-prob of each sampled
+token under the distribution it was drawn from, `softmax(logits / T)` restricted to the top-k /
+top-p set and renormalised (vLLM runs with `logprobs_mode="processed_logprobs"`; the HF engine
+records the same, `pipeline.rollout.base`). vLLM's default `raw_logprobs` would instead report
+the untruncated distribution at T = 1, which is not the behaviour policy whenever T != 1 or
+top-k / top-p is set. So the learner's forward takes the same `temperature`, `top_k` and `top_p`
+and truncates its logits the same way before the log-softmax (`pipeline.losses.truncate_logits`):
+logp, logp_old, logp_ref and entropy are all of that one sampling distribution, and with
+identical weights the ratio and the TIS weight are 1 on every token.
 """
 
 from __future__ import annotations
@@ -78,34 +88,39 @@ def hidden_states(model, batch: SequenceBatch) -> Tensor:
 
 @dataclass
 class ForwardOut:
-    logp: Tensor  # [B, T] float32, log pi(o_t | s_t) at the given temperature
+    logp: Tensor  # [B, T] float32, log pi(o_t | s_t) at the given temperature, top-k and top-p
     entropy: Tensor | None  # [B, T] float32 (no gradient), when asked
     hidden: Tensor  # [B, T, H] the states s_t that predict completion tokens (for a value head)
 
 
 def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
-                       with_entropy: bool = False) -> ForwardOut:
-    """Per-token log-probs (and entropy) of the completion tokens, head on those positions only."""
+                       with_entropy: bool = False, *, top_k: int = -1, top_p: float = 1.0) -> ForwardOut:
+    """Per-token log-probs (and entropy) of the completion tokens, head on those positions only.
+
+    `temperature`, `top_k`, `top_p`: the sampling distribution to read (module docstring);
+    the defaults give the model's plain distribution.
+    """
     _, head = _parts(model)
     P, T = batch.prompt_width, batch.completion_mask.shape[1]
     hidden = hidden_states(model, batch)[:, P - 1: P - 1 + T]
-    return _read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy)
+    return _read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy,
+                            top_k, top_p)
 
 
 def _read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
-                     with_entropy: bool) -> ForwardOut:
+                     with_entropy: bool, top_k: int, top_p: float) -> ForwardOut:
     """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy)."""
     logits = head(hidden)
-    logp = token_logprobs(logits, labels, temperature)
+    logp = token_logprobs(logits, labels, temperature, top_k=top_k, top_p=top_p)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach(), temperature)
+            entropy = entropy_from_logits(logits.detach(), temperature, top_k=top_k, top_p=top_p)
     return ForwardOut(logp, entropy, hidden)
 
 
 def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
-                          with_entropy: bool = False) -> ForwardOut:
+                          with_entropy: bool = False, *, top_k: int = -1, top_p: float = 1.0) -> ForwardOut:
     """`completion_forward`, computing each distinct prompt of the batch once.
 
     The G samples of a group share their prompt, often most of a row's tokens. The distinct
@@ -117,7 +132,7 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     key = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], dim=1)
     distinct, row_prompt = torch.unique(key, dim=0, return_inverse=True)
     if len(distinct) == len(batch):  # nothing shared
-        return completion_forward(model, batch, temperature, with_entropy)
+        return completion_forward(model, batch, temperature, with_entropy, top_k=top_k, top_p=top_p)
     decoder, head = _parts(model)
     prompt_ids, prompt_mask = distinct[:, :P], distinct[:, P:]
     prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
@@ -131,7 +146,7 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
                          past_key_values=cache, use_cache=True)
     # Token t is predicted by the state before it: the prompt's last state for t = 0.
     hidden = torch.cat([prompt.last_hidden_state[row_prompt, -1:], completion.last_hidden_state[:, :-1]], dim=1)
-    return _read_completion(head, hidden, completion_ids, temperature, with_entropy)
+    return _read_completion(head, hidden, completion_ids, temperature, with_entropy, top_k, top_p)
 
 
 def pad_columns(x: Tensor, width: int, value: float = 0.0) -> Tensor:

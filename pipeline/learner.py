@@ -2,7 +2,9 @@
 
 One RL step's update (docs/design.md, "One RL step"):
 1. `prepare`: without gradients, the learner's own `logp_old` (docs/algorithms.md §9: the engine's
-   log-probs differ slightly), `logp_ref` of the starting policy when KL is used (§5: the
+   log-probs differ slightly; both sides read the rollout's sampling distribution, temperature
+   and top-k / top-p truncation included, see pipeline/forward.py), `logp_ref` of the starting
+   policy when KL is used (§5: the
    model with its adapter disabled when RL starts from a fresh adapter, else a frozen copy),
    and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no
    critic) `logp_old` is the first forward's detached log-probs: no extra pass.
@@ -85,7 +87,11 @@ class Learner:
             self.params += list(self.value_head.parameters())
         self.optimizer = build_optimizer(self.params, self.rl)
         self.scheduler = build_scheduler(self.optimizer, self.rl, total_updates)
-        self.temperature = config.rollout.temperature or 1.0
+        rollout = config.rollout
+        greedy = rollout.temperature == 0  # the engines report log_softmax(logits), untruncated
+        self.sampling = dict(temperature=rollout.temperature or 1.0,
+                             top_k=-1 if greedy else rollout.top_k, top_p=1.0 if greedy else rollout.top_p)
+        """The rollout's sampling distribution, which every forward reads (pipeline/forward.py)."""
 
     def _frozen_start(self, model_path: str) -> torch.nn.Module:
         """A frozen copy of the starting policy: the KL reference when disabling the adapter would
@@ -101,7 +107,7 @@ class Learner:
 
     def _forward(self, seqs: SequenceBatch, *, entropy: bool = False):
         with autocast(self.device, self.rl.bf16_autocast):
-            out = shared_prompt_forward(self.model, seqs, self.temperature, with_entropy=entropy)
+            out = shared_prompt_forward(self.model, seqs, with_entropy=entropy, **self.sampling)
             values = None
             if self.value_head is not None:
                 values = self.value_head(out.hidden).squeeze(-1).float()
@@ -111,7 +117,7 @@ class Learner:
     def _reference_logp(self, seqs: SequenceBatch) -> Tensor:
         if self.reference is not None:
             with autocast(self.device, self.rl.bf16_autocast):
-                return shared_prompt_forward(self.reference, seqs, self.temperature).logp
+                return shared_prompt_forward(self.reference, seqs, **self.sampling).logp
         with self.model.disable_adapter():
             return self._forward(seqs)[0].logp
 

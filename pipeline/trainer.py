@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 import rewards
-from pipeline.advantages import (gae_advantages, group_advantages, kl_penalized_token_rewards,
+from pipeline.advantages import (gae_advantages, group_advantages, has_signal, kl_penalized_token_rewards,
                                  reinforce_advantages, whiten)
 from pipeline.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from pipeline.config import Config, save_config
@@ -30,6 +30,7 @@ from pipeline.learner import Learner, RolloutBatch
 from pipeline.losses import kl_estimate
 from pipeline.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.prompts import PromptStream, encode_prompts, filter_long_prompts
+from pipeline.reward_checks import finite_samples
 from pipeline.rollout import SamplingSettings, make_engine
 from pipeline.tracking import MetricsWriter, console_line, plot_metrics
 
@@ -44,10 +45,18 @@ class Group:
     completions: list  # list[Completion]
     rewards: list[float]
     components: dict[str, list[float]] = field(default_factory=dict)
+    valid: list[bool] | None = None
+    """False for a sample whose reward was non-finite and masked (`reward.non_finite=mask`);
+    None means all valid."""
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = [True] * len(self.rewards)
 
     @property
     def has_signal(self) -> bool:
-        return max(self.rewards) - min(self.rewards) > 1e-9
+        """§8: the valid rewards vary (`pipeline.advantages.has_signal`, the advantages' own test)."""
+        return bool(has_signal(torch.tensor(self.rewards, dtype=torch.float64), torch.tensor(self.valid)))
 
 
 class Trainer:
@@ -143,15 +152,16 @@ class Trainer:
         })
         completions = [[{"role": "assistant", "content": c.text}] if p.messages else c.text for p, c in zip(rows, flat)]
         result = self.scorer(completions, **columns)
+        valid = finite_samples(result.total, result.components, G, self.config.reward.non_finite)
         groups = []
         for i, (ids, group) in enumerate(zip(prompt_ids, outputs)):
             part = slice(i * G, (i + 1) * G)
             comps = {name: values[part] for name, values in result.components.items()}
-            groups.append(Group(ids, group, result.total[part], comps))
+            groups.append(Group(ids, group, result.total[part], comps, valid[part]))
         return groups
 
     def _rollout_stats(self, groups: list[Group]) -> dict[str, float]:
-        rewards_ = [r for g in groups for r in g.rewards]
+        rewards_ = [r for g in groups for r, ok in zip(g.rewards, g.valid) if ok] or [float("nan")]
         lengths = [len(c.token_ids) for g in groups for c in g.completions]
         stats = {
             "reward/mean": float(np.mean(rewards_)),
@@ -159,8 +169,10 @@ class Trainer:
             "response_length/mean": float(np.mean(lengths)),
             "response_length/max": int(max(lengths)),
             "truncation_rate": float(np.mean([c.truncated for g in groups for c in g.completions])),
+            "reward/non_finite": sum(not ok for g in groups for ok in g.valid),
         }
-        components = {name: [v for g in groups for v in g.components[name]] for name in groups[0].components}
+        components = {name: [v for g in groups for v, ok in zip(g.components[name], g.valid) if ok]
+                      for name in groups[0].components}
         stats.update(rewards.component_stats(components))
         if accuracy := [v for v in components.get("accuracy", []) if v is not None]:
             stats["accuracy/mean"] = float(np.mean([v > 0 for v in accuracy]))
@@ -177,18 +189,21 @@ class Trainer:
         mask = seqs.completion_mask.clone()
         if self.config.algorithm.overlong_filter:
             mask[torch.tensor([c.truncated for c in completions])] = False
+        mask[~torch.tensor([ok for g in groups for ok in g.valid])] = False  # masked non-finite rewards
         return RolloutBatch(seqs=seqs, loss_mask=mask, logp_engine=logp_engine,
                             group_size=self.config.rl.group_size)
 
     def compute_advantages(self, batch: RolloutBatch, groups: list[Group]) -> None:
         """§1: group-relative outcome advantages, REINFORCE, or GAE with KL in the reward."""
         algo = self.config.algorithm
-        R = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
+        R = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float64)
+        valid = torch.tensor([ok for g in groups for ok in g.valid])
         if algo.advantage in ("grpo", "dr_grpo", "rloo"):
-            batch.advantages = group_advantages(R, self.config.rl.group_size, algo.advantage)
+            batch.advantages = group_advantages(R, self.config.rl.group_size, algo.advantage, valid)
         elif algo.advantage == "reinforce":
-            batch.advantages = reinforce_advantages(R, algo.reinforce_baseline)
+            batch.advantages = reinforce_advantages(R, algo.reinforce_baseline, valid)
         else:
+            R = torch.where(valid, R, 0.0)  # masked rows have no loss tokens (build_batch)
             mask = batch.seqs.completion_mask
             kl = torch.zeros_like(batch.logp_engine)
             if algo.kl_in_reward and batch.logp_ref is not None:

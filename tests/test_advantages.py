@@ -8,6 +8,7 @@ import torch
 from pipeline.advantages import (
     gae_advantages,
     group_advantages,
+    has_signal,
     kl_penalized_token_rewards,
     reinforce_advantages,
     whiten,
@@ -110,3 +111,90 @@ def test_whiten_over_unmasked_tokens():
     torch.testing.assert_close(whiten(x, mask), expected)
     single = whiten(torch.tensor([[5.0, NAN]]), torch.tensor([[True, False]]))
     assert torch.equal(single, torch.zeros(1, 2))
+
+
+# --- rewards entering training (docs/rewards.md): equal rewards, masked samples
+
+GROUP_MODES = ["grpo", "dr_grpo", "rloo"]
+
+
+@pytest.mark.parametrize("mode", GROUP_MODES)
+def test_eight_equal_rewards_of_a_tenth_give_exactly_zero(mode):
+    # Issue 14: GRPO gave -0.0074 each (a one-ulp error in the mean amplified by 1/(std + 1e-6)).
+    adv = group_advantages(torch.full((8,), 0.1), 8, mode)
+    assert torch.equal(adv, torch.zeros(8))
+
+
+@pytest.mark.parametrize("mode", GROUP_MODES)
+@pytest.mark.parametrize("rewards", [
+    [0.1 + 0.2, 0.3, 0.3, 0.1 + 0.2],  # float sums that differ in the last bit
+    [1.1] * 5 + [0.1 + 1.0] * 3,  # the demo recipe: accuracy + 0.1 * format, summed two ways
+    [1e6 + 0.1] * 4,  # large values, float32 spacing 0.0625
+    [-0.7] * 6,
+    [sum([0.1] * 10), 1.0, 1.0, 1.0],
+], ids=["sum", "demo", "large", "negative", "ten-tenths"])
+def test_rewards_equal_up_to_rounding_give_exactly_zero(mode, rewards):
+    for dtype in (torch.float32, torch.float64):
+        adv = group_advantages(torch.tensor(rewards, dtype=dtype), len(rewards), mode)
+        assert torch.equal(adv, torch.zeros(len(rewards))), (dtype, adv)
+
+
+@pytest.mark.parametrize("mode", GROUP_MODES)
+def test_small_real_differences_keep_their_signal(mode):
+    rewards = torch.tensor([0.1, 0.1, 0.1, 0.1 + 1e-3])
+    adv = group_advantages(rewards, 4, mode)
+    assert adv[3] > 0 and (adv[:3] < 0).all()
+
+
+def test_has_signal_is_the_shared_test():
+    rewards = torch.tensor([[0.1] * 4, [0.1 + 0.2, 0.3, 0.3, 0.3], [0.0, 1.0, 0.0, 0.0], [NAN, 1.0, 1.0, 1.0]])
+    valid = torch.isfinite(rewards)
+    assert has_signal(rewards, valid).tolist() == [False, False, True, False]
+    # fewer than two valid samples: no signal, whatever their values
+    assert not has_signal(torch.tensor([1.0, 0.0]), torch.tensor([True, False]))
+
+
+@pytest.mark.parametrize("mode", GROUP_MODES)
+def test_masked_sample_leaves_the_group_statistics(mode):
+    # Issue 14: [1, NaN, 0, 1] turned every advantage of the group into NaN.
+    rewards = torch.tensor([1.0, NAN, 0.0, 1.0])
+    valid = torch.tensor([True, False, True, True])
+    adv = group_advantages(rewards, 4, mode, valid)
+    expected = group_advantages(torch.tensor([1.0, 0.0, 1.0]), 3, mode)  # the group without it
+    assert adv[1] == 0 and torch.isfinite(adv).all()
+    torch.testing.assert_close(adv[[0, 2, 3]], expected)
+
+
+@pytest.mark.parametrize("mode", GROUP_MODES)
+def test_group_constant_after_masking_is_zero(mode):
+    # constant valid rewards; a single valid sample; nothing valid
+    rewards = torch.tensor([1.0, float("inf"), 1.0, 1.0, 0.5, 0.2 + 0.3, float("-inf"), NAN,
+                            1.0, NAN, NAN, NAN, NAN, NAN, NAN, NAN])
+    valid = torch.isfinite(rewards)
+    adv = group_advantages(rewards, 4, mode, valid)
+    assert torch.equal(adv, torch.zeros(16))
+
+
+@pytest.mark.parametrize("mode", GROUP_MODES)
+def test_non_finite_rewards_without_a_mask_raise(mode):
+    with pytest.raises(ValueError, match="non-finite rewards at positions \\[1\\]"):
+        group_advantages(torch.tensor([1.0, NAN, 0.0, 1.0]), 4, mode)
+
+
+def test_grpo_hand_values_with_a_masked_sample():
+    # valid [1, 0, 1]: mean 2/3, unbiased std sqrt(1/3)
+    adv = group_advantages(torch.tensor([1.0, 0.0, NAN, 1.0]), 4, "grpo",
+                           torch.tensor([True, True, False, True]))
+    std = math.sqrt(1 / 3)
+    expected = torch.tensor([1 / 3 / (std + 1e-6), -2 / 3 / (std + 1e-6), 0.0, 1 / 3 / (std + 1e-6)])
+    torch.testing.assert_close(adv, expected)
+
+
+def test_reinforce_baseline_equal_rewards_and_masks():
+    assert torch.equal(reinforce_advantages(torch.full((8,), 0.1), baseline=True), torch.zeros(8))
+    rewards = torch.tensor([1.0, NAN, 0.0])
+    valid = torch.tensor([True, False, True])
+    torch.testing.assert_close(reinforce_advantages(rewards, True, valid), torch.tensor([0.5, 0.0, -0.5]))
+    torch.testing.assert_close(reinforce_advantages(rewards, False, valid), torch.tensor([1.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="non-finite"):
+        reinforce_advantages(rewards, True)

@@ -119,6 +119,19 @@ def test_greedy_when_one_sample():
     assert [k for k in result.summary if k.startswith(("pass@", "maj@"))] == ["pass@1", "maj@1"]
 
 
+@pytest.mark.parametrize("n, k_list", [(4, (1, 4)), (2, (1, 2, 8))])
+def test_greedy_with_several_samples_decodes_once_and_reports_n_1(caplog, n, k_list):
+    # Issue 14: pass@4 / maj@4 were reported from four identical greedy samples.
+    engine = StubEngine(CANNED)
+    with caplog.at_level("WARNING", logger="pipeline.evaluation"):
+        result = evaluate_problems(engine, CharTokenizer(), PROBLEMS, system_prompt="", n=n, temperature=0.0,
+                                   top_p=0.9, max_tokens=64, max_prompt_tokens=200, k_list=k_list)
+    assert [(call[1].n, call[1].temperature) for call in engine.calls] == [(1, 0.0)]
+    assert result.summary["n"] == 1 and len(result.samples) == 3
+    assert [k for k in result.summary if k.startswith(("avg@", "pass@", "maj@"))] == ["avg@1", "pass@1", "maj@1"]
+    assert any("temperature 0" in r.message and "n=1" in r.message for r in caplog.records)
+
+
 def test_compare_markdown(report):
     other = dict(report.summary, **{"avg@4": 0.25})
     md = compare_markdown({"base": report.summary, "rl": other})

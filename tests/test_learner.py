@@ -127,3 +127,56 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_model_dir
     # a KL term depends on every row: nothing is skipped
     _, with_kl = _trained_params(tiny_model_dir, "algorithm.kl_coef=0.1", advantages=advantages)
     assert with_kl["learned_frac"] == 1.0
+
+
+@pytest.mark.parametrize("sampling", [
+    ["rollout.top_p=0.5"],
+    ["rollout.top_k=50"],
+    ["rollout.top_k=50", "rollout.top_p=0.9", "rollout.temperature=0.7"],
+], ids=["top_p", "top_k", "both"])
+def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_dir, sampling):
+    # Issue 14: with top_p=0.5 (top_k=50) and identical weights the TIS weight was 0.5 (0.0017):
+    # the engine renormalises over the kept set, the learner read the whole vocabulary.
+    from pipeline.losses import truncated_is_weights
+    from pipeline.models import load_tokenizer
+    from pipeline.rollout import HFEngine, SamplingSettings
+
+    config = _config("rl.ppo_epochs=2", *sampling)  # two epochs: prepare() computes logp_old
+    learner = Learner(config, str(tiny_model_dir), torch.device("cpu"), 10)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(0)
+    groups = HFEngine(learner.model, tokenizer).generate(PROMPTS[::2], SamplingSettings.from_config(config.rollout, n=2))
+    samples = [c for group in groups for c in group]
+    seqs = collate([c.prompt_ids for c in samples], [c.token_ids for c in samples], tokenizer.pad_token_id)
+    logp_engine = torch.zeros(seqs.completion_mask.shape)
+    for i, c in enumerate(samples):
+        logp_engine[i, : len(c.logprobs)] = torch.tensor(c.logprobs)
+    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine, group_size=2)
+    learner.prepare(batch)
+    mask = batch.loss_mask
+    torch.testing.assert_close(batch.logp_old[mask], logp_engine[mask], atol=1e-4, rtol=0)
+    _, stats = truncated_is_weights(batch.logp_old, logp_engine, mask, "token_truncate", 2.0)
+    assert stats["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4) and stats["tis_truncated_frac"] == 0
+    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    update = learner.update(batch, torch.Generator().manual_seed(0))
+    assert update["mismatch_abs"] < 1e-4 and update["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("top_k, top_p", [(-1, 0.5), (50, 1.0)], ids=["top_p", "top_k"])
+def test_learner_logprobs_are_vllms_under_truncated_sampling(vllm_merged_engine, tiny_model_dir, top_k, top_p):
+    # vLLM serves the base tiny model in float32 with logprobs_mode="processed_logprobs".
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.forward import completion_forward
+    from pipeline.rollout import SamplingSettings
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    vllm_merged_engine.update_weights(base)
+    settings = SamplingSettings(n=2, temperature=1.0, top_k=top_k, top_p=top_p, max_tokens=6)
+    samples = [c for group in vllm_merged_engine.generate(PROMPTS[::2], settings) for c in group]
+    seqs = collate([c.prompt_ids for c in samples], [c.token_ids for c in samples], pad_id=2)
+    with torch.no_grad():
+        logp = completion_forward(base, seqs, 1.0, top_k=top_k, top_p=top_p).logp
+    for i, c in enumerate(samples):
+        torch.testing.assert_close(logp[i, : len(c.logprobs)], torch.tensor(c.logprobs), atol=2e-3, rtol=0)
