@@ -192,6 +192,10 @@ class RLConfig(OptimConfig):
     eval_samples: int = Field(4, ge=1)
     eval_temperature: float = Field(0.6, ge=0.0)
     save_every: int = Field(10, ge=0)
+    log_completions: int = Field(4, ge=0)
+    """Completions per step, drawn at random from the step's batch, written with their prompt, reward
+    (and each term) and advantage to `rl/completions.jsonl` and TensorBoard's text tab; 0 = off
+    (TRL's `log_completions`)."""
 
     @model_validator(mode="after")
     def _check_batches(self) -> RLConfig:
