@@ -33,7 +33,7 @@ class VocabParallelEmbedding(nn.Embedding):
     pass
 
 
-class RotaryEmbedding(nn.Module):  # buffers only: never warned about
+class RotaryEmbedding(nn.Module):  # buffers only: vLLM warns about it on every reload
     def __init__(self):
         super().__init__()
         self.register_buffer("cos_sin_cache", torch.zeros(2))
@@ -66,16 +66,15 @@ LORA_PUSH = [f"model.layers.{i}.self_attn.{m}.weight" for i in range(2) for m in
 
 def test_omitted_layers_are_what_the_push_leaves_out():
     model = EngineModel()
-    assert omitted_layers(model, LORA_PUSH) == Counter({"RMSNorm": 5, "VocabParallelEmbedding": 1})
+    assert omitted_layers(model, LORA_PUSH) == Counter({"RMSNorm": 5, "VocabParallelEmbedding": 1, "RotaryEmbedding": 2})
     # one part of a fused layer is enough for it to count as pushed
     only_v = [f"model.layers.{i}.self_attn.{m}.weight" for i in range(2) for m in ("v_proj", "o_proj")]
     assert omitted_layers(model, only_v) == omitted_layers(model, LORA_PUSH)
-    # a full push (every weight) leaves nothing out; an empty push leaves out every layer with weights
-    full = [name for name, _ in model.named_parameters()]
-    full = [n.replace("qkv_proj", "q_proj") for n in full]
-    assert omitted_layers(model, full) == Counter()
-    assert omitted_layers(model, []) == Counter(
-        {"RMSNorm": 5, "VocabParallelEmbedding": 1, "QKVParallelLinear": 2, "RowParallelLinear": 2})
+    # a full push (every weight) leaves out only the buffers; an empty push every layer with tensors
+    full = [name.replace("qkv_proj", "q_proj") for name, _ in model.named_parameters()]
+    assert omitted_layers(model, full) == Counter({"RotaryEmbedding": 2})
+    assert omitted_layers(model, []) == Counter({"RMSNorm": 5, "VocabParallelEmbedding": 1, "QKVParallelLinear": 2,
+                                                 "RowParallelLinear": 2, "RotaryEmbedding": 2})
 
 
 class Records(logging.Handler):
@@ -126,7 +125,8 @@ class FakeWorker:
         names = set(load_file(f"{weights_path}/model.safetensors")) - self.not_taken
         modules = {n.rsplit(".", 1)[0].replace("q_proj", "qkv_proj") for n in names}
         for name, layer in self.model.named_modules():
-            if next(layer.parameters(recurse=False), None) is not None and name not in modules:
+            tensors = [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]
+            if tensors and name not in modules:
                 logging.getLogger(RELOAD_LOGGER).warning(FAILED_TO_LOAD, type(layer).__name__)
 
 
@@ -137,10 +137,10 @@ def test_reload_quietly_keeps_real_failures_loud(reload_log, tmp_path):
     pushed = [n for n in LORA_PUSH if "k_proj" not in n and "v_proj" not in n]
     save_file({n: torch.zeros(2) for n in pushed}, str(tmp_path / "model.safetensors"))
     model = EngineModel()
-    assert reload_quietly(FakeWorker(model), str(tmp_path), pushed) == 6
-    assert seen.messages == []  # 5 norms and the embedding, all left out on purpose
+    assert reload_quietly(FakeWorker(model), str(tmp_path), pushed) == 8
+    assert seen.messages == []  # 5 norms, the embedding and 2 rotary caches, all left out on purpose
     # the engine did not take layer 1's o_proj although it was pushed: that one is reported
-    assert reload_quietly(FakeWorker(model, {"model.layers.1.self_attn.o_proj.weight"}), str(tmp_path), pushed) == 6
+    assert reload_quietly(FakeWorker(model, {"model.layers.1.self_attn.o_proj.weight"}), str(tmp_path), pushed) == 8
     assert seen.messages == ["RowParallelLinear: Failed to load weights"]
     assert logging.getLogger(RELOAD_LOGGER).filters == []  # removed again
 
@@ -161,5 +161,6 @@ def test_merged_push_into_vllm_is_quiet(vllm_merged_engine, tiny_policy_factory,
     vllm_merged_engine._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(tmp_path),
                                                                      "is_checkpoint_format": True})
     loud = [m for m in seen.messages if "Failed to load weights" in m]
-    assert loud and all(m.split(":")[0] in ("RMSNorm", "VocabParallelEmbedding", "ParallelLMHead") for m in loud), loud
+    assert loud and {m.split(":")[0] for m in loud} <= {"RMSNorm", "VocabParallelEmbedding", "ParallelLMHead",
+                                                         "RotaryEmbedding"}, loud
     vllm_merged_engine.update_weights(tiny_policy_factory(scale=0.0))

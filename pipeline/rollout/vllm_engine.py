@@ -20,6 +20,7 @@ Weight exchange after each optimiser step, per `sync`:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -64,8 +65,10 @@ class OmittedLayerFilter(logging.Filter):
 
 
 def omitted_layers(model: torch.nn.Module, pushed: Iterable[str]) -> Counter[str]:
-    """Class name -> how many of the engine model's layers with weights get none of the `pushed`
-    checkpoint names (e.g. every `RMSNorm` when only LoRA-touched linears are pushed).
+    """Class name -> how many of the engine model's layers holding tensors get none of the `pushed`
+    checkpoint names (e.g. every `RMSNorm` when only LoRA-touched linears are pushed). vLLM counts
+    a layer's own parameters and buffers, so a layer of buffers only (`RotaryEmbedding`'s cos/sin
+    cache, never in a checkpoint) is always among them.
 
     Checkpoint names are mapped as vLLM loads them: through the model's `hf_to_vllm_mapper`, and a
     fused layer (`qkv_proj` from `q_proj`/`k_proj`/`v_proj`, per `packed_modules_mapping`) counts
@@ -79,7 +82,7 @@ def omitted_layers(model: torch.nn.Module, pushed: Iterable[str]) -> Counter[str
     packed = getattr(model, "packed_modules_mapping", None) or {}
     omitted: Counter[str] = Counter()
     for name, layer in model.named_modules():
-        if next(layer.parameters(recurse=False), None) is None:
+        if next(itertools.chain(layer.parameters(recurse=False), layer.buffers(recurse=False)), None) is None:
             continue
         prefix, _, last = name.rpartition(".")
         parts = [f"{prefix}.{part}" if prefix else part for part in [last, *packed.get(last, [])]]
