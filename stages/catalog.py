@@ -39,10 +39,11 @@ STAGES: dict[str, Stage] = {s.command: s for s in (
           ("model", "lora", "data", "rollout", "reward", "dpo"), ("dpo/adapter/ (or dpo/model/)", "dpo/metrics.json")),
     Stage("rl", "stages.rl", "rl", "GRPO-family RL with verifiable rewards",
           ("model", "lora", "data", "rollout", "algorithm", "reward", "rl"),
-          ("rl/checkpoint-<step>/", "rl/metrics.jsonl", "rl/metrics.json", "rl/tensorboard/")),
+          ("rl/checkpoint-<step>/", "rl/metrics.jsonl", "rl/completions.jsonl", "rl/metrics.json",
+           "rl/tensorboard/")),
     Stage("eval", "stages.evaluate", "eval", "AIME-style evaluation: avg@n, pass@k, maj@k",
           ("model", "data", "rollout", "reward", "eval"),
-          ("eval/report.json", "eval/summary.md", "eval/compare.md")),
+          ("eval/report.json", "eval/summary.md", "eval/compare.md", "eval/compare.json")),
 )}
 
 CHAIN = ("prepare-model", "sft", "reward-model", "dpo", "rl", "eval")
