@@ -68,9 +68,10 @@ PAIRED = "paired_difference"
 
 @dataclass
 class EvalReport:
-    """`summary`: flat metrics plus `by_level`/`by_source`, and `stderr`: each accuracy metric's standard
-    error over problems (breakdowns included); `samples`: one dict per completion; `problems`: one dict per problem (text,
-    gold, level, source, correct count, and `scores`: the problem's value of each metric)."""
+    """`summary`: flat metrics plus `by_level`/`by_source`, and `stderr`: each accuracy metric's
+    standard error over problems (breakdowns included); `samples`: one dict per completion;
+    `problems`: one dict per problem (text, gold, level, source, correct count, and `scores`:
+    the problem's value of each metric)."""
 
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
@@ -285,11 +286,10 @@ def compare_markdown(summaries: dict[str, dict[str, Any]]) -> str:
     if paired:
         first = next(iter(paired.values()))
         names = list(dict.fromkeys(name for entry in paired.values() for name in entry["metrics"]))
-        parts.append(
-            f"Difference from {first['reference']}, paired over the same {first['problems']} problems "
-            "(mean difference [95% interval]):\n\n"
-            + _table(["metric", *paired], [(name, *(format_difference(e["metrics"][name]) if name in e["metrics"] else ""
-                                                     for e in paired.values())) for name in names]))
+        cells = [(name, *(format_difference(e["metrics"][name]) if name in e["metrics"] else "" for e in paired.values()))
+                 for name in names]
+        parts.append(f"Difference from {first['reference']}, paired over the same {first['problems']} problems "
+                     f"(mean difference [95% interval]):\n\n" + _table(["metric", *paired], cells))
     return "\n\n".join(parts) + "\n"
 
 

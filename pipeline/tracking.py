@@ -199,7 +199,8 @@ def plot_metrics(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        points = [(r["step"], r[key], r.get(key + STDERR_SUFFIX)) for r in records if isinstance(r.get(key), (int, float))]
+        points = [(r["step"], r[key], r.get(key + STDERR_SUFFIX))
+                  for r in records if isinstance(r.get(key), (int, float))]
         xs, ys, errors = zip(*points)
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
         if all(isinstance(e, (int, float)) for e in errors):  # a band of one standard error

@@ -111,7 +111,8 @@ def test_held_out_accuracy_standard_error_is_clustered_by_prompt():
                       "eval_pairs": 4, "eval_prompts": 2}
     # one pair per prompt: the SE over pairs, sqrt(p (1 - p) / (n - 1)) = sqrt(0.25 / 3)
     alone = [EncodedPair([i], [3], [4]) for i in range(4)]
-    assert held_out_accuracy([1.0, 1.0, 0.0, 0.0], alone)["pairwise_accuracy_stderr"] == pytest.approx(math.sqrt(0.25 / 3))
+    se = held_out_accuracy([1.0, 1.0, 0.0, 0.0], alone)["pairwise_accuracy_stderr"]
+    assert se == pytest.approx(math.sqrt(0.25 / 3))
     assert held_out_accuracy([1.0, 0.0], pairs[:2])["pairwise_accuracy_stderr"] is None  # one prompt: no SE
     with pytest.raises(ValueError, match="3 outcomes for 4 pairs"):
         held_out_accuracy([1.0, 1.0, 0.0], pairs)
