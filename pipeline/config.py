@@ -279,6 +279,10 @@ class RLConfig(OptimConfig):
     """Sampling temperature of periodic evaluations."""
     save_every: int = Field(10, ge=0)
     """Save a checkpoint every N steps (0 = only the last step)."""
+    log_completions: int = Field(4, ge=0)
+    """Completions per step, drawn at random from the step's batch, written with their prompt, reward
+    (and each term) and advantage to `rl/completions.jsonl` and TensorBoard's text tab; 0 = off
+    (TRL's `log_completions`)."""
 
     @model_validator(mode="after")
     def _check_batches(self) -> RLConfig:

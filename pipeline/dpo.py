@@ -27,7 +27,7 @@ from pipeline.config import Config
 from pipeline.forward import SequenceBatch, completion_forward
 from pipeline.models import load_policy
 from pipeline.optim import autocast
-from pipeline.preference import EncodedPair, pair_batch, preference_data
+from pipeline.preference import EncodedPair, held_out_accuracy, pair_batch, preference_data
 from pipeline.train_loop import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,14 @@ def dpo_objective(model: torch.nn.Module, beta: float, pad_id: int, device: torc
     return UnitLoss(fn, lambda _: 1)
 
 
+def pair_outcomes(model: torch.nn.Module, pairs: Sequence[DPOPair], pad_id: int, device: torch.device,
+                  batch_size: int = 8, bf16: bool | str = False) -> list[float]:
+    """Per pair, as `dpo_objective`'s `accuracy`: 1 if Delta > 0 under `model` as it is now, 0.5 on a tie, else 0."""
+    now = with_reference(model, [p.pair for p in pairs], pad_id, device, batch_size, bf16)
+    deltas = [(n.ref_chosen - n.ref_rejected) - (p.ref_chosen - p.ref_rejected) for n, p in zip(now, pairs)]
+    return [1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in deltas]
+
+
 def reference_likelihood_accuracy(pairs: Sequence[DPOPair]) -> float:
     """Fraction of pairs the reference itself prefers by likelihood: logp_ref(y_w) > logp_ref(y_l)."""
     return sum(p.ref_chosen > p.ref_rejected for p in pairs) / len(pairs)
@@ -125,9 +133,10 @@ def run_dpo(config: Config, out: Path) -> dict[str, Any]:
     saved = out / ("adapter" if hasattr(policy, "peft_config") else "model")
     policy.save_pretrained(saved)
     setup.tokenizer.save_pretrained(saved)
+    outcomes = pair_outcomes(policy, held_items, pad_id, device, cfg.batch_size, cfg.bf16_autocast)
     summary = {
         "output": str(saved),
-        "pairwise_accuracy": metrics["accuracy_after"],
+        **held_out_accuracy(outcomes, held),
         "reference_pairwise_accuracy": 0.5,  # the reference's Delta is 0 on every pair (ties count half)
         "reward_margin": metrics["margin_after"],
         "chosen_reward": metrics["chosen_reward_after"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from pipeline.data import Problem, load_problems
 from pipeline.prompts import encode_prompts
-from pipeline.metrics import Equivalence, avg_at_n, maj_at_k, pass_at_k
+from pipeline.metrics import Equivalence, avg_at_n, maj_at_k, paired_difference, pass_at_k, standard_error
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,21 @@ def load_eval_problems(dataset: str, *, split: str = "test", levels: Sequence[in
                          levels=levels, limit=limit, seed=seed)
 
 
+STDERR = "stderr"
+"""Summary key of the standard errors over problems: `summary["stderr"]["avg@4"]` (lighteval's
+`acc_stderr`), with `by_level` and `by_source` dicts inside for the breakdowns."""
+
+PAIRED = "paired_difference"
+"""Summary key `--compare` adds: `{"reference": label, "problems": m, "metrics": {metric: {"diff",
+"stderr", "low", "high"}}}`, this checkpoint minus the reference on the same problems (95% interval)."""
+
+
 @dataclass
 class EvalReport:
-    """`summary`: flat metrics plus `by_level`/`by_source`; `samples`: one dict per completion;
-    `problems`: one dict per problem (text, gold, level, source, correct count)."""
+    """`summary`: flat metrics plus `by_level`/`by_source`, and `stderr`: each accuracy metric's
+    standard error over problems (breakdowns included); `samples`: one dict per completion;
+    `problems`: one dict per problem (text, gold, level, source, correct count, and `scores`:
+    the problem's value of each metric)."""
 
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
@@ -73,18 +85,32 @@ class EvalReport:
         return cls(**json.loads(Path(path).read_text()))
 
     def to_markdown(self) -> str:
-        """The summary as Markdown tables: metrics, then accuracy by level and by source."""
-        n = self.summary["n"]
-        rows = [(key, _fmt(value)) for key, value in self.summary.items() if not isinstance(value, dict)]
-        parts = [_table(["metric", "value"], rows)]
+        """The summary as Markdown tables: metrics with their standard errors, then accuracy by level and by source."""
+        n, summary, errors = self.summary["n"], self.summary, self.summary.get(STDERR, {})
+        rows = [(key, _fmt(value), _fmt(errors.get(key, ""))) for key, value in summary.items()
+                if not isinstance(value, dict)]
+        parts = [_table(["metric", "value", "stderr"], rows)]
         for key, title in (("by_level", "level"), ("by_source", "source")):
-            if self.summary.get(key):
-                parts.append(_table([title, f"avg@{n}"], [(k, _fmt(v)) for k, v in self.summary[key].items()]))
+            if summary.get(key):
+                errors = summary.get(STDERR, {}).get(key, {})
+                parts.append(_table([title, f"avg@{n}", "stderr"],
+                                    [(k, _fmt(v), _fmt(errors.get(k, ""))) for k, v in summary[key].items()]))
         return "\n\n".join(parts) + "\n"
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def format_with_error(value: Any, error: Any) -> str:
+    """`0.583 ± 0.142` when a standard error is known, else the value alone."""
+    return f"{_fmt(value)} ± {error:.3f}" if isinstance(error, float) else _fmt(value)
+
+
+def format_difference(d: dict[str, float]) -> str:
+    """A paired difference as `+0.107 [+0.043, +0.171]` (the 95% interval in brackets; none over one problem)."""
+    interval = f" [{d['low']:+.3f}, {d['high']:+.3f}]" if d.get("low") is not None else ""
+    return f"{d['diff']:+.3f}{interval}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -174,49 +200,107 @@ def summarize(
         per_problem[sample["problem"]].append(sample)
     counts = [sum(s["correct"] for s in group) for group in per_problem]
 
+    # Per-problem value of every metric: the mean is the metric, the SE is over problems (§11).
+    scores: dict[str, list[float]] = {f"avg@{n}": [c / n for c in counts]}
+    for k in ks:
+        scores[f"pass@{k}"] = [pass_at_k(n, c, k) for c in counts]
+    for k in ks:
+        scores[f"maj@{k}"] = [float(maj_at_k([s["answer"] for s in group], p.answer, k, equivalent))
+                              for p, group in zip(problems, per_problem)]
     summary: dict[str, Any] = {"num_problems": len(problems), **settings}
     summary["accuracy"] = summary[f"avg@{n}"] = avg_at_n(counts, n)
-    for k in ks:
-        summary[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(problems)
-    for k in ks:
-        hits = [maj_at_k([s["answer"] for s in group], p.answer, k, equivalent) for p, group in zip(problems, per_problem)]
-        summary[f"maj@{k}"] = sum(hits) / len(problems)
+    errors = {"accuracy": _stderr(scores[f"avg@{n}"])}
+    for name, values in scores.items():
+        summary.setdefault(name, sum(values) / len(values))
+        errors[name] = _stderr(values)
     summary["mean_length"] = sum(s["length"] for s in samples) / len(samples)
     summary["truncation_rate"] = sum(s["truncated"] for s in samples) / len(samples)
     summary["no_answer_rate"] = sum(s["answer"] is None for s in samples) / len(samples)
-    summary["by_level"] = _breakdown([str(p.level) for p in problems], counts, n)
-    summary["by_source"] = _breakdown([p.source for p in problems], counts, n)
+    for key, attribute in (("by_level", "level"), ("by_source", "source")):
+        summary[key], errors[key] = _breakdown([str(getattr(p, attribute)) for p in problems], counts, n)
+    summary[STDERR] = errors
     rows = [
-        {"index": i, "problem": p.problem, "gold": p.answer, "level": p.level, "source": p.source, "correct": c}
+        {"index": i, "problem": p.problem, "gold": p.answer, "level": p.level, "source": p.source, "correct": c,
+         "scores": {name: values[i] for name, values in scores.items()}}
         for i, (p, c) in enumerate(zip(problems, counts))
     ]
     return EvalReport(summary, samples, rows)
 
 
-def _breakdown(keys: Sequence[str], counts: Sequence[int], n: int) -> dict[str, float]:
-    """avg@n per key (level or source), keys sorted (numerically when they are numbers)."""
+def _finite(value: float) -> float | None:
+    """None for NaN (an SE over fewer than two problems), so reports stay valid JSON."""
+    return None if math.isnan(value) else value
+
+
+def _stderr(values: Sequence[float]) -> float | None:
+    return _finite(standard_error(values))
+
+
+def _breakdown(keys: Sequence[str], counts: Sequence[int], n: int) -> tuple[dict[str, float], dict[str, float | None]]:
+    """avg@n and its SE over problems per key (level or source), keys sorted (numerically when they are numbers)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for key, count in zip(keys, counts):
         groups[key].append(count)
     order = sorted(groups, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
-    return {key: avg_at_n(groups[key], n) for key in order}
+    return ({key: avg_at_n(groups[key], n) for key in order},
+            {key: _stderr([c / n for c in groups[key]]) for key in order})
+
+
+def paired_differences(reports: dict[str, EvalReport], reference: str) -> dict[str, dict[str, Any]]:
+    """Each report's difference from `reference`'s, paired over the same problems (§11).
+
+    Returns label -> the `PAIRED` summary entry (every label but the reference): for each metric
+    both reports hold per problem (avg@n, pass@k, maj@k), the mean per-problem difference, its
+    standard error and 95% interval (`pipeline.metrics.paired_difference`). ValueError if the
+    reports were not made on the same problems in the same order.
+    """
+    base = reports[reference].problems
+    out: dict[str, dict[str, Any]] = {}
+    for label, report in reports.items():
+        if label == reference:
+            continue
+        if [(p["problem"], p["gold"]) for p in report.problems] != [(p["problem"], p["gold"]) for p in base]:
+            raise ValueError(f"{label!r} and {reference!r} were evaluated on different problems; cannot pair them")
+        metrics = {}
+        for name in base[0]["scores"] if base else []:
+            if name in report.problems[0]["scores"]:
+                d = paired_difference([p["scores"][name] for p in base], [p["scores"][name] for p in report.problems])
+                metrics[name] = {"diff": d.mean, **{k: _finite(v) for k, v in
+                                                    (("stderr", d.stderr), ("low", d.low), ("high", d.high))}}
+        out[label] = {"reference": reference, "problems": len(base), "metrics": metrics}
+    return out
 
 
 def compare_markdown(summaries: dict[str, dict[str, Any]]) -> str:
-    """Side-by-side table: rows = metrics (with per-level/per-source rows), columns = checkpoints."""
+    """Side-by-side table: rows = metrics (with per-level/per-source rows), columns = checkpoints;
+    under each metric with a standard error, a `<metric> stderr` row. Then, when the summaries carry
+    `PAIRED` entries, each checkpoint's difference from the reference with its paired 95% interval."""
     labels = list(summaries)
     rows: dict[str, list[str]] = {}
     for column, summary in enumerate(summaries.values()):
-        flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        errors = summary.get(STDERR, {})
+        flat = {k: (v, errors.get(k)) for k, v in summary.items() if not isinstance(v, dict)}
         for group, title in (("by_level", "level"), ("by_source", "source")):
-            flat.update({f"{title} {k}": v for k, v in summary.get(group, {}).items()})
-        for key, value in flat.items():
+            errors = summary.get(STDERR, {}).get(group, {})
+            flat.update({f"{title} {k}": (v, errors.get(k)) for k, v in summary.get(group, {}).items()})
+        for key, (value, error) in flat.items():
             rows.setdefault(key, [""] * len(labels))[column] = _fmt(value)
-    return _table(["metric", *labels], [(key, *cells) for key, cells in rows.items()]) + "\n"
+            if error is not None:
+                rows.setdefault(f"{key} stderr", [""] * len(labels))[column] = _fmt(error)
+    parts = [_table(["metric", *labels], [(key, *cells) for key, cells in rows.items()])]
+    paired = {label: s[PAIRED] for label, s in summaries.items() if PAIRED in s}
+    if paired:
+        first = next(iter(paired.values()))
+        names = list(dict.fromkeys(name for entry in paired.values() for name in entry["metrics"]))
+        cells = [(name, *(format_difference(e["metrics"][name]) if name in e["metrics"] else "" for e in paired.values()))
+                 for name in names]
+        parts.append(f"Difference from {first['reference']}, paired over the same {first['problems']} problems "
+                     f"(mean difference [95% interval]):\n\n" + _table(["metric", *paired], cells))
+    return "\n\n".join(parts) + "\n"
 
 
 def plot_compare(summaries: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """Grouped bars of avg@n and the largest-k maj@k per checkpoint, saved as a PNG."""
+    """Grouped bars of avg@n and the largest-k maj@k per checkpoint (error bars: one standard error), saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,7 +315,9 @@ def plot_compare(summaries: dict[str, dict[str, Any]], path: str | Path) -> None
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(labels)), 3.5))
     for j, metric in enumerate(metrics):
         values = [s.get(metric, 0.0) for s in summaries.values()]
-        bars = ax.bar([i + (j - (len(metrics) - 1) / 2) * width for i in range(len(labels))], values, width, label=metric)
+        errors = [s.get(STDERR, {}).get(metric) or 0.0 for s in summaries.values()]
+        bars = ax.bar([i + (j - (len(metrics) - 1) / 2) * width for i in range(len(labels))], values, width,
+                      yerr=errors, capsize=3, label=metric)
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=15)
     ax.set_ylim(0, 1.05)

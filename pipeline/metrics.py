@@ -1,13 +1,17 @@
-"""Evaluation metrics over sampled answers: pass@k, avg@n, maj@k (docs/algorithms.md §11).
+"""Evaluation metrics over sampled answers: pass@k, avg@n, maj@k, and their error bars (docs/algorithms.md §11).
 
     pass_at_k(n=16, c=3, k=4)         # unbiased estimate from n samples, c of them correct
     avg_at_n([3, 0, 16], n=16)         # mean pass@1 over problems
     maj_at_k(["1/2", "0.5", "2/3"], "\\frac{1}{2}", k=3)
+    standard_error([0.75, 0.0, 1.0])   # SE of a mean over problems (per-problem values)
+    paired_difference(sft, rl)         # rl - sft over the same problems, with a 95% interval
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 Equivalence = Callable[[str, str], bool]
 
@@ -74,3 +78,64 @@ def maj_at_k(
         from rewards.math import answers_equivalent as equivalent
     winner = majority_answer(answers[:k], equivalent)
     return winner is not None and equivalent(winner, gold)
+
+
+Z_95 = 1.959963984540054
+"""The standard normal's 97.5% quantile: a two-sided 95% interval is `mean +- Z_95 * SE`."""
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of `values` (one per problem): `s / sqrt(m)`, `s` the sample
+    standard deviation (ddof 1), as lighteval's `*_stderr`; NaN for fewer than two values (§11)."""
+    m = len(values)
+    if m < 2:
+        return math.nan
+    mean = sum(values) / m
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (m - 1) / m)
+
+
+def clustered_standard_error(values: Sequence[float], clusters: Sequence[Hashable]) -> float:
+    """Standard error of the pooled mean of `values` when values of one cluster are correlated
+    (e.g. several preference pairs of one prompt): the cluster-robust (CR1) estimate
+    `sqrt(G / (G-1) * sum_g (sum_{i in g} (v_i - mean))^2) / N` over G clusters, N values.
+
+    With one value per cluster it equals `standard_error`. NaN for fewer than two clusters;
+    ValueError if the lengths differ (§10, §11).
+    """
+    if len(values) != len(clusters):
+        raise ValueError(f"{len(values)} values but {len(clusters)} cluster labels")
+    mean = sum(values) / len(values) if values else 0.0
+    residuals: dict[Hashable, float] = {}
+    for value, cluster in zip(values, clusters):
+        residuals[cluster] = residuals.get(cluster, 0.0) + value - mean
+    g = len(residuals)
+    if g < 2:
+        return math.nan
+    return math.sqrt(g / (g - 1) * sum(r * r for r in residuals.values())) / len(values)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """`mean` of `b_i - a_i` over `n` problems, its `stderr`, and the 95% interval [`low`, `high`]."""
+
+    mean: float
+    stderr: float
+    low: float
+    high: float
+    n: int
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
+    """How much `b` beats `a` on the same problems (per-problem values in the same order, §11).
+
+    The standard error is that of the per-problem differences, so problem difficulty shared by
+    both cancels (far narrower than the two unpaired SEs combined); the interval is the normal
+    approximation `mean +- 1.96 SE` (Miller 2024, "Adding Error Bars to Evals"). With fewer than
+    two problems the SE and interval are NaN. ValueError if the lengths differ or are zero.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"a paired difference needs the same problems on both sides, got {len(a)} and {len(b)}")
+    diffs = [y - x for x, y in zip(a, b)]
+    mean = sum(diffs) / len(diffs)
+    se = standard_error(diffs)
+    return PairedDifference(mean, se, mean - Z_95 * se, mean + Z_95 * se, len(diffs))

@@ -26,6 +26,7 @@ from typing import Any
 from pipeline.config import Config, RewardModelConfig
 from pipeline.data import DataError, Problem, load_problems_for, read_rows
 from pipeline.forward import SequenceBatch, collate
+from pipeline.metrics import clustered_standard_error
 from pipeline.models import load_policy
 from pipeline.prompts import encode_prompts, filter_long_prompts, prompt_ids
 from pipeline.sequences import fit_response, response_ids
@@ -200,6 +201,25 @@ def sample_pairs(config: Config, section: RewardModelConfig, setup: StageSetup) 
     correct = [[s > 0.5 for s in scores[i * n:(i + 1) * n]] for i in range(len(problems))]
     return pairs_from_samples(problems, texts, correct, seed=config.seed, min_pairs=max(1, len(problems) // 2),
                               pairs_per_problem=section.pairs_per_problem)
+
+
+def held_out_accuracy(outcomes: Sequence[float], pairs: Sequence[EncodedPair]) -> dict[str, Any]:
+    """Held-out pairwise accuracy and its standard error (docs/algorithms.md §10).
+
+    `outcomes`: one per pair, 1 ranked right, 0 wrong (DPO counts a tie as 0.5). Pairs of one
+    prompt (up to `pairs_per_problem` sampled pairs of a problem) are correlated, so the SE is
+    clustered by prompt (`pipeline.metrics.clustered_standard_error`); with one pair per prompt
+    it is the usual SE over pairs, about the binomial `sqrt(p (1 - p) / n)`. None (no SE) when
+    the pairs come from a single prompt. Returns `pairwise_accuracy`, `pairwise_accuracy_stderr`,
+    `eval_pairs` and `eval_prompts` (the clusters).
+    """
+    if len(outcomes) != len(pairs) or not pairs:
+        raise ValueError(f"{len(outcomes)} outcomes for {len(pairs)} pairs")
+    prompts = [tuple(p.prompt) for p in pairs]
+    se = clustered_standard_error(outcomes, prompts)
+    return {"pairwise_accuracy": sum(outcomes) / len(outcomes),
+            "pairwise_accuracy_stderr": None if math.isnan(se) else se,
+            "eval_pairs": len(pairs), "eval_prompts": len(set(prompts))}
 
 
 def split_by_prompt(pairs: Sequence[EncodedPair], fraction: float, seed: int) -> tuple[list[EncodedPair], list[EncodedPair]]:

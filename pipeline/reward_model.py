@@ -25,7 +25,8 @@ from torch import Tensor
 from pipeline.config import Config, LoraConfig
 from pipeline.forward import SequenceBatch, collate, hidden_states
 from pipeline.models import load_policy, load_tokenizer
-from pipeline.preference import EncodedPair, pair_batch, preference_data
+from pipeline.optim import autocast
+from pipeline.preference import EncodedPair, held_out_accuracy, pair_batch, preference_data
 from pipeline.prompts import prompt_ids
 from pipeline.sequences import fit_response, response_ids
 from pipeline.train_loop import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
@@ -74,6 +75,13 @@ def build_reward_model(model_path: str | Path, lora: LoraConfig, adapter: str | 
     return RewardModel(load_policy(model_path, lora, adapter=adapter, dtype=dtype, device=device), seed=seed)
 
 
+def _chosen_rejected(rm: RewardModel, pairs: Sequence[EncodedPair], pad_id: int,
+                     device: torch.device) -> tuple[Tensor, Tensor]:
+    """Rewards of the chosen and of the rejected responses [B] each."""
+    rewards = rm(pair_batch(pairs, pad_id).to(device))
+    return rewards[: len(pairs)], rewards[len(pairs):]
+
+
 def reward_loss(rm: RewardModel, pad_id: int, device: torch.device) -> UnitLoss:
     """Summed Bradley-Terry loss of a micro-batch of `EncodedPair`s; one unit per pair.
 
@@ -81,13 +89,29 @@ def reward_loss(rm: RewardModel, pad_id: int, device: torch.device) -> UnitLoss:
     """
 
     def fn(pairs: list[EncodedPair]) -> tuple[Tensor, dict[str, float]]:
-        rewards = rm(pair_batch(pairs, pad_id).to(device))
-        chosen, rejected = rewards[: len(pairs)], rewards[len(pairs):]
+        chosen, rejected = _chosen_rejected(rm, pairs, pad_id, device)
         margin = (chosen - rejected).detach()
         stats = {"accuracy": float((margin > 0).sum()), "margin": float(margin.sum())}
         return bradley_terry_loss(chosen, rejected).sum(), stats
 
     return UnitLoss(fn, lambda _: 1)
+
+
+@torch.no_grad()
+def pair_margins(rm: RewardModel, pairs: Sequence[EncodedPair], pad_id: int, device: torch.device, *,
+                 batch_size: int = 8, bf16: bool | str = False) -> list[float]:
+    """`r(x, y_w) - r(x, y_l)` of each pair (§10; > 0: ranked right), in eval mode, `batch_size` pairs at a time."""
+    was_training = rm.training
+    rm.eval()
+    margins: list[float] = []
+    try:
+        with autocast(device, bf16):
+            for start in range(0, len(pairs), batch_size):
+                chosen, rejected = _chosen_rejected(rm, pairs[start:start + batch_size], pad_id, device)
+                margins += (chosen - rejected).tolist()
+    finally:
+        rm.train(was_training)
+    return margins
 
 
 def save_reward_model(rm: RewardModel, tokenizer: Any, out_dir: str | Path, *, base_model: str | Path,
@@ -155,6 +179,8 @@ def run_reward_model(config: Config, out: Path) -> dict[str, Any]:
                                 measure=lambda: evaluate(rm, held, loss, bf16=cfg.bf16_autocast, **kw), **kw)
     save_reward_model(rm, setup.tokenizer, out, base_model=setup.model_path,
                       system_prompt=config.data.system_prompt, max_length=cfg.max_length)
-    metrics = {"pairwise_accuracy": metrics["accuracy_after"], **metrics, **info,
-               "time_s": time.perf_counter() - start}
+    margins = pair_margins(rm, held, setup.tokenizer.pad_token_id, device, batch_size=cfg.batch_size,
+                           bf16=cfg.bf16_autocast)
+    accuracy = held_out_accuracy([float(m > 0) for m in margins], held)
+    metrics = {**accuracy, **metrics, **info, "time_s": time.perf_counter() - start}
     return finish_stage(out, metrics)

@@ -223,6 +223,8 @@ class Trainer:
         learn_start = time.perf_counter()
         self.learner.prepare(batch)
         self.compute_advantages(batch, groups)
+        self.metrics.log_completions(self.step, groups, batch.advantages, self.tokenizer,
+                                     self.config.rl.log_completions)
         stats = self.learner.update(batch, self.shuffle)
         record["time/learn"] = time.perf_counter() - learn_start
         sync_start = time.perf_counter()
@@ -244,7 +246,8 @@ class Trainer:
             timeout=self.config.reward.timeout, workers=self.config.reward.workers,
         )
         keys = ("accuracy", "mean_length", "truncation_rate")
-        return {f"eval/{k}": report.summary[k] for k in keys if k in report.summary}
+        return {**{f"eval/{k}": report.summary[k] for k in keys if k in report.summary},
+                "eval/accuracy_stderr": report.summary["stderr"]["accuracy"]}
 
     def _answer_extraction(self) -> str:
         """Evaluate with the accuracy reward's extraction mode, so eval and reward agree."""

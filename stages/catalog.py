@@ -45,10 +45,12 @@ STAGES: dict[str, Stage] = {s.command: s for s in (
            "dpo/metrics.json"), "dpo"),
     Stage("rl", "stages.rl", "rl", "GRPO-family RL with verifiable rewards",
           ("model", "lora", "data", "rollout", "algorithm", "reward", "rl"),
-          ("rl/checkpoint-<step>/", "rl/config.yaml", "rl/metrics.jsonl", "rl/metrics.json", "rl/tensorboard/"), "rl"),
+          ("rl/checkpoint-<step>/", "rl/config.yaml", "rl/metrics.jsonl", "rl/completions.jsonl", "rl/metrics.json",
+           "rl/tensorboard/"), "rl"),
     Stage("eval", "stages.evaluate", "eval", "AIME-style evaluation: avg@n, pass@k, maj@k",
           ("model", "data", "rollout", "reward", "eval"),
-          ("eval/report.json", "eval/summary.md", "with --compare: eval/<label>/, eval/compare.md, eval/compare.png"),
+          ("eval/report.json", "eval/summary.md",
+           "with --compare: eval/<label>/, eval/compare.md, eval/compare.json, eval/compare.png"),
           "eval"),
 )}
 

@@ -6,13 +6,16 @@ import argparse
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.evaluation import format_with_error
 from pipeline.dpo import run_dpo
 from stages.common import run_stage, stage_dir, stage_parser
 
 
 def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[str, Any]:
     metrics = run_dpo(config, stage_dir(config, "dpo"))
-    print(f"dpo: held-out pairwise accuracy {metrics['pairwise_accuracy']:.3f} (reference 0.5), "
+    print(f"dpo: held-out pairwise accuracy "
+          f"{format_with_error(metrics['pairwise_accuracy'], metrics['pairwise_accuracy_stderr'])} "
+          f"(SE over {metrics['eval_prompts']} prompts; reference 0.5), "
           f"reward margin {metrics['reward_margin']:.3f}; saved {metrics['output']}")
     return metrics
 

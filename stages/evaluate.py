@@ -10,13 +10,15 @@ Each checkpoint is a LoRA adapter folder (adapter_config.json) or a fully fine-t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.prompts import filter_long_prompts
-from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems, plot_compare
+from pipeline.evaluation import (PAIRED, EvalReport, compare_markdown, evaluate_problems, load_eval_problems,
+                                 paired_differences, plot_compare)
 from pipeline.models import load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
 from pipeline.train_loop import reward_params
@@ -43,12 +45,16 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "checkpoint"
 
 
-def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]:
+def run_eval(config: Config, adapters: dict[str, str | None], reference: str | None = None) -> dict[str, dict]:
     """Evaluate each checkpoint (label -> adapter or full model folder, None = base) on the same problems in one engine.
 
     One checkpoint writes `<output_dir>/eval/report.json` and `summary.md`; several write one
-    `<slug>/` folder each plus `compare.md` and `compare.png`. Returns label -> summary.
+    `<slug>/` folder each plus `compare.md`, `compare.json` and `compare.png`, and each summary but
+    the `reference`'s (default: the first label) gets its paired difference from the reference
+    (`pipeline.evaluation.PAIRED`). Returns label -> summary.
     """
+    if reference is not None and reference not in adapters:
+        raise ValueError(f"reference checkpoint {reference!r} is not among {', '.join(adapters)}")
     check_checkpoints(adapters)
     cfg, out = config.eval, stage_dir(config, "eval")
     model_path = prepare_model(config.model.name, config.model.cache_dir)
@@ -61,7 +67,7 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
     # The base model first, while the engine still holds the untouched weights.
     order = sorted(adapters, key=lambda label: adapters[label] is not None)
     engine = make_engine(config.rollout, model_path, device=device, seed=cfg.seed)
-    summaries: dict[str, dict] = {}
+    reports: dict[str, EvalReport] = {}
     try:
         for label in order:
             if adapters[label] is not None:
@@ -77,16 +83,19 @@ def run_eval(config: Config, adapters: dict[str, str | None]) -> dict[str, dict]
             )
             report.summary = {"checkpoint": adapters[label] or BASE, "dataset": cfg.dataset, **report.summary}
             _write(report, out if len(adapters) == 1 else out / _slug(label), label)
-            summaries[label] = report.summary
+            reports[label] = report
     finally:
         engine.close()
-    summaries = {label: summaries[label] for label in adapters}
+    summaries = {label: reports[label].summary for label in adapters}
     if len(adapters) > 1:
+        for label, paired in paired_differences(reports, reference or next(iter(adapters))).items():
+            summaries[label][PAIRED] = paired
         table = compare_markdown(summaries)
         (out / "compare.md").write_text(f"# Evaluation: {cfg.dataset}\n\n{table}")
+        (out / "compare.json").write_text(json.dumps(summaries, indent=1))
         plot_compare(summaries, out / "compare.png")
         print(table)
-        log.info("eval: wrote %s and %s", out / "compare.md", out / "compare.png")
+        log.info("eval: wrote %s, %s and %s", out / "compare.md", out / "compare.json", out / "compare.png")
     return summaries
 
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.evaluation import format_with_error
 from pipeline.reward_model import run_reward_model
 from stages.common import run_stage, stage_dir, stage_parser
 
@@ -14,7 +15,8 @@ def main_with(config: Config, args: argparse.Namespace | None = None) -> dict[st
     out = stage_dir(config, "reward_model")
     metrics = run_reward_model(config, out)
     print(f"reward-model: held-out pairwise accuracy {metrics['accuracy_before']:.3f} -> "
-          f"{metrics['pairwise_accuracy']:.3f} on {metrics['eval_pairs']} pairs; saved {out}")
+          f"{format_with_error(metrics['pairwise_accuracy'], metrics['pairwise_accuracy_stderr'])} "
+          f"(SE over {metrics['eval_prompts']} prompts) on {metrics['eval_pairs']} pairs; saved {out}")
     return metrics
 
 

@@ -2,7 +2,8 @@
 
 The reward model and DPO start from SFT's output and learn from the same preference pairs
 (sampled once by the reward-model stage unless `reward_model.pairs` / `dpo.pairs` name files);
-RL starts from SFT's output too, and eval compares base, SFT, DPO and RL on the same problems.
+RL starts from SFT's output too, and eval compares base, SFT, DPO and RL on the same problems
+(each with its paired difference from SFT, the stage DPO and RL start from).
 
 A stage whose `<output_dir>/<stage>/metrics.json` exists is finished and skipped, so an
 interrupted chain picks up where it stopped (RL itself resumes from its last checkpoint).
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.evaluation import PAIRED, STDERR, format_difference, format_with_error
 from pipeline.models import is_adapter
 from stages import dpo, evaluate, prepare_model, reward_model, rl, sft
 from stages.common import run_stage, stage_parser, write_json_atomic
@@ -82,18 +84,27 @@ class Chain:
         dpo_output = self.stage("dpo", lambda: dpo.main_with(with_dpo_pairs(tuned, pairs)))["output"]
         rl_metrics = self.stage("rl", lambda: rl.run(tuned, resume=True))
         checkpoints = {"base": None, "sft": sft_output, "dpo": dpo_output, "rl": rl_metrics["adapter"]}
-        summaries = self.stage("eval", lambda: evaluate.run_eval(config, checkpoints))
+        summaries = self.stage("eval", lambda: evaluate.run_eval(config, checkpoints, reference="sft"))
         print(accuracy_table(summaries))
         return self.manifest
 
 
 def accuracy_table(summaries: dict[str, dict[str, Any]]) -> str:
-    """Held-out accuracy after each stage, as a Markdown table."""
-    keys = [k for k in next(iter(summaries.values())) if k.startswith(("avg@", "pass@", "maj@"))]
-    lines = ["| stage | " + " | ".join(keys) + " | mean length |",
-             "|---" * (len(keys) + 2) + "|"]
+    """Held-out accuracy after each stage (`value ± stderr` over problems) as a Markdown table, with
+    each stage's avg@n difference from the reference stage and its paired 95% interval (§11)."""
+    first = next(iter(summaries.values()))
+    keys = [k for k in first if k.startswith(("avg@", "pass@", "maj@"))]
+    paired = next((s[PAIRED] for s in summaries.values() if PAIRED in s), None)
+    headline = f"avg@{first['n']}"
+    extra = [f"{headline} - {paired['reference']} [95% CI]"] if paired else []
+    lines = ["| stage | " + " | ".join(keys + ["mean length"] + extra) + " |",
+             "|---" * (len(keys) + 2 + len(extra)) + "|"]
     for stage, summary in summaries.items():
-        cells = [f"{summary[k]:.3f}" for k in keys] + [f"{summary.get('mean_length', 0):.0f}"]
+        cells = [format_with_error(summary[k], summary.get(STDERR, {}).get(k)) for k in keys]
+        cells.append(f"{summary.get('mean_length', 0):.0f}")
+        if paired:
+            d = summary.get(PAIRED, {}).get("metrics", {}).get(headline)
+            cells.append(format_difference(d) if d else "reference" if stage == paired["reference"] else "")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -39,6 +39,10 @@ def test_dpo_beats_the_reference_on_easy_pairs(tiny_model_dir, tmp_path):
     assert metrics["beats_reference"] and metrics["reward_margin"] > 0
     assert metrics["chosen_reward"] > metrics["rejected_reward"]
     assert json.loads((out / "metrics.json").read_text())["eval_pairs"] == 8
+    # the held-out accuracy comes with its SE (one pair per prompt here: over pairs, sqrt(p (1 - p) / (n - 1)))
+    p = metrics["pairwise_accuracy"]
+    assert p == metrics["accuracy_after"] and metrics["eval_prompts"] == 8
+    assert math.isclose(metrics["pairwise_accuracy_stderr"], math.sqrt(p * (1 - p) / 7), abs_tol=1e-9)
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 

