@@ -163,6 +163,7 @@ def _first_gradient(model_dir, monkeypatch, entropy_coef):
     return grad, stats
 
 
+@pytest.mark.slow
 def test_entropy_bonus_changes_the_update(tiny_model_dir, monkeypatch):
     # loss = pg - c * H: the gradient moves by -c * dH/dtheta, linearly in c (it had no gradient before)
     # (the random tiny model is near-uniform over its vocabulary: dH/dtheta is small, so c is large)
