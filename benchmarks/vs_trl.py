@@ -74,6 +74,22 @@ TRL_LOSS_TYPES = {"seq-mean-token-mean": "grpo", "token-mean": "dapo", "seq-mean
 """rlvr's loss aggregation -> TRL's `loss_type` with the same normalisation."""
 
 
+def trl_clip(loss: Any) -> dict[str, float]:
+    """TRL's clip range for rlvr's policy loss settings (docs/algorithms.md §3): a `ppo_clip` loss's
+    symmetric `eps` is TRL's `epsilon`; DAPO's `eps_low`/`eps_high` are `epsilon`/`epsilon_high`.
+
+    Raises ValueError for a loss or setting TRL's GRPO objective has no counterpart of (TRL's
+    `delta` caps every ratio, not the loss of A < 0 tokens as `dual_clip_c` does).
+    """
+    if getattr(loss, "dual_clip_c", None) is not None:
+        raise ValueError("TRL's GRPOTrainer has no dual clip: unset algorithm.policy_loss.dual_clip_c")
+    if loss.type == "ppo_clip":
+        return {"epsilon": loss.eps}
+    if loss.type == "dapo":
+        return {"epsilon": loss.eps_low, "epsilon_high": loss.eps_high}
+    raise ValueError(f"the comparison with TRL supports the ppo_clip and dapo policy losses, not {loss.type!r}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="RL steps (optimiser steps) per system")
@@ -152,7 +168,8 @@ def trl_arguments(config: Config, out: Path, use_vllm: bool) -> GRPOConfig:
         gradient_accumulation_steps=rl.mini_batch_size // rl.micro_batch_size, shuffle_dataset=False,
         num_generations=rl.group_size, max_completion_length=rollout.max_tokens,
         temperature=rollout.temperature, top_p=rollout.top_p,
-        beta=algo.kl_coef, epsilon=algo.eps, scale_rewards="group", loss_type=TRL_LOSS_TYPES[algo.loss_agg],
+        beta=algo.kl_coef, **trl_clip(algo.policy_loss), scale_rewards="group",
+        loss_type=TRL_LOSS_TYPES[algo.loss_agg],
         use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=rollout.gpu_memory_utilization,
         vllm_max_model_length=rollout.max_model_len,
         logging_steps=1, report_to="none", save_strategy="no",

@@ -22,8 +22,14 @@ Group statistics are computed in float64 and returned as float32.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import Tensor
+
+from pipeline.batch import Advantages
+from pipeline.losses import kl_estimate
 
 GROUP_MODES = ("grpo", "dr_grpo", "rloo")
 GRPO_EPS = 1e-6
@@ -192,3 +198,85 @@ def whiten(x: Tensor, mask: Tensor) -> Tensor:
     mean = torch.where(mask, x, 0.0).sum() / count.clamp(min=1)
     var = _unbiased_var(torch.where(mask, x, 0.0).flatten(), mean, count, mask.flatten())
     return torch.where(mask, (x - mean) * torch.rsqrt(var + WHITEN_EPS), 0.0)
+
+
+# ---------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class AdvantageInputs:
+    """What an estimator may read; rows are ordered group by group."""
+
+    rewards: Tensor
+    """[B] sequence rewards (float64; anything where `valid` is False)."""
+    group_size: int
+    mask: Tensor
+    """[B, T] loss mask."""
+    valid: Tensor | None = None
+    """[B] bool: samples whose reward takes part (a masked non-finite reward is not); None = all."""
+    logp: Tensor | None = None
+    """[B, T] the sampling policy's log-probs (pi_old), for a KL penalty in the reward."""
+    logp_ref: Tensor | None = None
+    """[B, T] the reference policy's log-probs, for a KL penalty in the reward."""
+    values: Tensor | None = None
+    """[B, T] V_old from the critic (GAE)."""
+
+
+Estimator = Callable[[AdvantageInputs, "AlgorithmConfig"], Advantages]  # noqa: F821
+ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {}
+"""`algorithm.advantage` name -> estimator `fn(inputs, algorithm_config) -> Advantages`."""
+
+
+def register_advantage(name: str) -> Callable[[Estimator], Estimator]:
+    """Decorator: register an estimator under `algorithm.advantage: <name>`."""
+
+    def decorator(fn: Estimator) -> Estimator:
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+
+    return decorator
+
+
+def _group_estimator(mode: str) -> Estimator:
+    def estimate(inputs: AdvantageInputs, algo) -> Advantages:
+        return Advantages(group_advantages(inputs.rewards, inputs.group_size, mode, inputs.valid))
+
+    estimate.__doc__ = f"§1 {mode}: `group_advantages(rewards, G, {mode!r})`, one advantage per completion."
+    return estimate
+
+
+for _mode in GROUP_MODES:
+    register_advantage(_mode)(_group_estimator(_mode))
+
+
+@register_advantage("reinforce")
+def _reinforce(inputs: AdvantageInputs, algo) -> Advantages:
+    """§1 REINFORCE, with the batch-mean baseline when `algorithm.reinforce_baseline`."""
+    return Advantages(reinforce_advantages(inputs.rewards, algo.reinforce_baseline, inputs.valid))
+
+
+@register_advantage("gae")
+def _gae(inputs: AdvantageInputs, algo) -> Advantages:
+    """§1 PPO: per-token rewards (with the KL penalty when `algorithm.kl_in_reward`), GAE against
+    the critic's V_old, then whitening over the batch."""
+    rewards = inputs.rewards if inputs.valid is None else torch.where(inputs.valid, inputs.rewards, 0.0)
+    kl = torch.zeros_like(inputs.mask, dtype=torch.float32)
+    if algo.kl_in_reward and inputs.logp_ref is not None:
+        kl = kl_estimate(inputs.logp, inputs.logp_ref, algo.kl_estimator, inputs.mask)
+    token_rewards = kl_penalized_token_rewards(rewards, kl, inputs.mask,
+                                               algo.kl_coef if algo.kl_in_reward else 0.0)
+    adv, returns = gae_advantages(token_rewards, inputs.values, inputs.mask, algo.gamma, algo.lam)
+    return Advantages(whiten(adv, inputs.mask), returns)
+
+
+def compute_advantages(algo, inputs: AdvantageInputs) -> Advantages:
+    """§1 the advantages of `algorithm.advantage` (a pure function of its inputs).
+
+    Raises ValueError naming the valid estimators for an unknown name.
+    """
+    if algo.advantage not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {algo.advantage!r}; "
+                         f"valid: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}")
+    return ADVANTAGE_ESTIMATORS[algo.advantage](inputs, algo)

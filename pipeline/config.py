@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from pipeline.policy_losses import POLICY_LOSSES, PolicyLossSettings, PPOClipSettings
 from pipeline.presets import PRESETS
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -129,12 +131,14 @@ class RolloutConfig(Section):
 
 
 AdvantageName = Literal["grpo", "dr_grpo", "rloo", "reinforce", "gae"]
-PolicyLossName = Literal["ppo_clip", "dapo", "gspo", "gspo_token", "sapo"]
+"""The estimators of pipeline/advantages.py's registry (a test keeps the two equal)."""
+GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 AggName = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
 class AlgorithmConfig(Section):
-    """docs/algorithms.md §1-9. Fields left unset take the preset's value."""
+    """docs/algorithms.md §1-9. Fields left unset take the preset's value; the policy loss's own
+    settings take its paper's defaults (pipeline/policy_losses.py)."""
 
     preset: str = "grpo"
     """A paper's recipe (pipeline/presets.py): grpo, dr_grpo, dapo, gspo, gspo_token, sapo, ppo, reinforce, rloo."""
@@ -142,22 +146,11 @@ class AlgorithmConfig(Section):
     """Advantage estimator (§1): group mean/std (grpo), group mean (dr_grpo), leave-one-out (rloo), batch baseline (reinforce), GAE with a critic (gae)."""
     reinforce_baseline: bool = False
     """`reinforce`: subtract the batch-mean reward (§1)."""
-    policy_loss: PolicyLossName = "ppo_clip"
-    """Policy loss (§3): PPO clip, DAPO clip-higher, GSPO sequence ratio (or its token variant), SAPO soft gate."""
+    policy_loss: PolicyLossSettings = Field(default_factory=PPOClipSettings)
+    """The policy loss and its settings, e.g. `{type: dapo, eps_high: 0.3}` (a bare name selects
+    the loss with its defaults)."""
     loss_agg: AggName = "seq-mean-token-mean"
     """How token losses become one number (§4): token-mean (DAPO), seq-mean-token-mean (GRPO), seq-mean-token-sum-norm (Dr.GRPO)."""
-    eps: float = Field(0.2, gt=0.0)
-    """Clip range of the ratio, both sides, unless `eps_low`/`eps_high` are set (§3; TRL's epsilon)."""
-    eps_low: float | None = Field(None, gt=0.0)
-    """Lower clip: the ratio is kept above 1 - eps_low (None = eps)."""
-    eps_high: float | None = Field(None, gt=0.0)
-    """Upper clip: the ratio is kept below 1 + eps_high (None = eps; DAPO's clip-higher 0.28; TRL's epsilon_high)."""
-    dual_clip_c: float | None = Field(None, gt=1.0)
-    """Dual-clip constant c > 1 bounding the loss of negative-advantage tokens (§3; None = off)."""
-    tau_pos: float = Field(1.0, gt=0.0)
-    """SAPO gate temperature for positive advantages (§3)."""
-    tau_neg: float = Field(1.05, gt=0.0)
-    """SAPO gate temperature for negative advantages (§3)."""
     kl_coef: float = Field(0.0, ge=0.0)
     """beta: weight of the KL penalty to the reference policy (§5; 0 = no reference pass)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
@@ -199,6 +192,66 @@ class AlgorithmConfig(Section):
             raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
         return name
 
+    @field_validator("policy_loss", mode="before")
+    @classmethod
+    def _loss_over_preset(cls, given: Any, info: ValidationInfo) -> Any:
+        preset = PRESETS.get(info.data.get("preset", "grpo"), {})
+        return _loss_settings(preset.get("policy_loss"), given)
+
+    @model_validator(mode="after")
+    def _check_kl_in_reward(self) -> AlgorithmConfig:
+        if self.kl_in_reward and self.kl_coef > 0 and not self.uses_critic:
+            raise ValueError("kl_in_reward puts the KL penalty into per-token rewards, which only the "
+                             "'gae' advantage reads; use it with advantage: gae, or set kl_in_reward: false")
+        return self
+
+    # Decisions derived from the settings, made here once.
+    @property
+    def uses_critic(self) -> bool:
+        """A value head is trained (GAE advantages, PPO)."""
+        return self.advantage == "gae"
+
+    @property
+    def group_advantage(self) -> bool:
+        """Advantages compare completions of one prompt (needs group_size >= 2)."""
+        return self.advantage in GROUP_ADVANTAGES
+
+    @property
+    def needs_reference(self) -> bool:
+        """The reference policy's log-probs are computed (a KL term, §5)."""
+        return self.kl_coef > 0
+
+    @property
+    def kl_loss_coef(self) -> float:
+        """The KL coefficient in the loss (0 when the KL penalty is in the reward instead)."""
+        return 0.0 if self.kl_in_reward else self.kl_coef
+
+    @property
+    def advantage_only_loss(self) -> bool:
+        """Every loss term is a multiple of the advantage (no KL in the loss, entropy or value term):
+        rows with A = 0 add exactly zero gradient (§13)."""
+        return self.entropy_coef == 0 and not self.uses_critic and self.kl_loss_coef == 0
+
+
+def _loss_settings(preset: dict[str, Any] | None, given: Any) -> Any:
+    """The user's `policy_loss` (a name or a mapping) over the preset's: the preset's settings apply
+    only when the user keeps its loss type; a key the chosen loss does not use is an error."""
+    if isinstance(given, str):
+        given = {"type": given}
+    if not isinstance(given, dict):
+        return given
+    preset = preset or {}
+    name = given.get("type", preset.get("type", "ppo_clip"))
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(POLICY_LOSSES)}")
+    fields = POLICY_LOSSES[name].settings.model_fields
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ValueError(f"the {name!r} loss has no setting {', '.join(map(repr, unknown))}; "
+                         f"its settings: {', '.join(k for k in fields if k != 'type')}")
+    base = preset if preset.get("type", "ppo_clip") == name else {}
+    return {**base, **given, "type": name}
+
 
 class RewardTerm(Section):
     """One term of the reward: a registered reward function, its weight and parameters."""
@@ -226,6 +279,16 @@ class RewardConfig(Section):
     """A NaN or infinite reward in RL: `error` stops with the reward term and the sample named;
     `mask` leaves the sample out of the loss and of its group's mean and std, and counts it
     (`reward/non_finite`). docs/rewards.md, "Rewards entering training"."""
+
+    def params_of(self, name: str) -> dict[str, Any]:
+        """The params of the first term named `name` ({} if none), so checks outside RL score as RL does."""
+        return next((dict(t.params) for t in self.terms if t.name == name), {})
+
+    @property
+    def answer_extraction(self) -> str:
+        """How answers are extracted (the accuracy term's `extract`, default boxed): evaluation and the
+        SFT/preference checks use it, so they agree with the reward."""
+        return self.params_of("accuracy").get("extract", "boxed")
 
 
 class OptimConfig(Section):
@@ -414,7 +477,7 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check_algorithm(self) -> Config:
-        if self.algorithm.advantage in ("grpo", "dr_grpo", "rloo") and self.rl.group_size < 2:
+        if self.algorithm.group_advantage and self.rl.group_size < 2:
             raise ValueError(
                 f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
                 "compares completions within a group and needs rl.group_size >= 2"
@@ -578,6 +641,15 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _loss_as_mapping(data: dict[str, Any]) -> dict[str, Any]:
+    """`algorithm.policy_loss: dapo` as `{type: dapo}`, so `algorithm.policy_loss.eps_high=0.3`
+    given elsewhere merges into it instead of replacing it."""
+    algorithm = data.get("algorithm")
+    if isinstance(algorithm, dict) and isinstance(algorithm.get("policy_loss"), str):
+        data = {**data, "algorithm": {**algorithm, "policy_loss": {"type": algorithm["policy_loss"]}}}
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 section: str | None = None) -> Config:
     """Load a YAML recipe (optional), apply `key=value` overrides, validate everything.
@@ -596,7 +668,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _merge(_loss_as_mapping(data), _loss_as_mapping(parse_overrides(overrides or [])))
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -89,38 +89,42 @@ def hidden_states(model, batch: SequenceBatch) -> Tensor:
 @dataclass
 class ForwardOut:
     logp: Tensor  # [B, T] float32, log pi(o_t | s_t) at the given temperature, top-k and top-p
-    entropy: Tensor | None  # [B, T] float32 (no gradient), when asked
+    entropy: Tensor | None  # [B, T] float32, when asked (with gradient when asked with one)
     hidden: Tensor  # [B, T, H] the states s_t that predict completion tokens (for a value head)
 
 
 def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
-                       with_entropy: bool = False, *, top_k: int = -1, top_p: float = 1.0) -> ForwardOut:
+                       with_entropy: bool = False, entropy_grad: bool = False, *, top_k: int = -1,
+                       top_p: float = 1.0) -> ForwardOut:
     """Per-token log-probs (and entropy) of the completion tokens, head on those positions only.
 
     `temperature`, `top_k`, `top_p`: the sampling distribution to read (module docstring);
-    the defaults give the model's plain distribution.
+    the defaults give the model's plain distribution. `entropy_grad`: the entropy carries a
+    gradient (an entropy bonus in the loss, §6); otherwise it is a statistic computed without one.
     """
     _, head = _parts(model)
     P, T = batch.prompt_width, batch.completion_mask.shape[1]
     hidden = hidden_states(model, batch)[:, P - 1: P - 1 + T]
     return _read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy,
-                            top_k, top_p)
+                            entropy_grad, top_k, top_p)
 
 
 def _read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
-                     with_entropy: bool, top_k: int, top_p: float) -> ForwardOut:
+                     with_entropy: bool, entropy_grad: bool, top_k: int, top_p: float) -> ForwardOut:
     """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy)."""
     logits = head(hidden)
     logp = token_logprobs(logits, labels, temperature, top_k=top_k, top_p=top_p)
     entropy = None
     if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach(), temperature, top_k=top_k, top_p=top_p)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logits(logits if entropy_grad else logits.detach(), temperature,
+                                          top_k=top_k, top_p=top_p)
     return ForwardOut(logp, entropy, hidden)
 
 
 def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
-                          with_entropy: bool = False, *, top_k: int = -1, top_p: float = 1.0) -> ForwardOut:
+                          with_entropy: bool = False, entropy_grad: bool = False, *, top_k: int = -1,
+                          top_p: float = 1.0) -> ForwardOut:
     """`completion_forward`, computing each distinct prompt of the batch once.
 
     The G samples of a group share their prompt, often most of a row's tokens. The distinct
@@ -132,7 +136,7 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     key = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], dim=1)
     distinct, row_prompt = torch.unique(key, dim=0, return_inverse=True)
     if len(distinct) == len(batch):  # nothing shared
-        return completion_forward(model, batch, temperature, with_entropy, top_k=top_k, top_p=top_p)
+        return completion_forward(model, batch, temperature, with_entropy, entropy_grad, top_k=top_k, top_p=top_p)
     decoder, head = _parts(model)
     prompt_ids, prompt_mask = distinct[:, :P], distinct[:, P:]
     prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
@@ -146,7 +150,7 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
                          past_key_values=cache, use_cache=True)
     # Token t is predicted by the state before it: the prompt's last state for t = 0.
     hidden = torch.cat([prompt.last_hidden_state[row_prompt, -1:], completion.last_hidden_state[:, :-1]], dim=1)
-    return _read_completion(head, hidden, completion_ids, temperature, with_entropy, top_k, top_p)
+    return _read_completion(head, hidden, completion_ids, temperature, with_entropy, entropy_grad, top_k, top_p)
 
 
 def pad_columns(x: Tensor, width: int, value: float = 0.0) -> Tensor:

@@ -1,53 +1,35 @@
 """The learner: a LoRA policy (or full fine-tuning) updated with the configured policy loss.
 
-One RL step's update (docs/design.md, "One RL step"):
-1. `prepare`: without gradients, the learner's own `logp_old` (docs/algorithms.md §9: the engine's
-   log-probs differ slightly; both sides read the rollout's sampling distribution, temperature
-   and top-k / top-p truncation included, see pipeline/forward.py), `logp_ref` of the starting
-   policy when KL is used (§5: the
-   model with its adapter disabled when RL starts from a fresh adapter, else a frozen copy),
-   and `V_old` for PPO. When the step is fully on-policy (one epoch, one mini-batch, no
-   critic) `logp_old` is the first forward's detached log-probs: no extra pass.
-2. `update`: `ppo_epochs` x mini-batches of whole groups, each one optimiser step with gradient
-   accumulation over micro-batches normalised over the whole mini-batch (§4), clipping, AdamW.
-   Rows that cannot change the loss are not computed (`learned_rows`): with no KL, entropy or
-   value term every loss term is a multiple of the advantage, so a group whose rewards were all
-   equal (A = 0) adds exactly zero gradient; the normalisers still count it, so the update is
-   the same as computing it.
+Its part of one RL step (docs/design.md, "One RL step"), data flowing one way:
+1. `score(batch) -> PolicyScores`: without gradients, the learner's own `logp_old`
+   (docs/algorithms.md §9: the engine's log-probs differ slightly; both sides read the rollout's
+   sampling distribution, temperature and top-k / top-p included, see pipeline/forward.py), `logp_ref` of the reference
+   policy when KL is used (§5: the model with its adapter disabled when RL starts from a fresh
+   adapter, else a frozen copy), and `V_old` for PPO. When the update is on-policy (one epoch,
+   one mini-batch, no critic) `logp_old` is the first forward's detached log-probs: no extra pass.
+2. `update(batch, scores, advantages) -> stats`: `ppo_epochs` x mini-batches of whole groups, each
+   one optimiser step with gradient accumulation over micro-batches normalised over the whole
+   mini-batch (§4), clipping, AdamW. The loss is the policy loss (pipeline/policy_losses.py)
+   plus the KL, entropy and value terms the config asks for. Rows that cannot change the loss
+   are not computed (§13): with no KL, entropy or value term every loss term is a multiple of
+   the advantage, so a row with A = 0 adds exactly zero gradient; the normalisers still count
+   it, so the update is the same as computing it.
 Every forward computes a group's shared prompt once (`shared_prompt_forward`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
+from pipeline.batch import Advantages, PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.forward import SequenceBatch, pad_columns, shared_prompt_forward
-from pipeline.losses import policy_loss, truncated_is_weights, value_loss
+from pipeline.losses import mismatch_stats, truncated_is_weights, value_loss
 from pipeline.models import load_policy
 from pipeline.optim import autocast, build_optimizer, build_scheduler, clip_and_step
-
-
-@dataclass
-class RolloutBatch:
-    """Everything the update needs for B sampled completions (completion width T)."""
-
-    seqs: SequenceBatch
-    loss_mask: Tensor  # [B, T] bool: completion tokens that count (filtered rows all False)
-    logp_engine: Tensor  # [B, T]
-    advantages: Tensor | None = None  # [B] outcome advantages or [B, T] (GAE)
-    logp_old: Tensor | None = None  # [B, T]
-    logp_ref: Tensor | None = None  # [B, T]
-    values_old: Tensor | None = None  # [B, T]
-    returns: Tensor | None = None  # [B, T]
-    group_size: int = 1
-    """Rows come in groups of this many samples of one prompt, group after group."""
-
-    def __len__(self) -> int:
-        return len(self.seqs)
+from pipeline.policy_losses import policy_loss
+from pipeline.regularisers import entropy_bonus, kl_penalty
 
 
 def _mean_stats(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
@@ -74,10 +56,10 @@ class Learner:
         self.device = device
         self.model = load_policy(model_path, config.lora, config.model.adapter, config.model.dtype, device)
         self.reference = None
-        if self.algo.kl_coef > 0 and (config.model.adapter or not config.lora.enabled):
+        if self.algo.needs_reference and (config.model.adapter or not config.lora.enabled):
             self.reference = self._frozen_start(model_path)
         self.value_head = None
-        if self.algo.advantage == "gae":
+        if self.algo.uses_critic:
             hidden = self.model.config.hidden_size
             self.value_head = torch.nn.Linear(hidden, 1).to(device)
             torch.nn.init.zeros_(self.value_head.weight)
@@ -107,7 +89,8 @@ class Learner:
 
     def _forward(self, seqs: SequenceBatch, *, entropy: bool = False):
         with autocast(self.device, self.rl.bf16_autocast):
-            out = shared_prompt_forward(self.model, seqs, with_entropy=entropy, **self.sampling)
+            out = shared_prompt_forward(self.model, seqs, with_entropy=entropy,
+                                        entropy_grad=entropy and self.algo.entropy_coef > 0, **self.sampling)
             values = None
             if self.value_head is not None:
                 values = self.value_head(out.hidden).squeeze(-1).float()
@@ -124,18 +107,13 @@ class Learner:
     def _micro_batches(self, index: Tensor) -> tuple[Tensor, ...]:
         return torch.split(index, self.rl.micro_batch_size) if len(index) else ()
 
-    @property
-    def needs_reference(self) -> bool:
-        return self.algo.kl_coef > 0
-
-    def learned_rows(self, batch: RolloutBatch, rows: Tensor) -> Tensor:
-        """The rows of `rows` whose loss terms can be non-zero (all of them unless `rl.skip_zero_advantage`)."""
-        advantage_only = self.algo.entropy_coef == 0 and self.value_head is None and (
-            self.algo.kl_coef == 0 or self.algo.kl_in_reward)
-        if not (self.rl.skip_zero_advantage and advantage_only):
+    def learned_rows(self, batch: RolloutBatch, advantages: Tensor, rows: Tensor) -> Tensor:
+        """The rows of `rows` whose loss terms can be non-zero (all of them unless
+        `rl.skip_zero_advantage` applies: `algorithm.advantage_only_loss`)."""
+        if not (self.rl.skip_zero_advantage and self.algo.advantage_only_loss):
             return rows
         has_tokens = batch.loss_mask[rows].any(-1)
-        advantages = batch.advantages[rows]
+        advantages = advantages[rows]
         if advantages.dim() == 2:
             nonzero = ((advantages != 0) & batch.loss_mask[rows]).any(-1)
         else:
@@ -147,8 +125,8 @@ class Learner:
         return self.rl.ppo_epochs == 1 and self.rl.mini_batch_size >= batch_size and self.value_head is None
 
     @torch.no_grad()
-    def prepare(self, batch: RolloutBatch) -> None:
-        """Fill `logp_old`, `logp_ref` and `values_old` (those the configured algorithm needs)."""
+    def score(self, batch: RolloutBatch) -> PolicyScores:
+        """`logp_old`, `logp_ref` and `V_old` of `batch` ([B, T] each), those the algorithm needs."""
         self.model.eval()
         B, T = batch.loss_mask.shape
         need_old = not self.on_policy(B)
@@ -160,21 +138,22 @@ class Learner:
                 old[idx] = pad_columns(out.logp.float().cpu(), T)
                 if values is not None:
                     vals[idx] = pad_columns(values.cpu(), T)
-            if self.needs_reference:
+            if self.algo.needs_reference:
                 ref[idx] = pad_columns(self._reference_logp(seqs).float().cpu(), T)
-        batch.logp_old = old if need_old else None
-        batch.logp_ref = ref if self.needs_reference else None
-        batch.values_old = vals if self.value_head is not None else None
+        return PolicyScores(logp_old=old if need_old else None,
+                            logp_ref=ref if self.algo.needs_reference else None,
+                            values=vals if self.value_head is not None else None)
 
     # ------------------------------------------------------------------ the update
 
-    def update(self, batch: RolloutBatch, generator: torch.Generator) -> dict[str, float]:
-        """`ppo_epochs` passes over shuffled mini-batches; one optimiser step per mini-batch."""
-        if batch.advantages is None:
-            raise ValueError("RolloutBatch.advantages must be set before update()")
+    def update(self, batch: RolloutBatch, scores: PolicyScores, advantages: Advantages,
+               generator: torch.Generator) -> dict[str, float]:
+        """`ppo_epochs` passes over shuffled mini-batches of whole groups; one optimiser step per
+        mini-batch. Returns the update's statistics under their final metric names."""
         self.model.train()
         B, T = batch.loss_mask.shape
         parts: list[tuple[dict[str, float], float]] = []
+        norms: list[float] = []
         learned = 0
         for _ in range(self.rl.ppo_epochs):
             order = _group_order(B, batch.group_size, generator)
@@ -182,25 +161,24 @@ class Learner:
                 mask = batch.loss_mask[mini]
                 norm = dict(num_tokens=int(mask.sum()), num_seqs=int(mask.any(-1).sum()),
                             max_len=self.config.rollout.max_tokens)
-                rows = self.learned_rows(batch, mini)
+                rows = self.learned_rows(batch, advantages.advantages, mini)
                 learned += len(rows)
                 for micro in self._micro_batches(rows):
-                    stats, weight = self._accumulate(batch, micro, T, norm)
-                    parts.append((stats, weight))
+                    parts.append(self._accumulate(batch, scores, advantages, micro, norm))
                 if len(rows) == 0:  # the step a zero loss would take (AdamW's moments still move)
                     for p in self.params:
                         p.grad = torch.zeros_like(p)
-                grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, self.rl.max_grad_norm)
-                parts.append(({"grad_norm": grad_norm}, 0.0))
-        stats = _mean_stats([p for p in parts if p[1] > 0])
-        norms = [p[0]["grad_norm"] for p in parts if "grad_norm" in p[0]]
-        stats["grad_norm"] = sum(norms) / len(norms)
-        stats["learned_frac"] = learned / (B * self.rl.ppo_epochs)
-        stats["lr"] = self.scheduler.get_last_lr()[0]
+                norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, self.rl.max_grad_norm))
+        stats = _mean_stats([part for part in parts if part[1] > 0])
+        stats["train/grad_norm"] = sum(norms) / len(norms)
+        stats["train/learned_frac"] = learned / (B * self.rl.ppo_epochs)
+        stats["train/lr"] = self.scheduler.get_last_lr()[0]
         return stats
 
-    def _accumulate(self, batch: RolloutBatch, micro: Tensor, T: int, norm: dict[str, int]):
+    def _accumulate(self, batch: RolloutBatch, scores: PolicyScores, advantages: Advantages,
+                    micro: Tensor, norm: dict[str, int]) -> tuple[dict[str, float], float]:
         """Forward and backward one micro-batch; returns its stats and token weight."""
+        algo = self.algo
         seqs = batch.seqs.rows(micro).to(self.device)
         width = seqs.completion_mask.shape[1]
         mask = batch.loss_mask[micro][:, :width].to(self.device)
@@ -210,28 +188,31 @@ class Learner:
 
         out, values = self._forward(seqs, entropy=True)
         logp = out.logp
-        logp_old = cut(batch.logp_old) if batch.logp_old is not None else logp.detach()
+        logp_old = cut(scores.logp_old) if scores.logp_old is not None else logp.detach()
         logp_engine = cut(batch.logp_engine)
-        advantages = batch.advantages[micro]
-        advantages = (advantages[:, :width] if advantages.dim() == 2 else advantages).to(self.device)
-        tis, tis_stats = truncated_is_weights(logp_old, logp_engine, mask, self.algo.tis, self.algo.tis_cap)
-        kl_in_loss = 0.0 if self.algo.kl_in_reward else self.algo.kl_coef
-        loss, stats = policy_loss(
-            self.algo.policy_loss, logp, logp_old, advantages, mask, self.algo.loss_agg,
-            eps=self.algo.eps, eps_low=self.algo.eps_low, eps_high=self.algo.eps_high,
-            tau_pos=self.algo.tau_pos, tau_neg=self.algo.tau_neg, dual_clip_c=self.algo.dual_clip_c,
-            tis_weights=tis, logp_ref=cut(batch.logp_ref), kl_coef=kl_in_loss,
-            kl_estimator=self.algo.kl_estimator, entropy=out.entropy,
-            entropy_coef=self.algo.entropy_coef, logp_engine=logp_engine, **norm,
-        )
-        stats.update(tis_stats)
+        adv = advantages.advantages[micro]
+        adv = (adv[:, :width] if adv.dim() == 2 else adv).to(self.device)
+        tis, stats = truncated_is_weights(logp_old, logp_engine, mask, algo.tis, algo.tis_cap)
+        loss, pg_stats = policy_loss(algo.policy_loss, logp, logp_old, adv, mask, algo.loss_agg,
+                                     tis_weights=tis, **norm)
+        stats.update(pg_stats)
+        if scores.logp_ref is not None:
+            kl, kl_stats = kl_penalty(logp, cut(scores.logp_ref), mask, algo.kl_estimator, algo.loss_agg, **norm)
+            stats.update(kl_stats)
+            if algo.kl_loss_coef:
+                loss = loss + algo.kl_loss_coef * kl
+        entropy, entropy_stats = entropy_bonus(out.entropy, mask, algo.loss_agg, **norm)
+        stats.update(entropy_stats)
+        if algo.entropy_coef:
+            loss = loss - algo.entropy_coef * entropy
+        stats.update(mismatch_stats(logp_old, logp_engine, mask))
         if values is not None:
-            vf, vf_stats = value_loss(values, cut(batch.values_old), cut(batch.returns), mask,
-                                      self.algo.value_clip, self.algo.loss_agg, **norm)
-            loss = loss + self.algo.vf_coef * vf
+            vf, vf_stats = value_loss(values, cut(scores.values), cut(advantages.returns), mask,
+                                      algo.value_clip, algo.loss_agg, **norm)
+            loss = loss + algo.vf_coef * vf
             stats.update(vf_stats)
         loss.backward()
-        stats["loss"] = loss.item()
+        stats["train/loss"] = loss.item()
         return stats, float(mask.sum())
 
     # ------------------------------------------------------------------ state

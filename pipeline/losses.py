@@ -1,16 +1,19 @@
-"""Policy, value and regulariser losses, docs/algorithms.md §2-6, §9 and §12.
+"""Ratios, loss aggregation, KL estimators, log-probs, value loss and TIS, docs/algorithms.md §2-6, §9
+and §12.
 
 Tensors are [B, T] (B completions, T token positions) with a `mask` (bool or 0/1) that is
 True on the completion tokens that count. Masked positions may hold garbage (inf, NaN) in any
 input: every function selects with `torch.where` first, so neither results nor gradients see it.
 
-    loss_fn = get_policy_loss("dapo")
-    loss, stats = loss_fn(logp, logp_old, advantages, mask, "token-mean", eps_high=0.3)
+    ratio = token_ratio(logp, logp_old, mask)
+    loss = aggregate(per_token_loss, mask, "token-mean")
+
+The policy losses themselves are in pipeline/policy_losses.py, KL and entropy terms in
+pipeline/regularisers.py.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable
 
 import torch
@@ -45,43 +48,6 @@ def gspo_token_ratio(logp: Tensor, logp_old: Tensor, mask: Tensor) -> Tensor:
     """
     s = gspo_sequence_ratio(logp, logp_old, mask).detach()
     return s[:, None] * torch.exp(torch.where(mask.bool(), logp - logp.detach(), 0.0))
-
-
-def ppo_clip_loss(
-    ratio: Tensor, advantages: Tensor, eps_low: float, eps_high: float,
-    dual_clip_c: float | None = None,
-) -> Tensor:
-    """§3 PPO-clip / DAPO clip-higher / GSPO: `-min(r*A, clip(r, 1-eps_low, 1+eps_high)*A)`.
-
-    `eps_low == eps_high` is PPO's symmetric clip. With `dual_clip_c` (§3 dual-clip, Ye et al.
-    2020) the loss of A<0 units is capped at `-c*A`: the objective is `max(min(...), c*A)`, so
-    the loss is `min(l, -c*A)` (docs/algorithms.md §3 gives both forms).
-    """
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
-    loss = -torch.minimum(ratio * advantages, clipped * advantages)
-    if dual_clip_c is not None:
-        loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip_c * advantages), loss)
-    return loss
-
-
-def sapo_gate_weight(ratio: Tensor, tau: Tensor) -> Tensor:
-    """§3 SAPO gradient weight `w = 4*p*(1-p)` with `p = sigmoid(tau*(r-1))`.
-
-    Equal to `sech^2(tau*(r-1)/2)`, the derivative of SAPO's `f`; `w(1) = 1`.
-    """
-    p = torch.sigmoid(tau * (ratio - 1.0))
-    return 4.0 * p * (1.0 - p)
-
-
-def sapo_tau(advantages: Tensor, tau_pos: float, tau_neg: float) -> Tensor:
-    """§3 SAPO temperature: `tau = tau_pos if A > 0 else tau_neg`."""
-    return torch.where(advantages > 0, tau_pos, tau_neg)
-
-
-def sapo_loss(ratio: Tensor, advantages: Tensor, tau_pos: float, tau_neg: float) -> Tensor:
-    """§3 SAPO `l_it = -f(r_it)*A_i`, `f(x) = sigmoid(tau*(x-1)) * 4/tau`."""
-    tau = sapo_tau(advantages, tau_pos, tau_neg)
-    return -torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * advantages
 
 
 def aggregate(
@@ -234,7 +200,7 @@ def value_loss(
     """§12 PPO clipped value loss `0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)`.
 
     Per-token losses are aggregated like the policy loss (§4); stats: `vf_loss`, `vf_clip_frac`
-    (share of tokens where the clipped branch is the larger one).
+    (`train/vf_loss`, `train/vf_clip_frac`: share of tokens where the clipped branch is the larger one).
     """
     mask = mask.bool()
     values, values_old, returns = (torch.where(mask, x, 0.0)
@@ -243,20 +209,20 @@ def value_loss(
     unclipped_sq, clipped_sq = (values - returns) ** 2, (clipped - returns) ** 2
     loss = aggregate(0.5 * torch.maximum(unclipped_sq, clipped_sq), mask, agg, **normalisers)
     frac = masked_mean((clipped_sq > unclipped_sq).float(), mask)
-    return loss, {"vf_loss": loss.item(), "vf_clip_frac": frac.item()}
+    return loss, {"train/vf_loss": loss.item(), "train/vf_clip_frac": frac.item()}
 
 
 def mismatch_stats(logp_old: Tensor, logp_engine: Tensor, mask: Tensor) -> dict[str, float]:
     """§9 mismatch between learner and engine log-probs of the engine's samples.
 
-    `mismatch_abs`: mean |logp_old - logp_engine|; `mismatch_kl`: k3 estimate of
+    `mismatch/mean_abs`: mean |logp_old - logp_engine|; `mismatch/kl`: k3 estimate of
     KL(engine || learner).
     """
     mask = mask.bool()
     diff = torch.where(mask, logp_old - logp_engine, 0.0).detach()
     kl = kl_estimate(logp_engine.detach(), logp_old.detach(), "k3", mask)
-    return {"mismatch_abs": masked_mean(diff.abs(), mask).item(),
-            "mismatch_kl": masked_mean(kl, mask).item()}
+    return {"mismatch/mean_abs": masked_mean(diff.abs(), mask).item(),
+            "mismatch/kl": masked_mean(kl, mask).item()}
 
 
 def truncated_is_weights(
@@ -269,7 +235,8 @@ def truncated_is_weights(
     * `sequence_mask`: 0 on sequences whose geometric-mean ratio
       `exp(mean_t(logp_old_learner - logp_engine))` leaves [1/C, C], else 1.
 
-    Stats: `tis_weight_mean`, and `tis_truncated_frac` (tokens) or `tis_masked_frac` (sequences).
+    Stats: `train/tis_weight_mean`, and `train/tis_truncated_frac` (tokens) or
+    `train/tis_masked_frac` (sequences).
     """
     if mode not in TIS_MODES:
         raise ValueError(f"unknown TIS mode {mode!r}; valid: {', '.join(TIS_MODES)}")
@@ -281,113 +248,13 @@ def truncated_is_weights(
     elif mode == "token_truncate":
         ratio = token_ratio(logp_old, logp_engine, mask)
         weights = ratio.clamp(max=cap)
-        stats["tis_truncated_frac"] = masked_mean((ratio > cap).float(), mask).item()
+        stats["train/tis_truncated_frac"] = masked_mean((ratio > cap).float(), mask).item()
     else:
         seq = gspo_sequence_ratio(logp_old, logp_engine, mask)
         keep = (seq >= 1.0 / cap) & (seq <= cap)
         weights = keep[:, None].float().expand_as(logp_old)
         has_tokens = mask.any(-1)
-        stats["tis_masked_frac"] = masked_mean((~keep).float(), has_tokens).item()
+        stats["train/tis_masked_frac"] = masked_mean((~keep).float(), has_tokens).item()
     weights = torch.where(mask, weights, 0.0)
-    stats["tis_weight_mean"] = masked_mean(weights, mask).item()
+    stats["train/tis_weight_mean"] = masked_mean(weights, mask).item()
     return weights, stats
-
-
-_HYPER_DEFAULTS = dict(eps=0.2, eps_low=None, eps_high=None, tau_pos=1.0, tau_neg=1.05,
-                       dual_clip_c=None)
-POLICY_LOSSES: dict[str, dict[str, float]] = {
-    "ppo_clip": {},
-    "dapo": dict(eps_low=0.2, eps_high=0.28),
-    "gspo": dict(eps_low=3e-4, eps_high=4e-4),
-    "gspo_token": dict(eps_low=3e-4, eps_high=4e-4),
-    "sapo": {},
-}
-
-
-def policy_loss(
-    name: str, logp: Tensor, logp_old: Tensor, advantages: Tensor, mask: Tensor,
-    agg: str = "token-mean", *,
-    eps: float | None = None, eps_low: float | None = None, eps_high: float | None = None,
-    tau_pos: float | None = None, tau_neg: float | None = None, dual_clip_c: float | None = None,
-    num_tokens: int | None = None, num_seqs: int | None = None, max_len: int | None = None,
-    tis_weights: Tensor | None = None, logp_ref: Tensor | None = None, kl_coef: float = 0.0,
-    kl_estimator: str = "k3", entropy: Tensor | None = None, entropy_coef: float = 0.0,
-    logp_engine: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Policy loss `name` (§3) aggregated by `agg` (§4) plus `kl_coef*KL - entropy_coef*H`.
-
-    `advantages` is [B] (one per sequence) or [B, T]. Hyper-parameters left None take the
-    loss's defaults (§3 table); the clip range is `[1 - eps_low, 1 + eps_high]` with `eps`
-    standing in for an unset side. Every loss accepts every hyper-parameter, so a learner can
-    pass its config's values; `sapo` ignores the clip ones, the clipped losses the taus. `tis_weights` (§9) multiply the per-token policy losses.
-    Stats (python floats): `pg_loss`, `ratio_mean`, then `clip_frac_low`/`clip_frac_high`
-    (share of tokens whose gradient the clip removes on each side) and, with `dual_clip_c`,
-    `dual_clip_frac` for the clipped losses, or `gate_mean` (mean SAPO weight w) for `sapo`;
-    `kl` with `logp_ref`, `entropy` with `entropy`, `mismatch_abs`/`mismatch_kl` with
-    `logp_engine`.
-    """
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(POLICY_LOSSES)}")
-    given = dict(eps=eps, eps_low=eps_low, eps_high=eps_high, tau_pos=tau_pos, tau_neg=tau_neg,
-                 dual_clip_c=dual_clip_c)
-    hp = {k: v if v is not None else POLICY_LOSSES[name].get(k, _HYPER_DEFAULTS[k])
-          for k, v in given.items()}
-    low = hp["eps_low"] if hp["eps_low"] is not None else hp["eps"]
-    high = hp["eps_high"] if hp["eps_high"] is not None else hp["eps"]
-
-    mask, logp_old, adv = mask.bool(), logp_old.detach(), advantages.detach()
-    adv = torch.where(mask, adv[:, None] if adv.dim() == 1 else adv, 0.0)
-
-    stats: dict[str, float] = {}
-    if name == "gspo":
-        ratio = gspo_sequence_ratio(logp, logp_old, mask)[:, None].expand_as(logp)
-    elif name == "gspo_token":
-        ratio = gspo_token_ratio(logp, logp_old, mask)
-    else:
-        ratio = token_ratio(logp, logp_old, mask)
-    if name == "sapo":
-        per_token = sapo_loss(ratio, adv, hp["tau_pos"], hp["tau_neg"])
-        tau = sapo_tau(adv, hp["tau_pos"], hp["tau_neg"])
-        stats["gate_mean"] = masked_mean(sapo_gate_weight(ratio.detach(), tau), mask).item()
-    else:
-        per_token = ppo_clip_loss(ratio, adv, low, high, hp["dual_clip_c"])
-        r = ratio.detach()
-        stats["clip_frac_low"] = masked_mean(((adv < 0) & (r < 1 - low)).float(), mask).item()
-        stats["clip_frac_high"] = masked_mean(((adv > 0) & (r > 1 + high)).float(), mask).item()
-        if hp["dual_clip_c"] is not None:
-            dual = (adv < 0) & (r > hp["dual_clip_c"])
-            stats["dual_clip_frac"] = masked_mean(dual.float(), mask).item()
-    if tis_weights is not None:
-        per_token = per_token * torch.where(mask, tis_weights.detach(), 0.0)
-
-    normalisers = dict(num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
-    loss = aggregate(per_token, mask, agg, **normalisers)
-    stats["pg_loss"] = loss.item()
-    stats["ratio_mean"] = masked_mean(ratio.detach(), mask).item()
-    if (kl_coef and logp_ref is None) or (entropy_coef and entropy is None):
-        raise ValueError("a non-zero kl_coef needs logp_ref, a non-zero entropy_coef entropy")
-    if logp_ref is not None:
-        kl = kl_estimate(logp, logp_ref.detach(), kl_estimator, mask)
-        stats["kl"] = masked_mean(kl.detach(), mask).item()
-        if kl_coef:
-            loss = loss + kl_coef * aggregate(kl, mask, agg, **normalisers)
-    if entropy is not None:
-        entropy = torch.where(mask, entropy, 0.0)
-        stats["entropy"] = masked_mean(entropy.detach(), mask).item()
-        if entropy_coef:
-            loss = loss - entropy_coef * aggregate(entropy, mask, agg, **normalisers)
-    if logp_engine is not None:
-        stats.update(mismatch_stats(logp_old, logp_engine, mask))
-    return loss, stats
-
-
-def get_policy_loss(name: str) -> Callable[..., tuple[Tensor, dict[str, float]]]:
-    """`fn(logp, logp_old, advantages, mask, agg="token-mean", **hyper) -> (loss, stats)`.
-
-    `name` is one of `ppo_clip`, `dapo`, `gspo`, `gspo_token`, `sapo`; see `policy_loss` for
-    the keyword arguments (an unknown one raises TypeError naming it).
-    """
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(POLICY_LOSSES)}")
-
-    return partial(policy_loss, name)

@@ -30,7 +30,7 @@ from pipeline.metrics import clustered_standard_error
 from pipeline.models import load_policy
 from pipeline.prompts import encode_prompts, filter_long_prompts, prompt_ids
 from pipeline.sequences import fit_response, response_ids
-from pipeline.train_loop import StageSetup, reward_params, split_holdout
+from pipeline.train_loop import StageSetup, split_holdout
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def sample_pairs(config: Config, section: RewardModelConfig, setup: StageSetup) 
                               SamplingSettings.from_config(config.rollout, n=n))
     engine.close()
     texts = [[c.text for c in group] for group in outputs]
-    extract = reward_params(config, "accuracy").get("extract", "boxed")
+    extract = config.reward.answer_extraction
     accuracy = rewards.get("accuracy", extract=extract, timeout=config.reward.timeout)
     try:
         scores = accuracy([t for group in texts for t in group], answer=[p.answer for p in problems for _ in range(n)])

@@ -32,7 +32,7 @@ from pipeline.losses import token_logprobs
 from pipeline.models import load_policy
 from pipeline.prompts import prompt_ids
 from pipeline.sequences import fit_response, response_ids
-from pipeline.train_loop import (UnitLoss, evaluate, finish_stage, reward_params, split_holdout, start_stage,
+from pipeline.train_loop import (UnitLoss, evaluate, finish_stage, split_holdout, start_stage,
                                  train_and_measure)
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,9 @@ def generation_check(engine: Any, tokenizer: Any, problems: Sequence[Problem], c
                                 max_tokens=config.rollout.max_tokens, stop=list(config.rollout.stop))
     texts = [group[0].text for group in engine.generate(prompts, settings)]
     answers = [p.answer for p in problems]
-    extract = reward_params(config, "accuracy").get("extract", "boxed")
+    extract = config.reward.answer_extraction
     result = {}
-    for key, fn in (("format_rate", rewards.get("format", **reward_params(config, "format"))),
+    for key, fn in (("format_rate", rewards.get("format", **config.reward.params_of("format"))),
                     ("accuracy_rate", rewards.get("accuracy", extract=extract, timeout=config.reward.timeout))):
         try:
             scores = fn(texts, answer=answers)

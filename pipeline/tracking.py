@@ -13,7 +13,9 @@ import json
 import logging
 import math
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,17 @@ PLOT_KEYS = [
     "entropy/mean", "kl/mean", "clip_frac/low", "clip_frac/high", "mismatch/mean_abs",
     "sampling/gen_batches", "perf/tokens_per_s",
 ]
+
+
+@contextmanager
+def timed(record: dict[str, Any], phase: str) -> Iterator[None]:
+    """Add the seconds the block takes to `record["time/<phase>"]` (phases entered twice add up)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        key = f"time/{phase}"
+        record[key] = record.get(key, 0.0) + time.perf_counter() - start
 
 
 class MetricsWriter:

@@ -88,11 +88,6 @@ def stage_finished(out: str | Path) -> bool:
     return (Path(out) / METRICS_FILE).is_file()
 
 
-def reward_params(config: Config, name: str) -> dict[str, Any]:
-    """The params `reward.terms` gives the reward `name` (so checks score as the RL stage will)."""
-    return next((dict(t.params) for t in config.reward.terms if t.name == name), {})
-
-
 def split_holdout(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, held-out): a seeded random `fraction` (at least one item, never all) held out."""
     if len(items) < 2:

@@ -1,4 +1,11 @@
-"""The RL loop (docs/design.md, "One RL step"): generate, reward, filter, advantages, update, sync.
+"""The RL loop (docs/design.md, "One RL step"). Each step reads one way:
+
+    groups = sample_groups(...)                      # generate + reward, dynamic sampling (§8)
+    batch = build_batch(...)                         # immutable RolloutBatch
+    scores = learner.score(batch)                    # logp_old, logp_ref, V_old
+    advantages = compute_advantages(algo, inputs)    # a pure function (§1)
+    stats = learner.update(batch, scores, advantages)
+    engine.update_weights(learner.model)             # the next step samples the new policy
 
 Record `s` of metrics.jsonl describes the policy after `s` updates (s = 0 .. rl.steps): its
 rollout batch (reward, length, ...) and, when due, its held-out evaluation; records
@@ -9,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,20 +26,18 @@ import torch
 from tqdm import tqdm
 
 import rewards
-from pipeline.advantages import (gae_advantages, group_advantages, has_signal, kl_penalized_token_rewards,
-                                 reinforce_advantages, whiten)
+from pipeline.advantages import AdvantageInputs, compute_advantages, has_signal
+from pipeline.batch import RolloutBatch, build_batch
 from pipeline.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from pipeline.config import Config, save_config
 from pipeline.data import load_problems_for
 from pipeline.evaluation import evaluate_problems
-from pipeline.forward import collate
-from pipeline.learner import Learner, RolloutBatch
-from pipeline.losses import kl_estimate
+from pipeline.learner import Learner
 from pipeline.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.reward_checks import finite_samples
 from pipeline.rollout import SamplingSettings, make_engine
-from pipeline.tracking import MetricsWriter, console_line, plot_metrics
+from pipeline.tracking import MetricsWriter, console_line, plot_metrics, timed
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,26 @@ class Group:
     def has_signal(self) -> bool:
         """§8: the valid rewards vary (`pipeline.advantages.has_signal`, the advantages' own test)."""
         return bool(has_signal(torch.tensor(self.rewards, dtype=torch.float64), torch.tensor(self.valid)))
+
+
+def sample_groups(draw: Callable[[], list[Group]], want: int, dynamic: bool,
+                  max_batches: int) -> tuple[list[Group], list[Group], int]:
+    """Groups for one update: `draw()` once, or with DAPO's dynamic sampling (§8) until `want`
+    groups with reward variance are found or `max_batches` draws were made.
+
+    Returns (the groups to train on, at most `want`; every group drawn; the number of draws).
+    """
+    kept: list[Group] = []
+    seen: list[Group] = []
+    for batches in range(1, max_batches + 1):
+        groups = draw()
+        seen += groups
+        if not dynamic:
+            return groups[:want], seen, batches
+        kept += [g for g in groups if g.has_signal]
+        if len(kept) >= want:
+            break
+    return kept[:want], seen, batches
 
 
 class Trainer:
@@ -102,34 +127,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def generate_groups(self) -> tuple[list[Group], dict[str, Any]]:
-        """Rollouts and rewards; with DAPO dynamic sampling, keep only groups with signal (§8)."""
-        want = self.config.rl.prompts_per_step
-        kept: list[Group] = []
-        seen: list[Group] = []
-        times = {"time/generate": 0.0, "time/reward": 0.0}
-        batches = 0
-        while True:
-            problems = self.stream.next_batch()
-            prompt_ids = encode_prompts(self.tokenizer, problems, self.config.data.system_prompt,
-                                        self.config.data.max_prompt_tokens)
-            start = time.perf_counter()
+    def rollout(self) -> tuple[list[Group], dict[str, Any]]:
+        """This step's groups (§8) and the statistics of every group drawn for it."""
+        record: dict[str, Any] = {"time/generate": 0.0, "time/reward": 0.0}
+        algo = self.config.algorithm
+        groups, seen, batches = sample_groups(lambda: self._draw(record), self.config.rl.prompts_per_step,
+                                              algo.dynamic_sampling, algo.max_num_gen_batches)
+        record.update({"sampling/gen_batches": batches, "sampling/kept_groups": len(groups),
+                       "sampling/signal_frac": sum(g.has_signal for g in seen) / len(seen)})
+        return groups, {**record, **self._rollout_stats(seen)}
+
+    def _draw(self, record: dict[str, Any]) -> list[Group]:
+        """Generate G completions for the next prompts and score them."""
+        problems = self.stream.next_batch()
+        prompt_ids = encode_prompts(self.tokenizer, problems, self.config.data.system_prompt,
+                                    self.config.data.max_prompt_tokens)
+        with timed(record, "generate"):
             outputs = self.engine.generate(prompt_ids, self.sampling)
-            times["time/generate"] += time.perf_counter() - start
-            start = time.perf_counter()
-            groups = self._score(problems, prompt_ids, outputs)
-            times["time/reward"] += time.perf_counter() - start
-            batches += 1
-            seen += groups
-            if not self.config.algorithm.dynamic_sampling:
-                kept = groups
-                break
-            kept += [g for g in groups if g.has_signal]
-            if len(kept) >= want or batches >= self.config.algorithm.max_num_gen_batches:
-                break
-        stats = {"sampling/gen_batches": batches, "sampling/kept_groups": min(len(kept), want),
-                 "sampling/signal_frac": sum(g.has_signal for g in seen) / len(seen), **times}
-        return kept[:want], {**stats, **self._rollout_stats(seen)}
+        with timed(record, "reward"):
+            return self._score(problems, prompt_ids, outputs)
 
     def _score(self, problems, prompt_ids, outputs) -> list[Group]:
         """Reward each completion, called TRL's way (docs/rewards.md, "The calling convention"):
@@ -180,60 +196,35 @@ class Trainer:
 
     def build_batch(self, groups: list[Group]) -> RolloutBatch:
         completions = [c for g in groups for c in g.completions]
-        prompts = [g.prompt_ids for g in groups for _ in g.completions]
-        seqs = collate(prompts, [c.token_ids for c in completions], self.tokenizer.pad_token_id)
-        T = seqs.completion_mask.shape[1]
-        logp_engine = torch.zeros(len(completions), T)
-        for i, c in enumerate(completions):
-            logp_engine[i, : len(c.logprobs)] = torch.tensor(c.logprobs, dtype=torch.float32)
-        mask = seqs.completion_mask.clone()
-        if self.config.algorithm.overlong_filter:
-            mask[torch.tensor([c.truncated for c in completions])] = False
-        mask[~torch.tensor([ok for g in groups for ok in g.valid])] = False  # masked non-finite rewards
-        return RolloutBatch(seqs=seqs, loss_mask=mask, logp_engine=logp_engine,
-                            group_size=self.config.rl.group_size)
-
-    def compute_advantages(self, batch: RolloutBatch, groups: list[Group]) -> None:
-        """§1: group-relative outcome advantages, REINFORCE, or GAE with KL in the reward."""
-        algo = self.config.algorithm
-        R = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float64)
-        valid = torch.tensor([ok for g in groups for ok in g.valid])
-        if algo.advantage in ("grpo", "dr_grpo", "rloo"):
-            batch.advantages = group_advantages(R, self.config.rl.group_size, algo.advantage, valid)
-        elif algo.advantage == "reinforce":
-            batch.advantages = reinforce_advantages(R, algo.reinforce_baseline, valid)
-        else:
-            R = torch.where(valid, R, 0.0)  # masked rows have no loss tokens (build_batch)
-            mask = batch.seqs.completion_mask
-            kl = torch.zeros_like(batch.logp_engine)
-            if algo.kl_in_reward and batch.logp_ref is not None:
-                logp = batch.logp_old if batch.logp_old is not None else batch.logp_engine
-                kl = kl_estimate(logp, batch.logp_ref, algo.kl_estimator, mask)
-            token_rewards = kl_penalized_token_rewards(R, kl, mask, algo.kl_coef if algo.kl_in_reward else 0.0)
-            adv, batch.returns = gae_advantages(token_rewards, batch.values_old, mask, algo.gamma, algo.lam)
-            batch.advantages = whiten(adv, batch.loss_mask)
+        return build_batch([g.prompt_ids for g in groups for _ in g.completions],
+                           [c.token_ids for c in completions], [c.logprobs for c in completions],
+                           [r for g in groups for r in g.rewards], [ok for g in groups for ok in g.valid],
+                           [c.truncated for c in completions], self.config.rl.group_size,
+                           self.tokenizer.pad_token_id, self.config.algorithm.overlong_filter)
 
     def train_step(self) -> dict[str, Any]:
-        start = time.perf_counter()
-        groups, record = self.generate_groups()
-        if not groups:
-            log.warning("step %d: no group had reward variance; skipping the update", self.step)
-            return record
-        batch = self.build_batch(groups)
-        learn_start = time.perf_counter()
-        self.learner.prepare(batch)
-        self.compute_advantages(batch, groups)
-        self.metrics.log_completions(self.step, groups, batch.advantages, self.tokenizer,
-                                     self.config.rl.log_completions)
-        stats = self.learner.update(batch, self.shuffle)
-        record["time/learn"] = time.perf_counter() - learn_start
-        sync_start = time.perf_counter()
-        record["weights/version"] = self.engine.update_weights(self.learner.model)
-        record["time/sync"] = time.perf_counter() - sync_start
-        record.update({_metric_name(k): v for k, v in stats.items()})
-        tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
-        record["perf/tokens_per_s"] = tokens / max(record["time/generate"], 1e-9)
-        record["time/step"] = time.perf_counter() - start
+        """One step, rollout to weight sync; returns its record (final metric names)."""
+        record: dict[str, Any] = {}
+        with timed(record, "step"):
+            groups, rollout_record = self.rollout()
+            record.update(rollout_record)
+            if not groups:
+                log.warning("step %d: no group had reward variance; skipping the update", self.step)
+                return record
+            batch = self.build_batch(groups)
+            with timed(record, "learn"):
+                scores = self.learner.score(batch)
+                logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
+                advantages = compute_advantages(self.config.algorithm, AdvantageInputs(
+                    batch.rewards, batch.group_size, batch.loss_mask, batch.valid, logp, scores.logp_ref,
+                    scores.values))
+                self.metrics.log_completions(self.step, groups, advantages.advantages, self.tokenizer,
+                                             self.config.rl.log_completions)
+                record.update(self.learner.update(batch, scores, advantages, self.shuffle))
+            with timed(record, "sync"):
+                record["weights/version"] = self.engine.update_weights(self.learner.model)
+            tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
+            record["perf/tokens_per_s"] = tokens / max(record["time/generate"], 1e-9)
         return record
 
     def evaluate(self) -> dict[str, float]:
@@ -242,19 +233,12 @@ class Trainer:
             self.engine, self.tokenizer, self.test, system_prompt=self.config.data.system_prompt,
             n=rl.eval_samples, temperature=rl.eval_temperature, top_p=self.config.eval.top_p,
             max_tokens=self.config.rollout.max_tokens, max_prompt_tokens=self.config.data.max_prompt_tokens,
-            stop=self.config.rollout.stop, extract=self._answer_extraction(),
+            stop=self.config.rollout.stop, extract=self.config.reward.answer_extraction,
             timeout=self.config.reward.timeout, workers=self.config.reward.workers,
         )
         keys = ("accuracy", "mean_length", "truncation_rate")
         return {**{f"eval/{k}": report.summary[k] for k in keys if k in report.summary},
                 "eval/accuracy_stderr": report.summary["stderr"]["accuracy"]}
-
-    def _answer_extraction(self) -> str:
-        """Evaluate with the accuracy reward's extraction mode, so eval and reward agree."""
-        for term in self.config.reward.terms:
-            if term.name == "accuracy":
-                return term.params.get("extract", "boxed")
-        return "boxed"
 
     def _eval_due(self, step: int) -> bool:
         every = self.config.rl.eval_every
@@ -272,13 +256,9 @@ class Trainer:
             run_info = {}
             self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
             if self._eval_due(self.step):  # before this step's update: the policy after `step` updates
-                start = time.perf_counter()
-                record.update(self.evaluate())
-                record["time/eval"] = time.perf_counter() - start
-            if self.step < rl.steps:
-                record.update(self.train_step())
-            else:
-                record.update(self.generate_groups()[1])
+                with timed(record, "eval"):
+                    record.update(self.evaluate())
+            record.update(self.train_step() if self.step < rl.steps else self.rollout()[1])
             self.metrics.write(record)
             bar.write(console_line(record))
             last.update(record)
@@ -314,11 +294,3 @@ class Trainer:
         self.engine.close()
         self.scorer.close()
 
-
-_RENAMES = {"kl": "kl/mean", "entropy": "entropy/mean", "clip_frac_low": "clip_frac/low",
-            "clip_frac_high": "clip_frac/high", "mismatch_abs": "mismatch/mean_abs",
-            "mismatch_kl": "mismatch/kl", "gate_mean": "sapo/gate_mean"}
-
-
-def _metric_name(key: str) -> str:
-    return _RENAMES.get(key, f"train/{key}")

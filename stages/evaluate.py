@@ -21,7 +21,6 @@ from pipeline.evaluation import (PAIRED, EvalReport, compare_markdown, evaluate_
                                  paired_differences, plot_compare)
 from pipeline.models import load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
-from pipeline.train_loop import reward_params
 from stages.common import run_stage, stage_dir, stage_parser
 from stages.preflight import check_checkpoint
 
@@ -78,7 +77,7 @@ def run_eval(config: Config, adapters: dict[str, str | None], reference: str | N
                 engine, tokenizer, problems, system_prompt=config.data.system_prompt, n=cfg.n,
                 temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                 max_prompt_tokens=config.data.max_prompt_tokens, k_list=cfg.k, stop=config.rollout.stop,
-                extract=reward_params(config, "accuracy").get("extract", "boxed"),
+                extract=config.reward.answer_extraction,
                 timeout=config.reward.timeout, workers=config.reward.workers,
             )
             report.summary = {"checkpoint": adapters[label] or BASE, "dataset": cfg.dataset, **report.summary}

@@ -20,9 +20,9 @@ def default_model_dir() -> Path:
     return prepare_model(cache_dir=REPO / "models")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 64) with SmolLM2's real tokenizer."""
+def _tiny_llama(default_model_dir: Path, out: Path, dtype: str) -> Path:
+    """Save a 2-layer Llama (hidden 64), initialised from `torch.manual_seed(0)`, in `dtype`, with
+    SmolLM2's real tokenizer, to `out`."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -41,11 +41,22 @@ def tiny_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFac
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-    out = tmp_path_factory.mktemp("tiny-llama")
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) with SmolLM2's real tokenizer, saved in bfloat16."""
+    return _tiny_llama(default_model_dir, tmp_path_factory.mktemp("tiny-llama"), "bfloat16")
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny Llama saved in float32: its weights are exactly the seeded initialisation."""
+    return _tiny_llama(default_model_dir, tmp_path_factory.mktemp("tiny-llama-fp32"), "float32")
 
 
 # --- rollout engines (pipeline/rollout): one vLLM engine per sync mode, shared by the session.

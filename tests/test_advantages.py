@@ -6,13 +6,19 @@ import pytest
 import torch
 
 from pipeline.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageInputs,
+    compute_advantages,
     gae_advantages,
     group_advantages,
     has_signal,
     kl_penalized_token_rewards,
+    register_advantage,
     reinforce_advantages,
     whiten,
 )
+from pipeline.config import AlgorithmConfig
+from pipeline.losses import kl_estimate
 
 NAN = float("nan")
 # Two groups of 4: [1, 0, 0, 0] and [2, 2, 2, 2] (degenerate: all equal).
@@ -198,3 +204,65 @@ def test_reinforce_baseline_equal_rewards_and_masks():
     torch.testing.assert_close(reinforce_advantages(rewards, False, valid), torch.tensor([1.0, 0.0, 0.0]))
     with pytest.raises(ValueError, match="non-finite"):
         reinforce_advantages(rewards, True)
+# ---------------------------------------------------------------- the registry (compute_advantages)
+
+
+def _inputs():
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]] * 4, dtype=torch.bool)
+    return AdvantageInputs(rewards=REWARDS.clone(), group_size=4, mask=mask,
+                           logp=-torch.rand(8, 3, generator=gen), logp_ref=-torch.rand(8, 3, generator=gen),
+                           values=torch.randn(8, 3, generator=gen))
+
+
+def _expected(algo: AlgorithmConfig, inputs: AdvantageInputs):
+    if algo.advantage in ("grpo", "dr_grpo", "rloo"):
+        return group_advantages(inputs.rewards, 4, algo.advantage), None
+    if algo.advantage == "reinforce":
+        return reinforce_advantages(inputs.rewards, algo.reinforce_baseline), None
+    beta = algo.kl_coef if algo.kl_in_reward else 0.0
+    kl = kl_estimate(inputs.logp, inputs.logp_ref, algo.kl_estimator, inputs.mask)
+    token_rewards = kl_penalized_token_rewards(inputs.rewards, kl, inputs.mask, beta)
+    adv, returns = gae_advantages(token_rewards, inputs.values, inputs.mask, algo.gamma, algo.lam)
+    return whiten(adv, inputs.mask), returns
+
+
+@pytest.mark.parametrize("overrides", [
+    {"preset": "grpo"}, {"preset": "dr_grpo"}, {"preset": "rloo"}, {"preset": "reinforce"},
+    {"preset": "reinforce", "reinforce_baseline": False}, {"preset": "ppo"},
+    {"preset": "ppo", "kl_in_reward": False}, {"preset": "ppo", "kl_estimator": "k3", "gamma": 0.9},
+], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_compute_advantages_is_pure_and_matches_the_formulas(overrides):
+    algo = AlgorithmConfig(**overrides)
+    inputs = _inputs()
+    before = {k: v.clone() for k, v in vars(inputs).items() if isinstance(v, torch.Tensor)}
+    result = compute_advantages(algo, inputs)
+    for name, tensor in before.items():  # the inputs are read, never written
+        assert torch.equal(getattr(inputs, name), tensor), name
+    expected, returns = _expected(algo, inputs)
+    torch.testing.assert_close(result.advantages, expected)
+    if returns is None:
+        assert result.returns is None
+    else:
+        torch.testing.assert_close(result.returns, returns)
+    again = compute_advantages(algo, inputs)
+    assert torch.equal(again.advantages, result.advantages)
+
+
+def test_kl_in_the_reward_changes_gae_advantages():
+    inputs = _inputs()
+    with_kl = compute_advantages(AlgorithmConfig(preset="ppo"), inputs)
+    without = compute_advantages(AlgorithmConfig(preset="ppo", kl_in_reward=False), inputs)
+    assert not torch.allclose(with_kl.returns, without.returns)
+
+
+def test_unknown_estimator_lists_the_valid_ones():
+    algo = AlgorithmConfig().model_copy(update={"advantage": "vtrace"})
+    with pytest.raises(ValueError, match="unknown advantage estimator 'vtrace'.*dr_grpo, gae, grpo"):
+        compute_advantages(algo, _inputs())
+
+
+def test_an_estimator_name_registers_once():
+    with pytest.raises(ValueError, match="'grpo' is already registered"):
+        register_advantage("grpo")(lambda inputs, algo: None)
+    assert set(ADVANTAGE_ESTIMATORS) == {"grpo", "dr_grpo", "rloo", "reinforce", "gae"}

@@ -2,9 +2,14 @@
 
 from pathlib import Path
 
+import typing
+
 import pytest
 
-from pipeline.config import Config, ConfigError, load_config, parse_overrides, save_config
+from pipeline.config import (AdvantageName, AlgorithmConfig, Config, ConfigError, load_config, parse_overrides,
+                             save_config)
+from pipeline.policy_losses import POLICY_LOSSES, DAPOSettings, PolicyLossSettings, PPOClipSettings, SAPOSettings
+from pipeline.presets import PRESETS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -29,12 +34,139 @@ def test_yaml_then_overrides(tmp_path):
 
 
 def test_preset_fills_unset_keys_and_user_keys_win():
-    config = load_config(None, ["algorithm.preset=dapo", "algorithm.eps_high=0.3"])
-    assert config.algorithm.policy_loss == "dapo"
+    config = load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.eps_high=0.3"])
+    assert config.algorithm.policy_loss == DAPOSettings(eps_low=0.2, eps_high=0.3)
     assert config.algorithm.loss_agg == "token-mean"
     assert config.algorithm.dynamic_sampling is True
-    assert config.algorithm.eps_low == 0.2
-    assert config.algorithm.eps_high == 0.3
+
+
+# ---------------------------------------------------------------- typed policy-loss settings
+
+
+def test_a_setting_the_presets_loss_does_not_use_names_the_loss():
+    # the bug: DAPO silently trained with 0.2/0.28 and ignored eps
+    with pytest.raises(ConfigError, match=r"algorithm\.policy_loss: the 'dapo' loss has no setting 'eps'.*eps_low"):
+        load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.eps=0.05"])
+    with pytest.raises(ConfigError, match="'sapo' loss has no setting 'eps_high'"):
+        load_config(None, ["algorithm.preset=sapo", "algorithm.policy_loss.eps_high=0.3"])
+    with pytest.raises(ConfigError, match="'ppo_clip' loss has no setting 'eps_low'"):
+        load_config(None, ["algorithm.policy_loss.eps_low=0.1"])  # grpo: PPO's symmetric clip
+
+
+def test_a_setting_of_another_loss_type_names_that_loss(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("algorithm:\n  preset: grpo\n  policy_loss: {type: gspo, tau_pos: 2.0}\n")
+    with pytest.raises(ConfigError, match="'gspo' loss has no setting 'tau_pos'"):
+        load_config(path)
+
+
+def test_the_flat_clip_keys_are_gone():
+    for key in ("eps", "eps_low", "eps_high", "dual_clip_c", "tau_pos", "tau_neg"):
+        with pytest.raises(ConfigError, match=f"unknown key 'algorithm.{key}'"):
+            load_config(None, [f"algorithm.{key}=0.3"])
+
+
+def test_unknown_policy_loss_lists_valid_ones():
+    for override in ("algorithm.policy_loss=ppo", "algorithm.policy_loss.type=ppo"):
+        with pytest.raises(ConfigError, match="unknown policy loss 'ppo'.*ppo_clip, dapo"):
+            load_config(None, [override])
+
+
+def test_out_of_range_setting_names_the_key():
+    with pytest.raises(ConfigError, match=r"algorithm\.policy_loss.*eps_high"):
+        load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.eps_high=-1"])
+
+
+def test_one_side_of_dapos_clip_keeps_the_other():
+    config = load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.eps_low=0.1"])
+    assert config.algorithm.policy_loss == DAPOSettings(eps_low=0.1, eps_high=0.28)
+
+
+def test_a_bare_loss_name_takes_the_losss_defaults(tmp_path):
+    config = load_config(None, ["algorithm.policy_loss=dapo"])
+    assert config.algorithm.policy_loss == DAPOSettings()
+    assert config.algorithm.preset == "grpo" and config.algorithm.kl_coef == 0.04  # the rest: grpo's
+    path = tmp_path / "c.yaml"
+    path.write_text("algorithm:\n  policy_loss: dapo\n")  # a name in YAML, a setting on the command line
+    config = load_config(path, ["algorithm.policy_loss.eps_high=0.3"])
+    assert config.algorithm.policy_loss == DAPOSettings(eps_high=0.3)
+
+
+def test_switching_the_loss_type_drops_the_presets_settings(monkeypatch):
+    # gspo and dapo share key names: dapo gets its own defaults, not gspo's 3e-4 / 4e-4
+    config = load_config(None, ["algorithm.preset=gspo", "algorithm.policy_loss.type=dapo"])
+    assert config.algorithm.policy_loss == DAPOSettings()
+    # a preset with its own settings: they apply while its loss type is kept
+    monkeypatch.setitem(PRESETS, "dapo", {**PRESETS["dapo"], "policy_loss": {"type": "dapo", "eps_high": 0.3}})
+    kept = load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.eps_low=0.1"])
+    assert kept.algorithm.policy_loss == DAPOSettings(eps_low=0.1, eps_high=0.3)
+    switched = load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.type=ppo_clip",
+                                  "algorithm.policy_loss.eps=0.1"])
+    assert switched.algorithm.policy_loss == PPOClipSettings(eps=0.1)
+    assert load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss=sapo"]).algorithm.policy_loss \
+        == SAPOSettings()
+
+
+@pytest.mark.parametrize("loss", list(POLICY_LOSSES))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_filled_keys_never_error(monkeypatch, preset, loss):
+    # every preset, with settings for its loss, combined with every loss type the user may pick
+    own = PRESETS[preset]["policy_loss"]["type"]
+    filled = {k: v.default * 1.5 if isinstance(v.default, float) else v.default
+              for k, v in POLICY_LOSSES[own].settings.model_fields.items() if k != "type"}
+    monkeypatch.setitem(PRESETS, preset, {**PRESETS[preset], "policy_loss": {"type": own, **filled}})
+    assert load_config(None, [f"algorithm.preset={preset}"]).algorithm.policy_loss.model_dump() \
+        == {"type": own, **filled}
+    config = load_config(None, [f"algorithm.preset={preset}", f"algorithm.policy_loss.type={loss}"])
+    expected = {"type": own, **filled} if loss == own else POLICY_LOSSES[loss].settings().model_dump()
+    assert config.algorithm.policy_loss.model_dump() == expected
+
+
+def test_policy_loss_settings_union_equals_the_registry():
+    members = typing.get_args(typing.get_args(PolicyLossSettings)[0])
+    assert {m.model_fields["type"].default: m for m in members} == \
+        {name: entry.settings for name, entry in POLICY_LOSSES.items()}
+
+
+def test_advantage_names_equal_the_registry():
+    from pipeline.advantages import ADVANTAGE_ESTIMATORS
+
+    assert set(typing.get_args(AdvantageName)) == set(ADVANTAGE_ESTIMATORS)
+
+
+# ---------------------------------------------------------------- decisions derived once
+
+
+@pytest.mark.parametrize("overrides, uses_critic, group, reference, kl_loss_coef, advantage_only", [
+    (["algorithm.preset=grpo"], False, True, True, 0.04, False),
+    (["algorithm.preset=dapo"], False, True, False, 0.0, True),
+    (["algorithm.preset=dapo", "algorithm.entropy_coef=0.01"], False, True, False, 0.0, False),
+    (["algorithm.preset=rloo"], False, True, False, 0.0, True),
+    (["algorithm.preset=reinforce"], False, False, False, 0.0, True),
+    (["algorithm.preset=ppo"], True, False, True, 0.0, False),  # KL in the reward, not the loss
+    (["algorithm.preset=ppo", "algorithm.kl_in_reward=false"], True, False, True, 0.05, False),
+    (["algorithm.preset=ppo", "algorithm.kl_coef=0"], True, False, False, 0.0, False),
+])
+def test_derived_decisions(overrides, uses_critic, group, reference, kl_loss_coef, advantage_only):
+    algo = load_config(None, overrides).algorithm
+    assert (algo.uses_critic, algo.group_advantage, algo.needs_reference, algo.kl_loss_coef,
+            algo.advantage_only_loss) == (uses_critic, group, reference, kl_loss_coef, advantage_only)
+
+
+def test_kl_in_reward_needs_gae():
+    with pytest.raises(ConfigError, match="kl_in_reward.*'gae'"):
+        load_config(None, ["algorithm.kl_in_reward=true", "algorithm.kl_coef=0.1"])
+    with pytest.raises(ConfigError, match="kl_in_reward.*'gae'"):
+        load_config(None, ["algorithm.preset=ppo", "algorithm.advantage=grpo"])
+    assert load_config(None, ["algorithm.kl_in_reward=true", "algorithm.kl_coef=0"]).algorithm.kl_loss_coef == 0
+
+
+def test_answer_extraction_follows_the_accuracy_term():
+    assert load_config().reward.answer_extraction == "boxed"
+    config = load_config(None, ["reward.terms=[{name: format}, {name: accuracy, params: {extract: last_number}}]"])
+    assert config.reward.answer_extraction == "last_number"
+    assert config.reward.params_of("accuracy") == {"extract": "last_number"}
+    assert config.reward.params_of("format") == {} and config.reward.params_of("code") == {}
 
 
 def test_unknown_key_names_the_closest_valid_key():
@@ -83,8 +215,11 @@ def test_bad_override_syntax():
         load_config(None, ["rl.lr"])
 
 
-def test_save_round_trip(tmp_path):
-    config = load_config(None, ["algorithm.preset=gspo", "rl.steps=7"])
+@pytest.mark.parametrize("overrides", [["algorithm.preset=gspo", "rl.steps=7"],
+                                       ["algorithm.preset=dapo", "algorithm.policy_loss.eps_high=0.3"],
+                                       ["algorithm.preset=dapo", "algorithm.policy_loss=sapo"]])
+def test_save_round_trip(tmp_path, overrides):
+    config = load_config(None, overrides)
     save_config(config, tmp_path / "saved.yaml")
     again = load_config(tmp_path / "saved.yaml")
     assert again == config

@@ -1,11 +1,15 @@
 """The learner on the tiny model: updates move log-probs the way the advantages say."""
 
+import dataclasses
+
 import pytest
 import torch
 
+import pipeline.learner
+from pipeline.batch import Advantages, RolloutBatch
 from pipeline.config import load_config
 from pipeline.forward import collate
-from pipeline.learner import Learner, RolloutBatch
+from pipeline.learner import Learner
 
 
 def _config(*overrides):
@@ -15,13 +19,17 @@ def _config(*overrides):
 
 
 def _batch(learner, prompts, completions):
+    """The rollout batch of an engine in perfect sync with the learner, and the learner's scores."""
     seqs = collate(prompts, completions, pad_id=2)
-    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(),
-                         logp_engine=torch.zeros(seqs.completion_mask.shape))
-    learner.prepare(batch)
     with torch.no_grad():
-        batch.logp_engine = learner._forward(seqs)[0].logp.float()  # an engine in perfect sync
-    return batch
+        logp_engine = learner._forward(seqs)[0].logp.float()
+    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine,
+                         rewards=torch.zeros(len(completions)), group_size=learner.rl.group_size)
+    return batch, learner.score(batch)
+
+
+def _advantages(values):
+    return Advantages(torch.tensor(values))
 
 
 PROMPTS = [[10, 11, 12], [10, 11, 12], [20, 21], [20, 21]]
@@ -37,61 +45,62 @@ def _logp(learner, batch):
 def test_update_follows_the_advantage_sign(tiny_model_dir, preset):
     torch.manual_seed(0)
     learner = Learner(_config(f"algorithm.preset={preset}"), str(tiny_model_dir), torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
-    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
     before = _logp(learner, batch)
-    stats = learner.update(batch, torch.Generator().manual_seed(0))
+    stats = learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
     after = _logp(learner, batch)
     mask = batch.loss_mask
     gain = ((after - before) * mask).sum(-1) / mask.sum(-1)
     assert gain[0] > 0 and gain[2] > 0, gain
     assert gain[1] < 0 and gain[3] < 0, gain
-    assert stats["grad_norm"] > 0 and torch.isfinite(torch.tensor(stats["loss"]))
+    assert stats["train/grad_norm"] > 0 and torch.isfinite(torch.tensor(stats["train/loss"]))
     if preset != "sapo":
-        assert stats["clip_frac_low"] == 0 and stats["clip_frac_high"] == 0  # on-policy: ratio 1
-    assert stats["mismatch_abs"] < 1e-5
+        assert stats["clip_frac/low"] == 0 and stats["clip_frac/high"] == 0  # on-policy: ratio 1
+    else:
+        assert stats["sapo/gate_mean"] == pytest.approx(1.0)  # on-policy: ratio 1, gate weight 1
+    assert stats["mismatch/mean_abs"] < 1e-5
 
 
 def test_on_policy_step_skips_the_logp_old_pass(tiny_model_dir):
     learner = Learner(_config(), str(tiny_model_dir), torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
-    assert learner.on_policy(len(batch)) and batch.logp_old is None
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
+    assert learner.on_policy(len(batch)) and scores.logp_old is None
     off = Learner(_config("rl.ppo_epochs=2"), str(tiny_model_dir), torch.device("cpu"), 10)
-    batch = _batch(off, PROMPTS, COMPLETIONS)
-    assert batch.logp_old is not None and batch.logp_old.shape == batch.loss_mask.shape
+    batch, scores = _batch(off, PROMPTS, COMPLETIONS)
+    assert scores.logp_old is not None and scores.logp_old.shape == batch.loss_mask.shape
+    mask = batch.loss_mask
+    torch.testing.assert_close(scores.logp_old * mask, _logp(off, batch) * mask)
 
 
 def test_kl_reference_is_the_model_without_adapter(tiny_model_dir):
     learner = Learner(_config("algorithm.preset=grpo", "algorithm.kl_coef=0.1"), str(tiny_model_dir),
                       torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
     # A fresh LoRA adapter (B = 0) leaves the model unchanged: reference == policy.
-    torch.testing.assert_close(batch.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
-    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    learner.update(batch, torch.Generator().manual_seed(0))
-    learner.prepare(batch)
-    assert not torch.allclose(batch.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
+    torch.testing.assert_close(scores.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
+    learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
+    scores = learner.score(batch)
+    assert not torch.allclose(scores.logp_ref * batch.loss_mask, _logp(learner, batch) * batch.loss_mask)
 
 
 def test_kl_reference_is_the_sft_adapter_rl_starts_from(tiny_model_dir, tiny_policy_factory, tmp_path):
     tiny_policy_factory(scale=0.5).save_pretrained(tmp_path / "sft")
     learner = Learner(_config("algorithm.kl_coef=0.1", f"model.adapter={tmp_path / 'sft'}"), str(tiny_model_dir),
                       torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
     mask = batch.loss_mask
-    torch.testing.assert_close(batch.logp_ref * mask, _logp(learner, batch) * mask, rtol=0, atol=1e-5)
+    torch.testing.assert_close(scores.logp_ref * mask, _logp(learner, batch) * mask, rtol=0, atol=1e-5)
     with learner.model.disable_adapter():  # the base model: not what RL started from
-        assert not torch.allclose(batch.logp_ref * mask, _logp(learner, batch) * mask, atol=1e-3)
+        assert not torch.allclose(scores.logp_ref * mask, _logp(learner, batch) * mask, atol=1e-3)
 
 
 def test_ppo_trains_a_value_head(tiny_model_dir):
     learner = Learner(_config("algorithm.preset=ppo"), str(tiny_model_dir), torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
-    assert batch.values_old is not None and batch.logp_ref is not None
-    batch.advantages = torch.ones_like(batch.loss_mask, dtype=torch.float32)
-    batch.returns = torch.ones_like(batch.advantages)
-    stats = learner.update(batch, torch.Generator().manual_seed(0))
-    assert stats["vf_loss"] > 0
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
+    assert scores.values is not None and scores.logp_ref is not None and scores.logp_old is not None
+    ones = torch.ones_like(batch.loss_mask, dtype=torch.float32)
+    stats = learner.update(batch, scores, Advantages(ones, returns=ones), torch.Generator().manual_seed(0))
+    assert stats["train/vf_loss"] > 0
     assert learner.value_head.bias.item() > 0  # moved toward the returns of 1
 
 
@@ -99,20 +108,18 @@ def test_filtered_rows_do_not_move(tiny_model_dir):
     torch.manual_seed(0)
     learner = Learner(_config("algorithm.preset=dapo", "lora.target_modules=[q_proj]"), str(tiny_model_dir),
                       torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
-    batch.loss_mask[:] = False
-    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
+    batch = dataclasses.replace(batch, loss_mask=torch.zeros_like(batch.loss_mask))
     before = [p.detach().clone() for p in learner.params]
-    learner.update(batch, torch.Generator().manual_seed(0))
+    learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip(before, learner.params))
 
 
 def _trained_params(model_dir, *overrides, advantages):
     torch.manual_seed(0)
     learner = Learner(_config("algorithm.preset=grpo", *overrides), str(model_dir), torch.device("cpu"), 10)
-    batch = _batch(learner, PROMPTS, COMPLETIONS)
-    batch.advantages = torch.tensor(advantages)
-    stats = learner.update(batch, torch.Generator().manual_seed(0))
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
+    stats = learner.update(batch, scores, _advantages(advantages), torch.Generator().manual_seed(0))
     return [p.detach().clone() for p in learner.params], stats
 
 
@@ -121,7 +128,7 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_model_dir
     skipped, stats = _trained_params(tiny_model_dir, "algorithm.kl_coef=0", advantages=advantages)
     computed, full = _trained_params(tiny_model_dir, "algorithm.kl_coef=0", "rl.skip_zero_advantage=false",
                                      advantages=advantages)
-    assert stats["learned_frac"] == sum(a != 0 for a in advantages) / 4 and full["learned_frac"] == 1.0
+    assert stats["train/learned_frac"] == sum(a != 0 for a in advantages) / 4 and full["train/learned_frac"] == 1.0
     for a, b in zip(skipped, computed):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     # a KL term depends on every row: nothing is skipped
@@ -141,7 +148,7 @@ def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_di
     from pipeline.models import load_tokenizer
     from pipeline.rollout import HFEngine, SamplingSettings
 
-    config = _config("rl.ppo_epochs=2", *sampling)  # two epochs: prepare() computes logp_old
+    config = _config("rl.ppo_epochs=2", *sampling)  # two epochs: score() computes logp_old
     learner = Learner(config, str(tiny_model_dir), torch.device("cpu"), 10)
     tokenizer = load_tokenizer(str(tiny_model_dir))
     torch.manual_seed(0)
@@ -151,15 +158,16 @@ def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_di
     logp_engine = torch.zeros(seqs.completion_mask.shape)
     for i, c in enumerate(samples):
         logp_engine[i, : len(c.logprobs)] = torch.tensor(c.logprobs)
-    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine, group_size=2)
-    learner.prepare(batch)
+    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine,
+                         rewards=torch.zeros(len(samples), dtype=torch.float64),
+                         valid=torch.ones(len(samples), dtype=torch.bool), group_size=2)
+    scores = learner.score(batch)
     mask = batch.loss_mask
-    torch.testing.assert_close(batch.logp_old[mask], logp_engine[mask], atol=1e-4, rtol=0)
-    _, stats = truncated_is_weights(batch.logp_old, logp_engine, mask, "token_truncate", 2.0)
-    assert stats["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4) and stats["tis_truncated_frac"] == 0
-    batch.advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
-    update = learner.update(batch, torch.Generator().manual_seed(0))
-    assert update["mismatch_abs"] < 1e-4 and update["tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(scores.logp_old[mask], logp_engine[mask], atol=1e-4, rtol=0)
+    _, stats = truncated_is_weights(scores.logp_old, logp_engine, mask, "token_truncate", 2.0)
+    assert stats["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4) and stats["train/tis_truncated_frac"] == 0
+    update = learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
+    assert update["mismatch/mean_abs"] < 1e-4 and update["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.vllm
@@ -180,3 +188,46 @@ def test_learner_logprobs_are_vllms_under_truncated_sampling(vllm_merged_engine,
         logp = completion_forward(base, seqs, 1.0, top_k=top_k, top_p=top_p).logp
     for i, c in enumerate(samples):
         torch.testing.assert_close(logp[i, : len(c.logprobs)], torch.tensor(c.logprobs), atol=2e-3, rtol=0)
+    assert with_kl["train/learned_frac"] == 1.0
+    # so does an entropy bonus
+    _, with_entropy = _trained_params(tiny_model_dir, "algorithm.kl_coef=0", "algorithm.entropy_coef=0.01",
+                                      advantages=advantages)
+    assert with_entropy["train/learned_frac"] == 1.0
+
+
+def _first_gradient(model_dir, monkeypatch, entropy_coef):
+    """The gradient of the first optimiser step (captured where the learner clips and steps)."""
+    grads = []
+
+    def capture(params, optimizer, scheduler, max_norm):
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+        optimizer.zero_grad()
+        return 0.0
+
+    monkeypatch.setattr(pipeline.learner, "clip_and_step", capture)
+    torch.manual_seed(0)
+    learner = Learner(_config("algorithm.preset=dapo", f"algorithm.entropy_coef={entropy_coef}"), str(model_dir),
+                      torch.device("cpu"), 10)
+    with torch.no_grad():  # a non-zero adapter, so the gradient reaches every LoRA matrix
+        for name, param in learner.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.full_like(param, 0.01))
+    batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
+    stats = learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
+    (grad,) = grads
+    return grad, stats
+
+
+@pytest.mark.slow
+def test_entropy_bonus_changes_the_update(tiny_model_dir, monkeypatch):
+    # loss = pg - c * H: the gradient moves by -c * dH/dtheta, linearly in c (it had no gradient before)
+    # (the random tiny model is near-uniform over its vocabulary: dH/dtheta is small, so c is large)
+    plain, stats = _first_gradient(tiny_model_dir, monkeypatch, 0.0)
+    small, small_stats = _first_gradient(tiny_model_dir, monkeypatch, 1.0)
+    large, large_stats = _first_gradient(tiny_model_dir, monkeypatch, 2.0)
+    assert (small - plain).abs().max() > 1e-5  # a detached entropy term would leave it exactly equal
+    shift = small - plain
+    torch.testing.assert_close(large - plain, 2 * shift, rtol=1e-2, atol=1e-2 * shift.abs().max().item())
+    assert stats["entropy/mean"] == pytest.approx(large_stats["entropy/mean"])  # the same forward
+    drop = stats["train/loss"] - small_stats["train/loss"]  # the bonus lowers the loss, linearly in c
+    assert drop > 0 and stats["train/loss"] - large_stats["train/loss"] == pytest.approx(2 * drop, rel=1e-4)

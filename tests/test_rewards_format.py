@@ -1,10 +1,11 @@
-"""Format reward, soft overlong punishment and overlong filtering (docs/algorithms.md §7)."""
+"""Format reward and soft overlong punishment (docs/algorithms.md §7); overlong filtering is
+tested with the batch that applies it (test_batch.py)."""
 
 import pytest
 
 import rewards
 from rewards.format import format_score
-from rewards.length import overlong_filter_mask, soft_overlong_penalty
+from rewards.length import soft_overlong_penalty
 
 
 @pytest.mark.parametrize("text, strict, partial", [
@@ -101,8 +102,3 @@ def test_soft_overlong_reward_and_defaults():
         rewards.get("soft_overlong", max_tokens=10, cache=11)
     with pytest.raises(ValueError, match="lengths"):
         reward(["a"])
-
-
-def test_overlong_filter_mask():
-    assert overlong_filter_mask([False, True, False]) == [True, False, True]
-    assert overlong_filter_mask([]) == []

@@ -9,6 +9,7 @@ import stages.rl
 from pipeline.config import load_config
 from pipeline.rollout import Completion
 from pipeline.tracking import read_metrics
+from pipeline.trainer import Group, Trainer, sample_groups
 
 PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"]
 
@@ -66,8 +67,6 @@ def shared_engine(vllm_merged_engine, tiny_model_dir):
 @pytest.mark.vllm
 @pytest.mark.parametrize("preset", PRESETS)
 def test_two_steps_through_vllm_for_each_preset(shared_engine, tiny_model_dir, problems_file, tmp_path, preset):
-    from pipeline.trainer import Trainer
-
     config = _config(tiny_model_dir, problems_file, tmp_path, f"algorithm.preset={preset}",
                      "reward.terms=[{name: stub_text_parity}, {name: accuracy}]")
     trainer = Trainer(config, engine=shared_engine)
@@ -113,22 +112,62 @@ def _half_uniform(**_params):
 
 
 def test_dynamic_sampling_drops_uniform_groups(tiny_model_dir, problems_file, tmp_path):
-    from pipeline.trainer import Trainer
-
     config = _config(tiny_model_dir, problems_file, tmp_path, "algorithm.preset=dapo",
                      "algorithm.max_num_gen_batches=5", "rl.prompts_per_step=4", "rl.mini_batch_size=16",
                      "reward.terms=[{name: stub_half_uniform}]")
     trainer = Trainer(config, engine=_StubEngine())
-    groups, stats = trainer.generate_groups()
+    groups, stats = trainer.rollout()
     assert len(groups) == 4 and all(g.has_signal for g in groups)
     assert stats["sampling/gen_batches"] >= 2  # half the prompts have no signal: one batch is not enough
     assert stats["sampling/signal_frac"] < 1.0
+    assert stats["sampling/kept_groups"] == 4
     trainer.close()
 
 
-def test_rl_levels_narrow_the_problems_rl_trains_and_evaluates_on(tiny_model_dir, tmp_path):
-    from pipeline.trainer import Trainer
+def _groups(*signals):
+    """Stub groups: reward variance (signal) or none."""
+    return [Group([1], [], [0.0, 1.0] if signal else [1.0, 1.0]) for signal in signals]
 
+
+class _Draws:
+    """`draw()` hands out the given batches of groups in order and counts the calls."""
+
+    def __init__(self, *batches):
+        self.batches, self.calls = list(batches), 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.batches[self.calls - 1]
+
+
+def test_sample_groups_without_dynamic_sampling_draws_once():
+    draws = _Draws(_groups(False, True, False), _groups(True, True, True))
+    kept, seen, batches = sample_groups(draws, 2, dynamic=False, max_batches=5)
+    assert (batches, draws.calls) == (1, 1)
+    assert kept == draws.batches[0][:2] and seen == draws.batches[0]  # uniform groups are kept
+
+
+def test_sample_groups_stops_once_it_has_enough_groups_with_signal():
+    draws = _Draws(_groups(True, False, False), _groups(False, True, True), _groups(True, True, True))
+    kept, seen, batches = sample_groups(draws, 3, dynamic=True, max_batches=5)
+    assert (batches, draws.calls) == (2, 2)
+    assert kept == [draws.batches[0][0], *draws.batches[1][1:]] and all(g.has_signal for g in kept)
+    assert seen == draws.batches[0] + draws.batches[1]
+    # more than wanted: the first `want` are kept, every drawn group is seen
+    draws = _Draws(_groups(True, True, True, True))
+    kept, seen, batches = sample_groups(draws, 2, dynamic=True, max_batches=5)
+    assert (kept, len(seen), batches) == (draws.batches[0][:2], 4, 1)
+
+
+def test_sample_groups_stops_at_max_batches():
+    draws = _Draws(*[_groups(False, True) for _ in range(5)])
+    kept, seen, batches = sample_groups(draws, 4, dynamic=True, max_batches=3)
+    assert (batches, draws.calls, len(kept), len(seen)) == (3, 3, 3, 6)
+    draws = _Draws(*[_groups(False, False) for _ in range(2)])
+    assert sample_groups(draws, 2, dynamic=True, max_batches=2) == ([], draws.batches[0] + draws.batches[1], 2)
+
+
+def test_rl_levels_narrow_the_problems_rl_trains_and_evaluates_on(tiny_model_dir, tmp_path):
     leveled = tmp_path / "leveled.jsonl"
     leveled.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i), "level": 1 + i % 2})
                                + "\n" for i in range(16)))
@@ -139,8 +178,6 @@ def test_rl_levels_narrow_the_problems_rl_trains_and_evaluates_on(tiny_model_dir
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_file, tmp_path, monkeypatch):
-    from pipeline.trainer import Trainer
-
     overrides = ["rollout.engine=hf", "rl.steps=3", "rl.eval_every=0", "rollout.temperature=1.0"]
     full = _config(tiny_model_dir, problems_file, tmp_path / "full", *overrides)
     stages.rl.run(full)
@@ -169,8 +206,6 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_f
 
 
 def test_evaluation_of_step_s_sees_the_policy_after_s_updates(tiny_model_dir, problems_file, tmp_path, monkeypatch):
-    from pipeline.trainer import Trainer
-
     config = _config(tiny_model_dir, problems_file, tmp_path, "rl.steps=2", "rl.eval_every=1")
     trainer = Trainer(config, engine=_StubEngine())
     pushed_at_start = trainer.engine.version
