@@ -192,6 +192,10 @@ class RLConfig(OptimConfig):
     eval_samples: int = Field(4, ge=1)
     eval_temperature: float = Field(0.6, ge=0.0)
     save_every: int = Field(10, ge=0)
+    """Save a resumable checkpoint `rl/checkpoint-<step>/` every N steps (0 = only after the last step)."""
+    keep_checkpoints: int | None = Field(2, ge=1)
+    """How many of this run's checkpoints to keep (the newest; None = all). Another run's
+    checkpoints in the same folder are never deleted; `rl/final/` is kept besides these."""
 
     @model_validator(mode="after")
     def _check_batches(self) -> RLConfig:
