@@ -47,13 +47,13 @@ def checked_checkpoint(folder: str | Path) -> Path:
 
 
 def base_model(config: Config, checkpoint: Path) -> Path:
-    """The model the checkpoint's weights start from: the adapter's recorded `base_model_name_or_path`
-    when that is a local folder, else `model.name` (prepared); a full model folder is its own base."""
-    if not is_adapter(checkpoint):
-        return checkpoint
-    recorded = json.loads((checkpoint / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if recorded and Path(recorded).is_dir():
-        return Path(recorded)
+    """The model the checkpoint started from: an adapter's recorded `base_model_name_or_path` when
+    that is a local folder, else `model.name` (prepared). For a full model folder it only supplies
+    the default dtype and, if the folder holds none, the tokenizer."""
+    if is_adapter(checkpoint):
+        recorded = json.loads((checkpoint / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
     return prepare_model(config.model.name, config.model.cache_dir)
 
 
