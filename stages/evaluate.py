@@ -1,7 +1,7 @@
 """`rlvr eval`: AIME-style evaluation (avg@n, pass@k, maj@k; docs/algorithms.md §11) of the base model or adapters.
 
-    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/rl/final
-    rlvr eval --compare base sft=runs/demo/sft rl=runs/demo/rl/final
+    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/rl/final/adapter
+    rlvr eval --compare base sft=runs/demo/sft/adapter rl=runs/demo/rl/final/adapter
 """
 
 from __future__ import annotations
