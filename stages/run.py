@@ -9,14 +9,15 @@ RL starts from SFT's output too, and eval compares base, SFT, DPO and RL on the 
 
 A stage whose `<output_dir>/<stage>/metrics.json` exists is finished and skipped, so an
 interrupted chain picks up where it stopped (RL itself resumes from its last checkpoint).
-When the chain starts a stage it records, in `<stage>/inputs.json`, the values (and a hash) of
-the config keys that stage reads (stages/catalog.py: COMMON_KEYS and the stage's sections, less
-NOT_HASHED), taken from the user's config: the inputs the chain derives (model.adapter pointing
-at SFT's output, dpo.pairs at the reward model's pairs) are not user changes; a stage after a
-re-run one re-runs too. If a finished stage (or RL's checkpoints) was made with other values,
-the chain refuses before anything runs, naming the keys; `--overwrite` re-runs that stage and
-the ones after it. Every stage's metrics and paths go into `<output_dir>/manifest.json` under
-the stage's name (e.g. `reward_model.pairwise_accuracy`), with the config and the git commit.
+When the chain starts a stage it records the values of the config keys that stage reads
+(stages/catalog.py: COMMON_KEYS and the stage's sections, less NOT_HASHED) in
+`<stage>/inputs.json`, and their hash (`config_hash`) in the finished marker. The values are
+the user's: what the chain derives (model.adapter pointing at SFT's output, dpo.pairs at the
+reward model's pairs) is not a user change; instead a stage after a re-run one re-runs too.
+If a finished stage (or RL's checkpoints) was made with other values, the chain refuses before
+anything runs, naming the keys; `--overwrite` re-runs that stage and the ones after it.
+Every stage's metrics and paths go into `<output_dir>/manifest.json` under the stage's name
+(e.g. `reward_model.pairwise_accuracy`), with the config and the git commit.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoint import latest_checkpoint
 from pipeline.config import Config, ConfigError
 from pipeline.models import is_adapter
 from stages import dpo, evaluate, prepare_model, reward_model, rl, sft
@@ -70,6 +72,8 @@ leaves a finished stage current."""
 
 INPUTS_FILE = "inputs.json"
 MARKER_FILE = "metrics.json"
+HASH_KEY = "config_hash"
+"""In the finished marker and in inputs.json: `inputs_hash` of the config the stage ran with."""
 
 
 def _flatten(value: Any, prefix: str, into: dict[str, Any]) -> None:
@@ -114,27 +118,32 @@ class Chain:
         self.overwrite = overwrite
         self.manifest_path = self.out / "manifest.json"
         self.manifest: dict[str, Any] = {"config": config.model_dump(), "git_commit": _git_commit()}
-        self.rerun = False
-        """Set once a stage runs: every later stage runs too (its inputs may have changed)."""
+        self.rerun = False  # set once a stage runs: every later stage runs too (its inputs changed)
 
     def folder(self, command: str) -> Path:
         return self.out / STAGES[command].folder
 
     def stale(self) -> dict[str, list[str]]:
-        """Stage -> changed keys, for each stage whose finished results (or, for RL, checkpoints it
-        would resume) were made with other config values than the current ones. Reads only."""
+        """Stage -> changed keys, for each stage whose finished results (or, for RL, the checkpoints
+        it would resume) were made with other config values than the current ones. Reads only."""
         stale = {}
         for command in CHAIN:
-            folder = STAGES[command].folder
-            if folder is None:
+            if STAGES[command].folder is None:
                 continue
-            record, finished = self.out / folder / INPUTS_FILE, (self.out / folder / MARKER_FILE).is_file()
-            if record.is_file() and (finished or STAGES[command].resumes):
-                changed = changed_keys(json.loads(record.read_text())["keys"], stage_inputs(self.config, command))
-                if changed:
-                    stale[command] = changed
-            elif finished:
-                stale[command] = [f"no {INPUTS_FILE}: finished outside `rlvr run`, with unknown config"]
+            folder, current = self.folder(command), stage_inputs(self.config, command)
+            record = folder / INPUTS_FILE
+            recorded = json.loads(record.read_text())["keys"] if record.is_file() else None
+            if (folder / MARKER_FILE).is_file():
+                if json.loads((folder / MARKER_FILE).read_text()).get(HASH_KEY) == inputs_hash(current):
+                    continue
+            elif not (STAGES[command].resumes and latest_checkpoint(folder) is not None):
+                continue  # nothing reused: the stage runs from scratch
+            if recorded is None:
+                stale[command] = [f"no {INPUTS_FILE}: made outside `rlvr run`, with unknown config"]
+            elif changed := changed_keys(recorded, current):
+                stale[command] = changed
+            elif (folder / MARKER_FILE).is_file():
+                stale[command] = [f"its {MARKER_FILE} and {INPUTS_FILE} disagree"]
         return stale
 
     def check(self) -> str | None:
@@ -156,14 +165,16 @@ class Chain:
         if done.is_file() and not self.rerun:
             log.info("%s: finished earlier (%s), skipping", command, done)
             metrics = json.loads(done.read_text())
+            metrics.pop(HASH_KEY, None)
         else:
             log.info("%s: starting", command)
             self.rerun = True
             inputs = stage_inputs(self.config, command)
             folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(folder / INPUTS_FILE, {"hash": inputs_hash(inputs), "keys": inputs})
+            done.unlink(missing_ok=True)  # the checks passed: an earlier run's marker would not match
+            write_json_atomic(folder / INPUTS_FILE, {HASH_KEY: inputs_hash(inputs), "keys": inputs})
             metrics = run()
-            write_json_atomic(done, metrics)
+            write_json_atomic(done, {**metrics, HASH_KEY: inputs_hash(inputs)})
         self.manifest[STAGES[command].folder] = metrics
         write_json_atomic(self.manifest_path, self.manifest)
         return metrics

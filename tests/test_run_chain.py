@@ -96,22 +96,33 @@ def test_downstream_stages_start_from_the_sft_output(tmp_path, tiny_model_dir):
     assert (from_model.name, from_model.adapter) == (str(full), None)
 
 
+class _Weights:
+    def save_pretrained(self, path):
+        path.mkdir(parents=True)
+
+
 def _finish(out, command, config, marker=True, record=True):
-    """A stage folder as the chain leaves it: inputs.json when it started, metrics.json when it finished."""
+    """A stage folder as the chain leaves it: inputs.json when it started, metrics.json (with the
+    inputs' hash) when it finished."""
     folder = out / stages.run.STAGES[command].folder
     folder.mkdir(parents=True)
     inputs = stages.run.stage_inputs(config, command)
+    digest = stages.run.inputs_hash(inputs)
     if record:
-        (folder / "inputs.json").write_text(json.dumps({"hash": stages.run.inputs_hash(inputs), "keys": inputs}))
+        (folder / "inputs.json").write_text(json.dumps({"config_hash": digest, "keys": inputs}))
     if marker:
-        (folder / "metrics.json").write_text("{}")
+        (folder / "metrics.json").write_text(json.dumps({"config_hash": digest} if record else {}))
+    return folder
 
 
 def test_stale_stages_are_named_with_their_changed_keys(tmp_path):
+    from pipeline.checkpoint import save_checkpoint
+
     config = load_config(None, [f"output_dir={tmp_path}"])
     for command in ("sft", "reward-model", "dpo"):
         _finish(tmp_path, command, config)
-    _finish(tmp_path, "rl", config, marker=False)  # RL killed: its checkpoints would be resumed
+    rl = _finish(tmp_path, "rl", config, marker=False)  # RL killed: its checkpoints would be resumed
+    save_checkpoint(rl, 3, _Weights(), {})
 
     assert stages.run.Chain(config).stale() == {}
     assert stages.run.Chain(load_config(None, [f"output_dir={tmp_path}", "eval.n=16", "device=cpu"])).stale() == {}
@@ -127,8 +138,13 @@ def test_stale_stages_are_named_with_their_changed_keys(tmp_path):
         stages.run.Chain(changed).check()
 
 
-def test_a_stage_finished_outside_the_chain_is_not_trusted(tmp_path):
+def test_what_the_chain_did_not_make_is_not_trusted(tmp_path):
+    from pipeline.checkpoint import save_checkpoint
+
     config = load_config(None, [f"output_dir={tmp_path}"])
     _finish(tmp_path, "sft", config, record=False)  # `rlvr sft` alone: no record of its config
-    _finish(tmp_path, "rl", config, marker=False, record=False)  # checkpoints without a record: a fresh start
+    _finish(tmp_path, "dpo", config, record=False, marker=False)  # a started, unfinished stage runs afresh
+    rl = _finish(tmp_path, "rl", config, marker=False, record=False)
     assert list(stages.run.Chain(config).stale()) == ["sft"]
+    save_checkpoint(rl, 3, _Weights(), {})  # `rlvr rl` alone, killed
+    assert list(stages.run.Chain(config).stale()) == ["sft", "rl"]
