@@ -71,3 +71,14 @@ def test_overwrite_keeps_the_finished_marker_until_results_are_written(tmp_path,
                          f"data.train={tmp_path / 'missing.jsonl'}", "--overwrite"])
     assert "missing.jsonl" in str(exit_info.value)
     assert json.loads(marker.read_text()) == {"output": "earlier"}
+
+
+@pytest.mark.parametrize("stage, flag", [("rl", "--resume"), ("rl", "--overwrite"), ("sft", "--overwrite")])
+def test_resume_or_overwrite_lets_a_stage_use_its_folder(tmp_path, stage, flag):
+    from stages.common import check_output_folder, stage_parser
+    from pipeline.config import load_config
+
+    (tmp_path / stage / "checkpoint-3").mkdir(parents=True)
+    args = stage_parser(stage, "").parse_args([flag])
+    check_output_folder(load_config(None, [f"output_dir={tmp_path}"]), args)
+    assert (tmp_path / stage / "checkpoint-3").is_dir()
