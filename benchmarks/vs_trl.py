@@ -217,7 +217,7 @@ def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
     from stages import rl
 
     config = rlvr_config(args)
-    adapter = rl.run(config)["adapter"]
+    adapter = rl.run(config)["output"]
     metrics = Path(config.output_dir) / "rl" / "metrics.jsonl"
     steps = [record for line in metrics.read_text().splitlines() if "time/step" in (record := json.loads(line))]
     engine = resolve_engine(config.rollout.engine)

@@ -1,10 +1,15 @@
 """Atomic checkpoints: a run killed at any moment resumes from the last complete one.
 
-A checkpoint is a folder `checkpoint-<step>/` holding the adapter (`save_pretrained`),
-`trainer_state.pt` (optimiser, scheduler, RNG states, data position, step, extras).
-It is written under a temporary name and renamed into place, then `latest` (a text
-file naming it) is replaced atomically; a folder without `latest` pointing at it is
-never read.
+A checkpoint is a folder `checkpoint-<step>/` holding the weights (`adapter/`, peft's
+`save_pretrained`, with the tokenizer), `trainer_state.pt` (optimiser, scheduler, RNG states,
+data position, step, extras) and `run_id`, the run that wrote it. It is written complete under
+a temporary name and renamed into place, then `latest` (a text file naming it) is replaced
+atomically; a folder without `latest` pointing at it is never read.
+
+Pruning keeps the `keep` newest checkpoints *of the run being saved* and never touches another
+run's folders, so re-training into a folder that still holds an earlier run's checkpoints loses
+nothing. After the last step `final/adapter/` (`final/model/` after full fine-tuning) is the
+stable name of the trained weights (docs/design.md).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import random
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,8 @@ import numpy as np
 import torch
 
 STATE_FILE = "trainer_state.pt"
+RUN_FILE = "run_id"
+FINAL = "final"
 
 
 def rng_state() -> dict[str, Any]:
@@ -37,31 +46,91 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(root: str | Path, step: int, model, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write `root/checkpoint-<step>` atomically and point `root/latest` at it."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"checkpoint-{step}"
-    staging = Path(tempfile.mkdtemp(prefix=f".checkpoint-{step}-", dir=root))
+def new_run_id() -> str:
+    """A fresh identifier for a training run (its checkpoints carry it)."""
+    return uuid.uuid4().hex
+
+
+def checkpoint_run(checkpoint: Path) -> str | None:
+    """The run that wrote `checkpoint` (None for a folder without a `run_id` file)."""
+    path = Path(checkpoint) / RUN_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _step(folder: Path) -> int | None:
+    _, _, number = folder.name.partition("-")
+    return int(number) if number.isdigit() else None
+
+
+def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Build `target` complete in a staging folder beside it (`fill(staging)`), then swap it in."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    old = target.parent / f".{target.name}-replaced-{uuid.uuid4().hex[:8]}"
     try:
-        model.save_pretrained(staging / "adapter")
-        torch.save({**state, "step": step, "rng": rng_state()}, staging / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        fill(staging)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def save_checkpoint(root: str | Path, step: int, model, state: dict[str, Any], keep: int | None = 2,
+                    run_id: str | None = None, tokenizer=None) -> Path:
+    """Write `root/checkpoint-<step>` atomically, point `root/latest` at it, prune this run's old ones.
+
+    `model.save_pretrained` and `tokenizer.save_pretrained` (if given) write `adapter/` inside the
+    staging folder, before the rename. `run_id`: the run this checkpoint belongs to; None
+    continues the run `latest` names when `step` comes after its step, else starts a new run
+    (a fresh run counts its steps from the start again). `keep`: how many of this run's
+    checkpoints survive (the newest; None keeps all). Returns the checkpoint folder.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if run_id is None:
+        previous = latest_checkpoint(root)
+        following = previous is not None and (_step(previous) or 0) < step
+        run_id = (checkpoint_run(previous) if following else None) or new_run_id()
+
+    def fill(staging: Path) -> None:
+        model.save_pretrained(staging / "adapter")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging / "adapter")
+        torch.save({**state, "step": step, "rng": rng_state()}, staging / STATE_FILE)
+        (staging / RUN_FILE).write_text(run_id)
+
+    final = write_folder_atomic(root / f"checkpoint-{step}", fill)
     pointer = root / "latest.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, root / "latest")
-    _prune(root, keep)
+    if keep is not None:
+        _prune(root, run_id, keep, final)
     return final
 
 
-def _prune(root: Path, keep: int) -> None:
-    folders = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in folders[:-keep]:
+def _prune(root: Path, run_id: str, keep: int, newest: Path) -> None:
+    """Delete all but the `keep` highest-step checkpoints of `run_id`; `newest` always stays."""
+    mine = [p for p in root.glob("checkpoint-*")
+            if p.is_dir() and _step(p) is not None and p != newest and checkpoint_run(p) == run_id]
+    mine.sort(key=_step)
+    for old in mine[: max(len(mine) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def save_final(root: str | Path, model, tokenizer) -> Path:
+    """Write `root/final/adapter/` (a peft model) or `root/final/model/` (full fine-tuning) atomically,
+    weights and tokenizer together. Returns the weights folder."""
+    name = "adapter" if hasattr(model, "peft_config") else "model"
+
+    def fill(staging: Path) -> None:
+        model.save_pretrained(staging / name)
+        tokenizer.save_pretrained(staging / name)
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return write_folder_atomic(root / FINAL, fill) / name
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

@@ -340,8 +340,13 @@ class RLConfig(OptimConfig):
     """Samples per problem in periodic evaluations (avg@n)."""
     eval_temperature: float = Field(0.6, ge=0.0)
     """Sampling temperature of periodic evaluations."""
+    eval_top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling of periodic evaluations (like `eval.top_p` for the eval stage)."""
     save_every: int = Field(10, ge=0)
-    """Save a checkpoint every N steps (0 = only the last step)."""
+    """Save a resumable checkpoint `rl/checkpoint-<step>/` every N steps (0 = only after the last step)."""
+    keep_checkpoints: int | None = Field(2, ge=1)
+    """How many of this run's checkpoints to keep (the newest; None = all). Another run's
+    checkpoints in the same folder are never deleted; `rl/final/` is kept besides these."""
     log_completions: int = Field(4, ge=0)
     """Completions per step, drawn at random from the step's batch, written with their prompt, reward
     (and each term) and advantage to `rl/completions.jsonl` and TensorBoard's text tab; 0 = off

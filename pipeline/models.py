@@ -159,11 +159,14 @@ def load_policy(
 
     With `lora.enabled = False` the whole model trains. Disabling a fresh adapter
     (`with model.disable_adapter():`) gives the starting model back, the KL reference.
+    A local `path` is made absolute, and every adapter records it as `base_model_name_or_path`,
+    so a saved adapter loads from any working directory.
     """
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    path = Path(path).resolve() if Path(path).is_dir() else path
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     model.config.use_cache = False
     if adapter is not None:
@@ -177,6 +180,8 @@ def load_policy(
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, peft_config)
+    for adapter_config in getattr(model, "peft_config", {}).values():
+        adapter_config.base_model_name_or_path = str(path)
     return model.to(device)
 
 

@@ -12,7 +12,7 @@ shows a progress bar and writes one line and one metrics.jsonl record per step.
     before = evaluate(model, eval_items, loss, micro_batch_size=8, device=device)
 
 Around the loop, what the three stages share: `start_stage` (seeds, device, model folder,
-tokenizer; clears the finished marker) and `finish_stage`, which writes `metrics.json` last
+tokenizer) and `finish_stage`, which writes `metrics.json` last
 and atomically: the marker that a stage finished (`stage_finished`), so a chain runner can
 skip it.
 """
@@ -64,12 +64,11 @@ class StageSetup:
 
 
 def start_stage(config: Config, out: Path) -> StageSetup:
-    """Seed everything, clear `out`'s finished marker, save the config; the model folder and tokenizer."""
+    """Seed everything, save the config; the model folder and tokenizer."""
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).unlink(missing_ok=True)
     save_config(config, out / "config.yaml")
     model_path = prepare_model(config.model.name, config.model.cache_dir)
     return StageSetup(resolve_device(config.device), model_path, load_tokenizer(model_path))
@@ -192,8 +191,11 @@ def train_and_measure(model: torch.nn.Module, items: Sequence[Any], loss: UnitLo
                       micro_batch_size: int, epochs: float, seed: int, desc: str) -> dict[str, Any]:
     """`measure()`, `fit` (per-step records to `out/metrics.jsonl`), `measure()` again.
 
-    Returns `{<key>_before, <key>_after}` for every measured key, plus `steps`.
+    Returns `{<key>_before, <key>_after}` for every measured key, plus `steps`. An earlier run's
+    finished marker `out/metrics.json` is withdrawn here, when results start to be written (data and
+    model loaded and checked), never before.
     """
+    (out / METRICS_FILE).unlink(missing_ok=True)
     before = measure()
     log.info("%s before: %s", desc, _fmt(before))
     writer = MetricsWriter(out)

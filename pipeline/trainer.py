@@ -28,7 +28,8 @@ from tqdm import tqdm
 import rewards
 from pipeline.advantages import AdvantageInputs, compute_advantages, has_signal
 from pipeline.batch import RolloutBatch, build_batch
-from pipeline.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from pipeline.checkpoint import (checkpoint_run, latest_checkpoint, load_state, new_run_id, save_checkpoint,
+                                 save_final)
 from pipeline.config import Config, save_config
 from pipeline.data import load_problems_for
 from pipeline.evaluation import evaluate_problems
@@ -114,6 +115,8 @@ class Trainer:
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.run_id = new_run_id()  # a resumed run keeps its checkpoint's id: pruning keys on it
+        self.final: Path | None = None  # rl/final/adapter (or rl/final/model) once the run ended
         if resume and (ckpt := latest_checkpoint(self.out)) is not None:
             self._resume(ckpt)
         self.engine.update_weights(self.learner.model)
@@ -231,7 +234,7 @@ class Trainer:
         rl = self.config.rl
         report = evaluate_problems(
             self.engine, self.tokenizer, self.test, system_prompt=self.config.data.system_prompt,
-            n=rl.eval_samples, temperature=rl.eval_temperature, top_p=self.config.eval.top_p,
+            n=rl.eval_samples, temperature=rl.eval_temperature, top_p=rl.eval_top_p,
             max_tokens=self.config.rollout.max_tokens, max_prompt_tokens=self.config.data.max_prompt_tokens,
             stop=self.config.rollout.stop, extract=self.config.reward.answer_extraction,
             timeout=self.config.reward.timeout, workers=self.config.reward.workers,
@@ -269,6 +272,7 @@ class Trainer:
             if (rl.save_every and self.step % rl.save_every == 0) or self.step == rl.steps:
                 self.save()
         bar.close()
+        self.final = save_final(self.out, self.learner.model, self.tokenizer)
         self.metrics.close()
         plot_metrics(self.out / "metrics.jsonl", self.out)
         return last
@@ -278,9 +282,8 @@ class Trainer:
     def save(self) -> Path:
         state = {"learner": self.learner.state_dict(), "stream": self.stream.state_dict(),
                  "shuffle": self.shuffle.get_state()}
-        path = save_checkpoint(self.out, self.step, self.learner.model, state)
-        self.tokenizer.save_pretrained(path / "adapter")
-        return path
+        return save_checkpoint(self.out, self.step, self.learner.model, state, keep=self.config.rl.keep_checkpoints,
+                               run_id=self.run_id, tokenizer=self.tokenizer)
 
     def _resume(self, checkpoint: Path) -> None:
         state = load_state(checkpoint)
@@ -288,6 +291,7 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         self.shuffle.set_state(state["shuffle"])
         self.step = state["step"]
+        self.run_id = checkpoint_run(checkpoint) or self.run_id
         log.info("resumed from %s at step %d", checkpoint, self.step)
 
     def close(self) -> None:

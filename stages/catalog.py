@@ -22,11 +22,14 @@ class Stage:
     """Output folder under `output_dir` (None: the stage writes no folder of its own)."""
     summary: str
     sections: tuple[str, ...]
-    """Config sections the stage reads (besides COMMON_KEYS)."""
+    """Config sections the stage reads (besides COMMON_KEYS): a section name, or `section.key`
+    where it reads one key of another stage's section."""
     writes: tuple[str, ...]
     """Files and folders it writes, relative to `output_dir`."""
     section: str | None = None
     """The stage's own config section (its learning rate, batch sizes, ...); None: it has none."""
+    resumes: bool = False
+    """Whether `--resume` continues an interrupted run (else the stage has nothing to resume)."""
 
 
 STAGES: dict[str, Stage] = {s.command: s for s in (
@@ -45,13 +48,15 @@ STAGES: dict[str, Stage] = {s.command: s for s in (
            "dpo/metrics.json"), "dpo"),
     Stage("rl", "stages.rl", "rl", "GRPO-family RL with verifiable rewards",
           ("model", "lora", "data", "rollout", "algorithm", "reward", "rl"),
-          ("rl/checkpoint-<step>/", "rl/config.yaml", "rl/metrics.jsonl", "rl/completions.jsonl", "rl/metrics.json",
-           "rl/tensorboard/"), "rl"),
+          ("rl/checkpoint-<step>/", "rl/final/adapter/ (or rl/final/model/)", "rl/config.yaml", "rl/metrics.jsonl",
+           "rl/completions.jsonl", "rl/metrics.json", "rl/tensorboard/"), "rl", resumes=True),
     Stage("eval", "stages.evaluate", "eval", "AIME-style evaluation: avg@n, pass@k, maj@k",
           ("model", "data", "rollout", "reward", "eval"),
           ("eval/report.json", "eval/summary.md",
            "with --compare: eval/<label>/, eval/compare.md, eval/compare.json, eval/compare.png"),
           "eval"),
+    Stage("export", "stages.export", "export", "merge an adapter into a standalone model folder (transformers, vLLM)",
+          ("model",), ("export/model/", "export/source.json")),
 )}
 
 CHAIN = ("prepare-model", "sft", "reward-model", "dpo", "rl", "eval")

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import Config, ConfigError, commented_yaml, load_config, yaml_value
-from stages.catalog import COMMANDS, COMMON_KEYS
+from stages.catalog import COMMANDS, COMMON_KEYS, STAGES
 from stages.preflight import preflight
 
 
@@ -32,6 +32,7 @@ def stage_parser(stage: str, description: str | None = None) -> argparse.Argumen
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config this stage reads (YAML, every key commented); exit")
     parser.set_defaults(stage=stage)
+    add_output_options(parser, stage)
     return parser
 
 
@@ -167,6 +168,7 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
             return
     try:
         summary = preflight(config, args.stage)
+        check_output_folder(config, args)
         for check in checks:
             summary += check(config, args)
         if args.dry_run:
@@ -176,3 +178,49 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
         main(config, args)
     except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
         sys.exit(f"{parser.prog}: {exc}")
+
+
+# ---------------------------------------------------------------- output folders: nothing lost silently
+
+RECORD_ONLY = ("config.yaml",)
+"""Files a stage writes when it starts: a folder holding only these holds no results yet."""
+
+
+def add_output_options(parser: argparse.ArgumentParser, stage: str) -> None:
+    """`--overwrite` on every stage; `--resume` too (only a resumable stage accepts it, see
+    `check_output_folder`). `args.stage` names the stage."""
+    parser.set_defaults(stage=stage)
+    resumable = stage in STAGES and STAGES[stage].resumes
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an output folder that holds an earlier run's results, replacing "
+                             "files of the same name" + (" (rlvr run: re-run stages whose config changed, "
+                                                         "and the stages after them)" if stage == "run" else ""))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its last checkpoint" if resumable
+                        else "rlvr run always resumes; accepted, changes nothing" if stage == "run"
+                        else argparse.SUPPRESS)
+
+
+def check_output_folder(config: Config, args: argparse.Namespace) -> None:
+    """Refuse to start a stage whose output folder (`<output_dir>/<stage>/`) already holds results,
+    unless `--resume` (a resumable stage) or `--overwrite` says what to do with them.
+
+    Reads only: deletes and rewrites nothing. Raises ConfigError with one line naming the folder.
+    """
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: pass one")
+    stage = STAGES.get(args.stage)
+    if stage is None or stage.folder is None:
+        return
+    if args.resume and not stage.resumes:
+        raise ConfigError(f"--resume: `rlvr {args.stage}` keeps no checkpoints to resume from; "
+                          "pass --overwrite to run it again")
+    folder = Path(config.output_dir) / stage.folder
+    if args.resume or args.overwrite or not folder.is_dir():
+        return
+    held = sorted(p.name for p in folder.iterdir() if p.name not in RECORD_ONLY)
+    if held:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        options = "--resume to continue it, --overwrite" if stage.resumes else "--overwrite"
+        raise ConfigError(f"{folder} already holds an earlier {args.stage} run's results ({shown}); pass "
+                          f"{options} to write over it, or choose another output_dir")

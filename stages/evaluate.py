@@ -1,7 +1,7 @@
 """`rlvr eval`: AIME-style evaluation (avg@n, pass@k, maj@k; docs/algorithms.md §11) of the base model or adapters.
 
-    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/sft/adapter
-    rlvr eval configs/demo.yaml --compare base sft=runs/demo/sft/adapter dpo=runs/demo/dpo/adapter eval.n=8
+    rlvr eval configs/demo.yaml eval.n=8 --adapter runs/demo/rl/final/adapter
+    rlvr eval configs/demo.yaml --compare base sft=runs/demo/sft/adapter rl=runs/demo/rl/final/adapter eval.n=8
 
 Each checkpoint is a LoRA adapter folder (adapter_config.json) or a fully fine-tuned model folder
 (config.json); all are checked before any model loads.

@@ -5,7 +5,9 @@ import random
 
 import torch
 
-from pipeline.checkpoint import latest_checkpoint, load_state, save_checkpoint
+import pytest
+
+from pipeline.checkpoint import checkpoint_run, latest_checkpoint, load_state, save_checkpoint, save_final
 from pipeline.tracking import MetricsWriter, console_line, plot_metrics, read_metrics
 
 
@@ -43,6 +45,75 @@ def test_only_complete_checkpoints_are_read_and_old_ones_pruned(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     assert latest_checkpoint(tmp_path).name == "checkpoint-3"
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+class _Tokenizer:
+    def save_pretrained(self, path):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "tokenizer.json").write_text("{}")
+
+
+def _steps(root):
+    return sorted(int(p.name.split("-")[1]) for p in root.glob("checkpoint-*"))
+
+
+def test_a_new_run_never_prunes_an_earlier_runs_checkpoints(tmp_path):
+    """The issue's smallest case: steps 30 and 40 of an earlier run, then step 10 of a new one."""
+    model = _Saveable()
+    for step in (30, 40):
+        save_checkpoint(tmp_path, step, model, {}, keep=2)
+    new = save_checkpoint(tmp_path, 10, model, {}, keep=2, tokenizer=_Tokenizer())
+    assert new.name == "checkpoint-10" and latest_checkpoint(tmp_path) == new
+    assert {p.name for p in (new / "adapter").iterdir()} == {"weights.pt", "tokenizer.json"}
+    assert _steps(tmp_path) == [10, 30, 40]
+    assert checkpoint_run(new) != checkpoint_run(tmp_path / "checkpoint-40")  # step 10 after 40: a new run
+    # The new run goes on: pruning removes its own old checkpoints only.
+    for step in (20, 25):
+        save_checkpoint(tmp_path, step, model, {}, keep=2)
+    assert _steps(tmp_path) == [20, 25, 30, 40]
+
+
+@pytest.mark.parametrize("keep, left", [(1, [4]), (3, [2, 3, 4]), (None, [1, 2, 3, 4])])
+def test_keep_counts_this_runs_checkpoints(tmp_path, keep, left):
+    model = _Saveable()
+    save_checkpoint(tmp_path, 9, model, {}, run_id="other")
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, model, {}, keep=keep, run_id="mine")
+    assert _steps(tmp_path) == sorted([*left, 9])
+    assert checkpoint_run(tmp_path / "checkpoint-4") == "mine"
+
+
+def test_checkpoints_without_a_run_id_are_never_pruned(tmp_path):
+    (tmp_path / "checkpoint-1" / "adapter").mkdir(parents=True)  # written by an older version
+    for step in (2, 3, 4):
+        save_checkpoint(tmp_path, step, _Saveable(), {}, keep=1, run_id="mine")
+    assert _steps(tmp_path) == [1, 4]
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_and_latest(tmp_path):
+    save_checkpoint(tmp_path, 1, _Saveable(), {}, run_id="mine")
+
+    class _Broken(_Tokenizer):
+        def save_pretrained(self, path):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, 2, _Saveable(), {}, run_id="mine", tokenizer=_Broken())
+    assert latest_checkpoint(tmp_path).name == "checkpoint-1"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("checkpoint", "."))] == ["checkpoint-1"]
+
+
+def test_final_folder_is_named_by_kind_and_replaced_whole(tmp_path):
+    class _Peft(_Saveable):
+        peft_config = {"default": None}
+
+    adapter = save_final(tmp_path, _Peft(), _Tokenizer())
+    assert adapter == tmp_path / "final" / "adapter"
+    assert {p.name for p in adapter.iterdir()} == {"weights.pt", "tokenizer.json"}
+    model = save_final(tmp_path, _Saveable(), _Tokenizer())  # full fine-tuning
+    assert model == tmp_path / "final" / "model" and (model / "weights.pt").is_file()
+    assert [p.name for p in (tmp_path / "final").iterdir()] == ["model"]
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]  # no staging folder left behind
 
 
 def test_metrics_writer_truncates_on_resume(tmp_path):

@@ -215,3 +215,43 @@ def test_evaluation_of_step_s_sees_the_policy_after_s_updates(tiny_model_dir, pr
     trainer.close()
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     assert [r["eval/accuracy"] for r in records] == [0.0, 1.0, 2.0]  # step 0: before any update
+
+
+@pytest.mark.slow
+def test_a_new_run_into_an_earlier_runs_folder_loses_nothing(tiny_model_dir, problems_file, tmp_path, monkeypatch):
+    """The issue's case: rl.steps=1 into a folder holding an earlier run's checkpoints (as `--overwrite`
+    allows): the new checkpoint keeps its weights, the earlier ones stay, rl/final/ is the output."""
+    import pipeline.trainer
+    from pipeline.checkpoint import latest_checkpoint
+    from pipeline.trainer import Trainer
+
+    monkeypatch.setattr(pipeline.trainer, "make_engine", lambda *a, **k: _StubEngine())
+    base = ("rl.eval_every=0", "reward.terms=[{name: stub_half_uniform}]")
+    stages.rl.run(_config(tiny_model_dir, problems_file, tmp_path, *base, "rl.steps=2", "rl.keep_checkpoints=1"))
+    out = tmp_path / "rl"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # rl.keep_checkpoints=1
+
+    config = _config(tiny_model_dir, problems_file, tmp_path, *base, "rl.steps=1")
+    result = stages.rl.run(config)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    for folder in (out / "checkpoint-1" / "adapter", out / "final" / "adapter"):
+        assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= {
+            p.name for p in folder.iterdir()}, folder
+    assert result["output"] == str(out / "final" / "adapter")
+    assert json.loads((out / "metrics.json").read_text())["output"] == result["output"]
+    assert latest_checkpoint(out) == out / "checkpoint-1"
+    trainer = Trainer(config, resume=True)  # --resume finds the new run's checkpoint
+    assert trainer.step == 1
+    trainer.close()
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_ends_in_final_model(tiny_model_dir, problems_file, tmp_path, monkeypatch):
+    import pipeline.trainer
+
+    monkeypatch.setattr(pipeline.trainer, "make_engine", lambda *a, **k: _StubEngine())
+    config = _config(tiny_model_dir, problems_file, tmp_path, "rl.eval_every=0", "rl.steps=1", "lora.enabled=false",
+                     "reward.terms=[{name: stub_half_uniform}]")
+    result = stages.rl.run(config)
+    assert result["output"] == str(tmp_path / "rl" / "final" / "model")
+    assert (tmp_path / "rl" / "final" / "model" / "config.json").is_file()
