@@ -13,7 +13,8 @@ import difflib
 import re
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
@@ -497,13 +498,22 @@ class Config(Section):
 
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of `model`; a union of sections (`algorithm.policy_loss`) gives each member's keys."""
     keys = []
     for name, field in model.model_fields.items():
         keys.append(prefix + name)
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
+        for sub in _sections_of(field.annotation):
             keys.extend(_valid_keys(sub, f"{prefix}{name}."))
-    return keys
+    return list(dict.fromkeys(keys))
+
+
+def _sections_of(annotation: Any) -> list[type[BaseModel]]:
+    """The section classes a field holds: itself, or the members of a (discriminated) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return [sub for arg in get_args(annotation) for sub in _sections_of(arg)]
+    return []
 
 
 STAGE_SECTIONS = ("rl", "sft", "reward_model", "dpo", "eval")
@@ -528,10 +538,14 @@ FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
     "max_new_tokens": {"eval": "eval.max_tokens", "*": "rollout.max_tokens"},
     "max_prompt_length": "data.max_prompt_tokens", "max_length": "{stage}.max_length",
     "max_seq_length": "{stage}.max_length",
-    "epsilon": "algorithm.eps", "epsilon_low": "algorithm.eps_low", "epsilon_high": "algorithm.eps_high",
-    "clip_ratio": "algorithm.eps", "cliprange": "algorithm.eps", "clip_ratio_low": "algorithm.eps_low",
-    "clip_ratio_high": "algorithm.eps_high", "clip_ratio_c": "algorithm.dual_clip_c",
-    "delta": "algorithm.dual_clip_c",
+    "epsilon": "algorithm.policy_loss.eps", "epsilon_low": "algorithm.policy_loss.eps_low",
+    "epsilon_high": "algorithm.policy_loss.eps_high", "clip_ratio": "algorithm.policy_loss.eps",
+    "cliprange": "algorithm.policy_loss.eps", "clip_ratio_low": "algorithm.policy_loss.eps_low",
+    "clip_ratio_high": "algorithm.policy_loss.eps_high", "clip_ratio_c": "algorithm.policy_loss.dual_clip_c",
+    "delta": "algorithm.policy_loss.dual_clip_c",
+    # our own flat keys before the losses' typed settings (algorithm.eps_high -> algorithm.policy_loss.eps_high)
+    **{f"algorithm.{key}": f"algorithm.policy_loss.{key}"
+       for key in ("eps", "eps_low", "eps_high", "dual_clip_c", "tau_pos", "tau_neg")},
     "temperature": _SAMPLING, "top_p": _SAMPLING, "top_k": "rollout.top_k",
     "per_device_train_batch_size": _OWN_BATCH, "ppo_micro_batch_size": "rl.micro_batch_size",
     "ppo_micro_batch_size_per_gpu": "rl.micro_batch_size", "micro_batch_size": _OWN_BATCH,

@@ -39,6 +39,7 @@ class PPOClipSettings(LossSettings):
     """PPO's symmetric clip (Schulman et al. 2017), optionally dual-clipped (Ye et al. 2020)."""
 
     type: Literal["ppo_clip"] = "ppo_clip"
+    """Selects this loss: PPO's clip (§3)."""
     eps: float = Field(0.2, gt=0.0)
     """Clip range: ratios outside [1 - eps, 1 + eps] stop moving the loss."""
     dual_clip_c: float | None = Field(None, gt=1.0)
@@ -49,6 +50,7 @@ class DAPOSettings(LossSettings):
     """DAPO's clip-higher (Yu et al. 2025): a wider upper bound keeps rare tokens learnable."""
 
     type: Literal["dapo"] = "dapo"
+    """Selects this loss: DAPO's clip-higher (§3)."""
     eps_low: float = Field(0.2, gt=0.0)
     """Lower clip: ratios below 1 - eps_low stop moving the loss of A < 0 tokens."""
     eps_high: float = Field(0.28, gt=0.0)
@@ -61,6 +63,7 @@ class GSPOSettings(LossSettings):
     """GSPO (Zheng et al. 2025): one length-normalised sequence ratio, clipped in a narrow band."""
 
     type: Literal["gspo"] = "gspo"
+    """Selects this loss: GSPO's sequence ratio (§2-3)."""
     eps_low: float = Field(3e-4, gt=0.0)
     """Lower clip of the sequence ratio."""
     eps_high: float = Field(4e-4, gt=0.0)
@@ -71,12 +74,14 @@ class GSPOTokenSettings(GSPOSettings):
     """GSPO-token: the sequence ratio's value with per-token gradients (token-level advantages)."""
 
     type: Literal["gspo_token"] = "gspo_token"  # type: ignore[assignment]
+    """Selects this loss: GSPO-token (§2-3)."""
 
 
 class SAPOSettings(LossSettings):
     """SAPO: a soft sigmoid gate instead of a hard clip."""
 
     type: Literal["sapo"] = "sapo"
+    """Selects this loss: SAPO's soft gate (§3)."""
     tau_pos: float = Field(1.0, gt=0.0)
     """Gate temperature for positive advantages."""
     tau_neg: float = Field(1.05, gt=0.0)

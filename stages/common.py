@@ -44,13 +44,23 @@ def stage_help(stage: str) -> str:
     for key in (*COMMON_KEYS, *info.sections):
         value = getattr(defaults, key)
         if isinstance(value, BaseModel):
-            plain = value.model_dump()
-            for name, field in type(value).model_fields.items():
-                lines.append(_key_line(f"{key}.{name}", plain[name], field.description))
+            lines += _section_lines(key, value)
         else:
             lines.append(_key_line(key, value, Config.model_fields[key].description))
     lines += ["", "writes (under output_dir):", *(f"  {path}" for path in info.writes)]
     return "\n".join(lines)
+
+
+def _section_lines(prefix: str, section: BaseModel) -> list[str]:
+    """One help line per key of `section`; a nested section (the chosen policy loss's settings) key by key."""
+    lines, plain = [], section.model_dump()
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            lines += _section_lines(f"{prefix}.{name}", value)
+        else:
+            lines.append(_key_line(f"{prefix}.{name}", plain[name], field.description))
+    return lines
 
 
 def _key_line(key: str, value: Any, description: str | None) -> str:

@@ -156,7 +156,7 @@ def test_print_config_is_the_resolved_yaml_of_the_stage(workdir, capsys):
     data = yaml.safe_load(text)
     assert set(data) == {"output_dir", "seed", "device", *STAGES["rl"].sections}
     config = Config.model_validate(data)
-    assert config.algorithm.eps_high == 0.28 and config.rl.lr == 3e-6  # preset applied, override kept
+    assert config.algorithm.policy_loss.eps_high == 0.28 and config.rl.lr == 3e-6  # preset applied, override kept
     lines = [line for line in text.splitlines()[1:]]
     keys = [i for i, line in enumerate(lines) if not line.lstrip().startswith("#")]
     assert keys and all(lines[i - 1].lstrip().startswith("# ") for i in keys)
@@ -171,6 +171,9 @@ def test_stage_help_lists_keys_defaults_and_writes(capsys):
     assert info.value.code == 0
     assert re.search(r"rl\.group_size = 8 +G: completions sampled per prompt", out)
     assert re.search(r"algorithm\.kl_coef = 0\.04 ", out) and "rollout.max_tokens = 256" in out
+    # the policy loss's settings key by key, as they are overridden (algorithm.policy_loss.eps=0.1)
+    assert re.search(r"algorithm\.policy_loss\.type = ppo_clip +Selects this loss", out)
+    assert re.search(r"algorithm\.policy_loss\.eps = 0\.2 +Clip range", out)
     assert "writes (under output_dir):" in out and "rl/metrics.json" in out
     with pytest.raises(SystemExit):
         cli.main(["sft", "--help"])

@@ -242,10 +242,23 @@ def _fields(model, prefix=""):
             yield from _fields(field.annotation, f"{prefix}{name}.")
 
 
+def _set_keys(config, prefix=""):
+    """The dotted keys of a config instance (sections too), into the policy loss it holds."""
+    from pydantic import BaseModel
+
+    for name in type(config).model_fields:
+        yield prefix + name
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            yield from _set_keys(value, f"{prefix}{name}.")
+
+
 def test_every_field_has_a_docstring():
     from pipeline.config import RewardTerm
 
-    keys = [*_fields(Config), *_fields(RewardTerm, "reward.terms[].")]
+    keys = [*_fields(Config), *_fields(RewardTerm, "reward.terms[]."),
+            *(key for name, loss in POLICY_LOSSES.items()
+              for key in _fields(loss.settings, f"algorithm.policy_loss[{name}]."))]
     missing = [key for key, field in keys if not (field.description or "").strip()]
     assert len(keys) > 100 and missing == []
 
@@ -263,8 +276,17 @@ def test_every_field_has_a_docstring():
     ("reward_model", "reward_model.learning_rate=1e-6", "'reward_model.lr'"),
     ("rl", "max_completion_length=128", "'rollout.max_tokens'"),
     ("eval", "max_completion_length=128", "'eval.max_tokens'"),
-    ("rl", "epsilon_high=0.28", "'algorithm.eps_high'"),
-    ("rl", "algorithm.clip_ratio_high=0.28", "'algorithm.eps_high'"),
+    ("rl", "epsilon_high=0.28", "'algorithm.policy_loss.eps_high'"),
+    ("rl", "algorithm.clip_ratio_high=0.28", "'algorithm.policy_loss.eps_high'"),
+    ("rl", "epsilon=0.2", "'algorithm.policy_loss.eps'"),
+    ("rl", "clip_ratio_c=3", "'algorithm.policy_loss.dual_clip_c'"),
+    # the flat keys before each loss had its own settings
+    ("rl", "algorithm.eps=0.1", "'algorithm.policy_loss.eps'"),
+    ("rl", "algorithm.eps_low=0.1", "'algorithm.policy_loss.eps_low'"),
+    ("rl", "algorithm.eps_high=0.3", "'algorithm.policy_loss.eps_high'"),
+    ("rl", "algorithm.dual_clip_c=3", "'algorithm.policy_loss.dual_clip_c'"),
+    ("rl", "algorithm.tau_pos=1", "'algorithm.policy_loss.tau_pos'"),
+    ("rl", "algorithm.tau_neg=1", "'algorithm.policy_loss.tau_neg'"),
     ("rl", "per_device_train_batch_size=4", "'rl.micro_batch_size'"),
     ("sft", "per_device_train_batch_size=4", "'sft.micro_batch_size'"),
     ("sft", "num_train_epochs=3", "'sft.epochs'"),
@@ -294,8 +316,13 @@ def test_commented_yaml_round_trips_and_comments_every_key():
     assert Config.model_validate(yaml.safe_load(text)) == config
     lines = text.splitlines()
     keys = [i for i, line in enumerate(lines) if not line.lstrip().startswith("#")]
-    assert len(keys) == sum(1 for _ in _fields(Config))
+    # every key once, the chosen loss's settings (dapo: type, eps_low, eps_high, dual_clip_c) included
+    assert len(keys) == len(list(_set_keys(config)))
     assert all(lines[i - 1].lstrip().startswith("# ") for i in keys)
-    assert "  eps_high: 0.28" in lines and "  lr: 3.0e-06" in lines  # the preset applied, the override kept
+    loss = lines.index("  policy_loss:")
+    assert lines[loss + 2:loss + 10:2] == ["    type: dapo", "    eps_low: 0.2", "    eps_high: 0.28",
+                                         "    dual_clip_c: null"]
+    assert lines[loss + 5] == f"    # {DAPOSettings.model_fields['eps_high'].description}"
+    assert "  lr: 3.0e-06" in lines  # the preset applied, the override kept
     only = commented_yaml(config, ["seed", "rl"])
     assert set(yaml.safe_load(only)) == {"seed", "rl"}
