@@ -203,9 +203,9 @@ def whiten(x: Tensor, mask: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- the registry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdvantageInputs:
-    """What an estimator may read; rows are ordered group by group."""
+    """What an estimator may read (keyword arguments only); rows are ordered group by group."""
 
     rewards: Tensor
     """[B] sequence rewards (float64; anything where `valid` is False)."""

@@ -219,8 +219,8 @@ class Trainer:
                 scores = self.learner.score(batch)
                 logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
                 advantages = compute_advantages(self.config.algorithm, AdvantageInputs(
-                    batch.rewards, batch.group_size, batch.loss_mask, batch.valid, logp, scores.logp_ref,
-                    scores.values))
+                    rewards=batch.rewards, group_size=batch.group_size, mask=batch.loss_mask, valid=batch.valid,
+                    logp=logp, logp_ref=scores.logp_ref, values=scores.values))
                 self.metrics.log_completions(self.step, groups, advantages.advantages, self.tokenizer,
                                              self.config.rl.log_completions)
                 record.update(self.learner.update(batch, scores, advantages, self.shuffle))

@@ -24,8 +24,9 @@ def test_preset_config_runs_through_the_algorithm_code(name):
     mask = torch.ones(8, 3, dtype=torch.bool)
     logp = (-torch.rand(8, 3)).requires_grad_()
     logp_ref = logp.detach() - 0.1
-    inputs = AdvantageInputs(torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1]), 4, mask, logp.detach(), logp_ref,
-                             torch.zeros(8, 3) if cfg.uses_critic else None)
+    inputs = AdvantageInputs(rewards=torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 1]), group_size=4, mask=mask,
+                             logp=logp.detach(), logp_ref=logp_ref,
+                             values=torch.zeros(8, 3) if cfg.uses_critic else None)
     result = compute_advantages(cfg, inputs)
     adv = result.advantages
     assert adv.shape[0] == 8 and torch.isfinite(adv).all()
