@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import rewards
+from pipeline.advantages import AdvantageInputs, compute_advantages, group_advantages
 from pipeline.config import ConfigError, load_config
 from pipeline.reward_checks import NonFiniteRewardError, finite_samples
 from pipeline.rollout import Completion
@@ -100,27 +101,38 @@ def test_non_finite_reward_is_an_error_by_default(tiny_model_dir, problems_file,
     trainer.close()
 
 
+def _advantages(trainer, batch):
+    """The step's advantages from the trainer's own pieces: learner.score, then the estimator."""
+    scores = trainer.learner.score(batch)
+    logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
+    inputs = AdvantageInputs(rewards=batch.rewards, group_size=batch.group_size, mask=batch.loss_mask,
+                             valid=batch.valid, logp=logp, logp_ref=scores.logp_ref, values=scores.values)
+    return scores, compute_advantages(trainer.config.algorithm, inputs)
+
+
 @pytest.mark.parametrize("advantage", ["grpo", "rloo", "reinforce", "gae"])
 def test_masked_non_finite_reward_leaves_the_sample_out(tiny_model_dir, problems_file, tmp_path, advantage):
     trainer = _trainer(tiny_model_dir, problems_file, tmp_path, "reward.non_finite=mask",
                        f"algorithm.advantage={advantage}")
-    groups, stats = trainer.generate_groups()
+    groups, stats = trainer.rollout()
     assert stats["reward/non_finite"] == 2  # one per group
     assert math.isfinite(stats["reward/mean"]) and stats["reward/mean"] == pytest.approx(2 / 3)
     assert [g.valid for g in groups] == [[True, False, True, True]] * 2
     batch = trainer.build_batch(groups)
     assert batch.loss_mask.shape[0] == 8 and not batch.loss_mask[[1, 5]].any()  # the group keeps its G rows
-    trainer.learner.prepare(batch)
-    trainer.compute_advantages(batch, groups)
-    assert torch.isfinite(batch.advantages).all()
+    assert batch.valid.tolist() == [True, False, True, True] * 2
+    scores, advantages = _advantages(trainer, batch)
+    assert torch.isfinite(advantages.advantages).all()
+    assert (advantages.advantages[[1, 5]] == 0).all()  # the masked samples have no advantage
     if advantage in ("grpo", "rloo"):
-        from pipeline.advantages import group_advantages
-
         expected = group_advantages(torch.tensor([1.0, 0.0, 1.0]), 3, advantage)  # the group without it
-        assert batch.advantages[1] == 0
-        torch.testing.assert_close(batch.advantages[[0, 2, 3]], expected)
-    stats = trainer.learner.update(batch, trainer.shuffle)
-    assert math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
+        torch.testing.assert_close(advantages.advantages[[0, 2, 3]], expected)
+    stats = trainer.learner.update(batch, scores, advantages, trainer.shuffle)
+    assert math.isfinite(stats["train/loss"]) and math.isfinite(stats["train/grad_norm"])
+    assert all(torch.isfinite(p).all() for p in trainer.learner.params)
+    # the trainer's own step wires the same mask through: a finite update, finite weights
+    record = trainer.train_step()
+    assert record["reward/non_finite"] == 2 and math.isfinite(record["train/loss"])
     assert all(torch.isfinite(p).all() for p in trainer.learner.params)
     trainer.close()
 
@@ -138,12 +150,13 @@ def _tenths(**_params):
 def test_equal_rewards_have_no_signal_and_zero_advantages(tiny_model_dir, problems_file, tmp_path):
     trainer = _trainer(tiny_model_dir, problems_file, tmp_path, "reward.terms=[{name: stub_tenths}]",
                        "algorithm.kl_coef=0")
-    groups, stats = trainer.generate_groups()
+    groups, stats = trainer.rollout()
     assert not any(g.has_signal for g in groups) and stats["sampling/signal_frac"] == 0
     batch = trainer.build_batch(groups)
-    trainer.compute_advantages(batch, groups)
-    assert torch.equal(batch.advantages, torch.zeros(8))
-    assert len(trainer.learner.learned_rows(batch, torch.arange(8))) == 0  # the zero-advantage skip sees them
+    _, advantages = _advantages(trainer, batch)
+    assert torch.equal(advantages.advantages, torch.zeros(8))
+    # the zero-advantage skip sees them
+    assert len(trainer.learner.learned_rows(batch, advantages.advantages, torch.arange(8))) == 0
     trainer.close()
 
 
