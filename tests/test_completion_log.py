@@ -86,9 +86,9 @@ def test_console_line_shows_the_standard_error():
 
 @pytest.mark.slow
 def test_two_step_rl_run_logs_completions_and_eval_stderr(tiny_model_dir, tmp_path, monkeypatch):
+    import pipeline.trainer
     import stages.rl
     from pipeline.config import load_config
-    from pipeline.trainer import Trainer
 
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
@@ -98,22 +98,25 @@ def test_two_step_rl_run_logs_completions_and_eval_stderr(tiny_model_dir, tmp_pa
         "rollout.engine=hf", "rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=4", "rl.mini_batch_size=8",
         "rl.micro_batch_size=8", "rl.eval_every=2", "rl.eval_problems=3", "rl.eval_samples=2",
         "rollout.max_tokens=8", "reward.workers=1", "rl.bf16_autocast=false", "rl.log_completions=3"])
-    seen = {}
-    real = Trainer.compute_advantages
+    calls = []  # (advantages, rewards) of each step's advantage computation, in order
 
-    def keep(self, batch, groups):
-        real(self, batch, groups)
-        seen[self.step] = (batch.advantages.clone(), [g.rewards for g in groups])
+    def keep(algo, inputs):
+        result = real(algo, inputs)
+        calls.append((result.advantages.clone(), inputs.rewards.clone()))
+        return result
 
-    monkeypatch.setattr(Trainer, "compute_advantages", keep)
+    real = pipeline.trainer.compute_advantages
+    monkeypatch.setattr(pipeline.trainer, "compute_advantages", keep)
     stages.rl.run(config)
 
     rows = read_metrics(tmp_path / "run" / "rl" / "completions.jsonl")
     assert [r["step"] for r in rows] == [0, 0, 0, 1, 1, 1]  # steps with an update; 3 each
+    assert len(calls) == 2
     for row in rows:
-        advantages, rewards = seen[row["step"]]
-        assert row["advantage"] == pytest.approx(float(advantages[row["group"] * 4 + row["sample"]]))
-        assert row["reward"] == pytest.approx(rewards[row["group"]][row["sample"]])
+        advantages, rewards = calls[row["step"]]
+        i = row["group"] * 4 + row["sample"]
+        assert row["advantage"] == pytest.approx(float(advantages[i]))
+        assert row["reward"] == pytest.approx(float(rewards[i]))
         assert set(row["rewards"]) == {"accuracy", "format"}
         assert row["reward"] == pytest.approx(row["rewards"]["accuracy"] + 0.1 * row["rewards"]["format"])
         assert "What is" in row["prompt"] and isinstance(row["completion"], str) and row["length"] <= 8

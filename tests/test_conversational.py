@@ -210,7 +210,7 @@ def test_gsm8k_rows_give_the_normalised_answer_and_rendered_prompts(tiny_model_d
     config = _config(tiny_model_dir, _jsonl(tmp_path / "gsm8k.jsonl", rows), tmp_path,
                      "reward.terms=[{name: record_call}, {name: accuracy}]")
     trainer = Trainer(config, engine=_TextEngine())
-    groups, _ = trainer.generate_groups()
+    groups, _ = trainer.rollout()
     trainer.close()
     call = recorded[0]
     assert call["answer"] == ["72"] * 8
