@@ -82,8 +82,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.config import DEFAULT_SYSTEM_PROMPT, LoraConfig
-    from pipeline.prompts import encode_prompts
-    from pipeline.models import load_policy, load_tokenizer, prepare_model, resolve_device
+    from pipeline.data.prompts import encode_prompts
+    from pipeline.core.models import load_policy, load_tokenizer, prepare_model, resolve_device
     from pipeline.rollout import HFEngine, SamplingSettings, resolve_sync
 
     model_path = prepare_model(cache_dir=REPO / "models")

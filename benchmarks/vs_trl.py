@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from trl import GRPOConfig
 
     from pipeline.config import Config
-    from pipeline.data import Problem
+    from pipeline.data.problems import Problem
 
 RLVR_PHASES = ("time/generate", "time/reward", "time/learn", "time/sync")
 TRL_LOSS_TYPES = {"seq-mean-token-mean": "grpo", "token-mean": "dapo", "seq-mean-token-sum-norm": "dr_grpo"}
@@ -128,8 +128,8 @@ def rlvr_config(args: argparse.Namespace) -> Config:
 
 def training_problems(config: Config, tokenizer: Any) -> list[Problem]:
     """The problems rlvr's trainer draws over the run, in its order (same filter, stream and seed)."""
-    from pipeline.data import load_problems_for
-    from pipeline.prompts import PromptStream, filter_long_prompts
+    from pipeline.data.problems import load_problems_for
+    from pipeline.data.prompts import PromptStream, filter_long_prompts
 
     problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "train", config.seed),
                                    config.data.system_prompt, config.data.max_prompt_tokens)
@@ -182,8 +182,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     import rewards
-    from pipeline.prompts import render_prompt
-    from pipeline.models import load_tokenizer, prepare_model
+    from pipeline.data.prompts import render_prompt
+    from pipeline.core.models import load_tokenizer, prepare_model
 
     config = rlvr_config(args)
     model_path = str(prepare_model(config.model.name, config.model.cache_dir))
@@ -212,7 +212,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.models import resolve_device
+    from pipeline.core.models import resolve_device
     from pipeline.rollout import resolve_engine, resolve_sync
     from stages import rl
 
@@ -233,10 +233,10 @@ def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     """Greedy held-out accuracy of the base model and each system's adapter: one engine, same problems."""
-    from pipeline.data import load_problems_for
-    from pipeline.prompts import filter_long_prompts
-    from pipeline.evaluation import evaluate_problems
-    from pipeline.models import load_policy, load_tokenizer, prepare_model, resolve_device
+    from pipeline.data.problems import load_problems_for
+    from pipeline.data.prompts import filter_long_prompts
+    from pipeline.eval.evaluation import evaluate_problems
+    from pipeline.core.models import load_policy, load_tokenizer, prepare_model, resolve_device
     from pipeline.rollout import make_engine
 
     config = rlvr_config(args)

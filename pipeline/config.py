@@ -3,7 +3,7 @@
     cfg = load_config("configs/grpo.yaml", ["rl.lr=2e-6", "algorithm.preset=dapo"])
 
 Unknown keys and bad values raise `ConfigError` naming the key (and the closest valid key).
-The `algorithm` section starts from a named preset (pipeline/presets.py); any key the user
+The `algorithm` section starts from a named preset (pipeline/algorithms/presets.py); any key the user
 sets overrides the preset's value for that key only.
 """
 
@@ -20,8 +20,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from pipeline.policy_losses import POLICY_LOSSES, PolicyLossSettings, PPOClipSettings
-from pipeline.presets import PRESETS
+from pipeline.algorithms.policy_losses import POLICY_LOSSES, PolicyLossSettings, PPOClipSettings
+from pipeline.algorithms.presets import PRESETS
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful math solver. Think step by step, briefly, then give the final "
@@ -67,7 +67,7 @@ class LoraConfig(Section):
 
 
 class DataConfig(Section):
-    """Training and held-out problems (pipeline/data.py)."""
+    """Training and held-out problems (pipeline/data/problems.py)."""
 
     train: str = "datasets/train.jsonl"
     """A JSONL/Parquet path, a hub dataset name, or `reasoning_gym/<task>` (drawn on the fly)."""
@@ -108,7 +108,7 @@ class RolloutConfig(Section):
     """Nucleus sampling: keep the smallest token set of this much probability (1 = off)."""
     top_k: int = -1
     """Top-k / top-p truncation of the sampling distribution (-1 / 1.0: off). The learner
-    computes its log-probs on the same truncated distribution (pipeline/forward.py)."""
+    computes its log-probs on the same truncated distribution (pipeline/core/forward.py)."""
     max_tokens: int = Field(256, ge=1)
     """Most new tokens per completion (TRL's max_completion_length)."""
     stop: list[str] = Field(default_factory=list)
@@ -132,17 +132,17 @@ class RolloutConfig(Section):
 
 
 AdvantageName = Literal["grpo", "dr_grpo", "rloo", "reinforce", "gae"]
-"""The estimators of pipeline/advantages.py's registry (a test keeps the two equal)."""
+"""The estimators of pipeline/algorithms/advantages.py's registry (a test keeps the two equal)."""
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 AggName = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
 class AlgorithmConfig(Section):
     """docs/algorithms.md §1-9. Fields left unset take the preset's value; the policy loss's own
-    settings take its paper's defaults (pipeline/policy_losses.py)."""
+    settings take its paper's defaults (pipeline/algorithms/policy_losses.py)."""
 
     preset: str = "grpo"
-    """A paper's recipe (pipeline/presets.py): grpo, dr_grpo, dapo, gspo, gspo_token, sapo, ppo, reinforce, rloo."""
+    """A paper's recipe (pipeline/algorithms/presets.py): grpo, dr_grpo, dapo, gspo, gspo_token, sapo, ppo, reinforce, rloo."""
     advantage: AdvantageName = "grpo"
     """Advantage estimator (§1): group mean/std (grpo), group mean (dr_grpo), leave-one-out (rloo), batch baseline (reinforce), GAE with a critic (gae)."""
     reinforce_baseline: bool = False

@@ -14,7 +14,7 @@ string of any of these is read the same way) as
   input is the argument list of one call of ``fn_name`` (or of
   ``Solution().fn_name``), compared with its output as a value (``values_match``).
 
-Anything else raises ``ValueError`` when the data loads (``pipeline.data`` calls
+Anything else raises ``ValueError`` when the data loads (``pipeline.data.problems`` calls
 ``parse_tests`` on every row with a ``tests`` column). Printed output is compared
 line by line and token by token (``outputs_match``): real-number tokens within
 ``float_tolerance``, everything else exactly. Completions are scored in parallel

@@ -32,8 +32,8 @@ class ModelReward:
 
     def _model(self) -> tuple[Any, Any, dict[str, Any]]:
         if self._loaded is None:
-            from pipeline.models import resolve_device
-            from pipeline.reward_model import load_reward_model
+            from pipeline.core.models import resolve_device
+            from pipeline.supervised.reward_model import load_reward_model
 
             self.device = str(resolve_device(self.device))
             self._loaded = load_reward_model(self.path, device=self.device)
@@ -42,7 +42,7 @@ class ModelReward:
     def __call__(self, completions: list[str], prompt: Sequence[str] | None = None, **_: Any) -> list[float]:
         if prompt is None:
             raise ValueError("the reward_model reward needs a 'prompt' column (one prompt per completion)")
-        from pipeline.reward_model import score
+        from pipeline.supervised.reward_model import score
 
         completions = completion_texts(completions)
         rm, tokenizer, meta = self._model()
@@ -58,7 +58,7 @@ def reward_model(path: str, batch_size: int = 8, device: str = "auto") -> ModelR
     """Reward-model reward (§10): ``path`` is the folder `rlvr reward-model` wrote."""
     from pathlib import Path
 
-    from pipeline.reward_model import META_FILE
+    from pipeline.supervised.reward_model import META_FILE
 
     if not (Path(path) / META_FILE).is_file():
         raise ValueError(f"reward_model: {path!r} is not a reward model folder (no reward_model.json); "

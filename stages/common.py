@@ -165,8 +165,8 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
     they return without loading a model. A user-facing error (bad config, data, model, missing engine)
     exits non-zero with its one-line message instead of a traceback.
     """
-    from pipeline.data import DataError
-    from pipeline.models import ModelError
+    from pipeline.data.problems import DataError
+    from pipeline.core.models import ModelError
     from pipeline.rollout import EngineUnavailable
 
     args = parse_stage_args(parser, argv)

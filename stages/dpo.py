@@ -1,4 +1,4 @@
-"""`rlvr dpo`: direct preference optimisation of the LoRA policy; see pipeline/dpo.py."""
+"""`rlvr dpo`: direct preference optimisation of the LoRA policy; see pipeline/supervised/dpo.py."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.evaluation import format_with_error
-from pipeline.dpo import run_dpo
+from pipeline.eval.evaluation import format_with_error
+from pipeline.supervised.dpo import run_dpo
 from stages.common import run_stage, stage_dir, stage_parser
 
 

@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.prompts import filter_long_prompts
-from pipeline.evaluation import (PAIRED, EvalReport, compare_markdown, evaluate_problems, load_eval_problems,
+from pipeline.data.prompts import filter_long_prompts
+from pipeline.eval.evaluation import (PAIRED, EvalReport, compare_markdown, evaluate_problems, load_eval_problems,
                                  paired_differences, plot_compare)
-from pipeline.models import load_checkpoint, load_tokenizer, prepare_model, resolve_device
+from pipeline.core.models import load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
 from stages.common import run_stage, stage_dir, stage_parser
 from stages.preflight import check_checkpoint
@@ -50,7 +50,7 @@ def run_eval(config: Config, adapters: dict[str, str | None], reference: str | N
     One checkpoint writes `<output_dir>/eval/report.json` and `summary.md`; several write one
     `<slug>/` folder each plus `compare.md`, `compare.json` and `compare.png`, and each summary but
     the `reference`'s (default: the first label) gets its paired difference from the reference
-    (`pipeline.evaluation.PAIRED`). Returns label -> summary.
+    (`pipeline.eval.evaluation.PAIRED`). Returns label -> summary.
     """
     if reference is not None and reference not in adapters:
         raise ValueError(f"reference checkpoint {reference!r} is not among {', '.join(adapters)}")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import rewards
 from pipeline.config import Config, ConfigError, RewardModelConfig
-from pipeline.data import DataError, Problem, load_problems_for
-from pipeline.evaluation import load_eval_problems
-from pipeline.models import ModelError, is_adapter, model_source
-from pipeline.preference import load_pairs
-from pipeline.sft import with_solutions
+from pipeline.data.problems import DataError, Problem, load_problems_for
+from pipeline.eval.evaluation import load_eval_problems
+from pipeline.core.models import ModelError, is_adapter, model_source
+from pipeline.data.preference import load_pairs
+from pipeline.supervised.sft import with_solutions
 from stages.catalog import CHAIN, COMMANDS
 
 MAX_HINTS = 3

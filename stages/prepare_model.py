@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.config import Config
-from pipeline.models import prepare_model
+from pipeline.core.models import prepare_model
 from stages.common import run_stage, stage_parser
 
 

@@ -1,4 +1,4 @@
-"""`rlvr reward-model`: train a Bradley-Terry reward model on preference pairs; see pipeline/reward_model.py."""
+"""`rlvr reward-model`: train a Bradley-Terry reward model on preference pairs; see pipeline/supervised/reward_model.py."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.evaluation import format_with_error
-from pipeline.reward_model import run_reward_model
+from pipeline.eval.evaluation import format_with_error
+from pipeline.supervised.reward_model import run_reward_model
 from stages.common import run_stage, stage_dir, stage_parser
 
 

@@ -20,7 +20,7 @@ from stages.common import run_stage, stage_dir, stage_parser, write_json_atomic
 def run(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train, then write `<output_dir>/rl/metrics.json` (the last record and `output`, the trained
     weights' folder `rl/final/...`) as the finished marker."""
-    from pipeline.trainer import Trainer
+    from pipeline.rl.trainer import Trainer
 
     trainer = Trainer(config, resume=resume)
     marker = stage_dir(config, "rl") / "metrics.json"

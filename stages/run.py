@@ -32,10 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import latest_checkpoint
+from pipeline.core.checkpoint import latest_checkpoint
 from pipeline.config import Config, ConfigError
-from pipeline.evaluation import PAIRED, STDERR, format_difference, format_with_error
-from pipeline.models import is_adapter
+from pipeline.eval.evaluation import PAIRED, STDERR, format_difference, format_with_error
+from pipeline.core.models import is_adapter
 from stages import dpo, evaluate, prepare_model, reward_model, rl, sft
 from stages.catalog import CHAIN, COMMON_KEYS, STAGES
 from stages.common import run_stage, stage_parser, write_json_atomic

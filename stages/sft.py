@@ -1,4 +1,4 @@
-"""`rlvr sft`: supervised fine-tuning on worked solutions (LoRA by default); see pipeline/sft.py."""
+"""`rlvr sft`: supervised fine-tuning on worked solutions (LoRA by default); see pipeline/supervised/sft.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.sft import run_sft
+from pipeline.supervised.sft import run_sft
 from stages.common import run_stage, stage_dir, stage_parser
 
 

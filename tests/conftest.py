@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """SmolLM2-135M-Instruct converted from the shipped GGUF (cached under models/)."""
-    from pipeline.models import prepare_model
+    from pipeline.core.models import prepare_model
 
     return prepare_model(cache_dir=REPO / "models")
 
@@ -100,7 +100,7 @@ def tiny_policy_factory(tiny_model_dir: Path):
     import torch
 
     from pipeline.config import LoraConfig
-    from pipeline.models import load_policy
+    from pipeline.core.models import load_policy
 
     def make(scale: float = 1.0, seed: int = 0):
         policy = load_policy(tiny_model_dir, LoraConfig(rank=8, alpha=16))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline.advantages import (
+from pipeline.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
     AdvantageInputs,
     compute_advantages,
@@ -18,7 +18,7 @@ from pipeline.advantages import (
     whiten,
 )
 from pipeline.config import AlgorithmConfig
-from pipeline.losses import kl_estimate
+from pipeline.algorithms.losses import kl_estimate
 
 NAN = float("nan")
 # Two groups of 4: [1, 0, 0, 0] and [2, 2, 2, 2] (degenerate: all equal).

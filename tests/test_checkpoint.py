@@ -7,8 +7,8 @@ import torch
 
 import pytest
 
-from pipeline.checkpoint import checkpoint_run, latest_checkpoint, load_state, save_checkpoint, save_final
-from pipeline.tracking import MetricsWriter, console_line, plot_metrics, read_metrics
+from pipeline.core.checkpoint import checkpoint_run, latest_checkpoint, load_state, save_checkpoint, save_final
+from pipeline.core.tracking import MetricsWriter, console_line, plot_metrics, read_metrics
 
 
 class _Saveable(torch.nn.Module):

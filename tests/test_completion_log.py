@@ -1,4 +1,4 @@
-"""Sampled training completions (pipeline/tracking.py, like TRL's `log_completions`): rows, files,
+"""Sampled training completions (pipeline/core/tracking.py, like TRL's `log_completions`): rows, files,
 TensorBoard's text tab, resume, and the rows of a real 2-step RL run on the tiny model; plus the
 periodic evaluation's standard error in metrics.jsonl."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.rollout import Completion
-from pipeline.tracking import MetricsWriter, completion_rows, completions_markdown, console_line, read_metrics
+from pipeline.core.tracking import MetricsWriter, completion_rows, completions_markdown, console_line, read_metrics
 
 
 class Ids:
@@ -86,7 +86,7 @@ def test_console_line_shows_the_standard_error():
 
 @pytest.mark.slow
 def test_two_step_rl_run_logs_completions_and_eval_stderr(tiny_model_dir, tmp_path, monkeypatch):
-    import pipeline.trainer
+    import pipeline.rl.trainer
     import stages.rl
     from pipeline.config import load_config
 
@@ -105,8 +105,8 @@ def test_two_step_rl_run_logs_completions_and_eval_stderr(tiny_model_dir, tmp_pa
         calls.append((result.advantages.clone(), inputs.rewards.clone()))
         return result
 
-    real = pipeline.trainer.compute_advantages
-    monkeypatch.setattr(pipeline.trainer, "compute_advantages", keep)
+    real = pipeline.rl.trainer.compute_advantages
+    monkeypatch.setattr(pipeline.rl.trainer, "compute_advantages", keep)
     stages.rl.run(config)
 
     rows = read_metrics(tmp_path / "run" / "rl" / "completions.jsonl")

@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.config import (AdvantageName, AlgorithmConfig, Config, ConfigError, load_config, parse_overrides,
                              save_config)
-from pipeline.policy_losses import POLICY_LOSSES, DAPOSettings, PolicyLossSettings, PPOClipSettings, SAPOSettings
-from pipeline.presets import PRESETS
+from pipeline.algorithms.policy_losses import POLICY_LOSSES, DAPOSettings, PolicyLossSettings, PPOClipSettings, SAPOSettings
+from pipeline.algorithms.presets import PRESETS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -129,7 +129,7 @@ def test_policy_loss_settings_union_equals_the_registry():
 
 
 def test_advantage_names_equal_the_registry():
-    from pipeline.advantages import ADVANTAGE_ESTIMATORS
+    from pipeline.algorithms.advantages import ADVANTAGE_ESTIMATORS
 
     assert set(typing.get_args(AdvantageName)) == set(ADVANTAGE_ESTIMATORS)
 

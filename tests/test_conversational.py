@@ -11,8 +11,8 @@ import pytest
 
 import rewards
 from pipeline.config import DEFAULT_SYSTEM_PROMPT, load_config
-from pipeline.data import DataError, Problem, load_problems
-from pipeline.prompts import encode_prompts, prompt_ids, prompt_text, render_prompt
+from pipeline.data.problems import DataError, Problem, load_problems
+from pipeline.data.prompts import encode_prompts, prompt_ids, prompt_text, render_prompt
 from pipeline.rollout import Completion
 from rewards.registry import _FACTORIES
 
@@ -26,7 +26,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer(default_model_dir: Path):
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
     return load_tokenizer(default_model_dir)
 
@@ -171,8 +171,8 @@ def _config(tiny_model_dir, data, tmp_path, *overrides):
 
 @pytest.mark.slow
 def test_trl_and_open_r1_rewards_run_unchanged_on_conversational_data(tiny_model_dir, tmp_path, recorded):
-    from pipeline.trainer import Trainer
-    from pipeline.tracking import read_metrics
+    from pipeline.rl.trainer import Trainer
+    from pipeline.core.tracking import read_metrics
 
     rows = [{"prompt": ADD, "solution": "$7$", "difficulty": "easy"},
             {"prompt": [{"role": "user", "content": "Add 5 and 2."}], "solution": "$7$", "difficulty": "easy"}]
@@ -203,7 +203,7 @@ def test_trl_and_open_r1_rewards_run_unchanged_on_conversational_data(tiny_model
 
 @pytest.mark.slow
 def test_gsm8k_rows_give_the_normalised_answer_and_rendered_prompts(tiny_model_dir, tmp_path, recorded):
-    from pipeline.trainer import Trainer
+    from pipeline.rl.trainer import Trainer
 
     rows = [{"question": f"Tom has {i} apples and buys {72 - i}. How many?", "answer": f"{i}+{72 - i}=72\n#### 72"}
             for i in range(2)]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import export_data
+from datagen import export as export_data
 from pipeline.config import DEFAULT_SYSTEM_PROMPT, DataConfig
-from pipeline.data import DataError, Problem, last_boxed, load_problems, load_problems_for
-from pipeline.prompts import PromptStream, encode_prompts, filter_long_prompts, prompt_ids, render_prompt
+from pipeline.data.problems import DataError, Problem, last_boxed, load_problems, load_problems_for
+from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts, prompt_ids, render_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_load_problems_for(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer(default_model_dir: Path):
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
     return load_tokenizer(default_model_dir)
 
@@ -354,7 +354,7 @@ def _hub_probe(monkeypatch: pytest.MonkeyPatch, error: Exception) -> list:
 
 
 def test_unreachable_hub_fails_at_once_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.data import HUB_TIMEOUT_S
+    from pipeline.data.problems import HUB_TIMEOUT_S
 
     asked = _hub_probe(monkeypatch, OSError("[Errno -2] Name or service not known"))
     with pytest.raises(DataError) as info:

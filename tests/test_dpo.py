@@ -6,7 +6,7 @@ import math
 import torch
 
 from pipeline.config import Config
-from pipeline.dpo import dpo_loss, run_dpo
+from pipeline.supervised.dpo import dpo_loss, run_dpo
 from tests.test_reward_model import easy_pairs, write_pairs
 
 
@@ -55,8 +55,8 @@ def test_the_reference_is_the_starting_adapter_not_the_base_model(tiny_model_dir
     metrics = run_dpo(config, tmp_path / "run" / "dpo")
     assert metrics["accuracy_before"] == 0.5 and metrics["margin_before"] == 0.0
     # and the base model (adapter disabled) would have been a different reference
-    from pipeline.dpo import sequence_logps
-    from pipeline.forward import collate
+    from pipeline.supervised.dpo import sequence_logps
+    from pipeline.core.forward import collate
 
     batch = collate([[1, 2, 3]], [[4, 5, 6]], pad_id=0)
     with torch.no_grad():

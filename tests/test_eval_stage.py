@@ -45,7 +45,7 @@ def setup(tiny_model_dir, tmp_path, monkeypatch):
     engines = []
 
     def make_engine(config, model_path, *, device, policy=None, seed=0):
-        from pipeline.models import load_tokenizer
+        from pipeline.core.models import load_tokenizer
 
         engines.append(StubEngine(load_tokenizer(model_path)))
         return engines[-1]
@@ -59,7 +59,7 @@ def setup(tiny_model_dir, tmp_path, monkeypatch):
 @pytest.fixture
 def adapter(tiny_model_dir, tmp_path):
     from pipeline.config import LoraConfig
-    from pipeline.models import load_policy
+    from pipeline.core.models import load_policy
 
     path = tmp_path / "adapter"
     load_policy(tiny_model_dir, LoraConfig(rank=4)).save_pretrained(path)

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from pipeline import evaluation
-from pipeline.data import Problem
-from pipeline.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems
+from pipeline.eval import evaluation
+from pipeline.data.problems import Problem
+from pipeline.eval.evaluation import EvalReport, compare_markdown, evaluate_problems, load_eval_problems
 from pipeline.rollout import Completion
 
 
@@ -123,7 +123,7 @@ def test_greedy_when_one_sample():
 def test_greedy_with_several_samples_decodes_once_and_reports_n_1(caplog, n, k_list):
     # Issue 14: pass@4 / maj@4 were reported from four identical greedy samples.
     engine = StubEngine(CANNED)
-    with caplog.at_level("WARNING", logger="pipeline.evaluation"):
+    with caplog.at_level("WARNING", logger="pipeline.eval.evaluation"):
         result = evaluate_problems(engine, CharTokenizer(), PROBLEMS, system_prompt="", n=n, temperature=0.0,
                                    top_p=0.9, max_tokens=64, max_prompt_tokens=200, k_list=k_list)
     assert [(call[1].n, call[1].temperature) for call in engine.calls] == [(1, 0.0)]
@@ -158,7 +158,7 @@ def test_dataset_presets(monkeypatch):
 
 
 def test_unknown_local_file_is_a_clear_error():
-    from pipeline.data import DataError
+    from pipeline.data.problems import DataError
 
     with pytest.raises(DataError, match="not found"):
         load_eval_problems("no/such/file.jsonl")
@@ -241,7 +241,7 @@ def test_chain_table_shows_errors_and_the_paired_difference():
 
 @pytest.mark.vllm
 def test_tiny_model_through_vllm(vllm_merged_engine, tiny_model_dir, tmp_path):
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
     problems = [Problem(f"What is {i} + {i}?", str(2 * i), level=1 + i % 3, source="toy") for i in range(10)]
     result = evaluate_problems(vllm_merged_engine, load_tokenizer(tiny_model_dir), problems,

@@ -1,4 +1,4 @@
-"""`rlvr export` (stages/export.py) and adapters that record an absolute base model (pipeline/models.py)."""
+"""`rlvr export` (stages/export.py) and adapters that record an absolute base model (pipeline/core/models.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import stages.export
 from pipeline.config import LoraConfig, load_config
-from pipeline.models import load_policy
+from pipeline.core.models import load_policy
 
 
 def _logits(model, ids):

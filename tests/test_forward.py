@@ -2,7 +2,7 @@
 
 import torch
 
-from pipeline.forward import collate, completion_forward, pad_columns
+from pipeline.core.forward import collate, completion_forward, pad_columns
 
 
 def _reference_logp(model, prompt, completion, temperature=1.0):
@@ -53,8 +53,8 @@ def test_completion_forward_matches_full_forward(tiny_model_dir):
 
 def test_shared_prompt_forward_equals_completion_forward_with_gradients(tiny_model_dir):
     from pipeline.config import LoraConfig
-    from pipeline.forward import shared_prompt_forward
-    from pipeline.models import load_policy
+    from pipeline.core.forward import shared_prompt_forward
+    from pipeline.core.models import load_policy
 
     torch.manual_seed(0)
     model = load_policy(tiny_model_dir, LoraConfig(rank=4))

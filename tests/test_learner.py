@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-import pipeline.learner
-from pipeline.batch import Advantages, RolloutBatch
+import pipeline.rl.learner
+from pipeline.rl.batch import Advantages, RolloutBatch
 from pipeline.config import load_config
-from pipeline.forward import collate
-from pipeline.learner import Learner
+from pipeline.core.forward import collate
+from pipeline.rl.learner import Learner
 
 
 def _config(*overrides):
@@ -148,8 +148,8 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_model_dir
 def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_dir, sampling):
     # Issue 14: with top_p=0.5 (top_k=50) and identical weights the TIS weight was 0.5 (0.0017):
     # the engine renormalises over the kept set, the learner read the whole vocabulary.
-    from pipeline.losses import truncated_is_weights
-    from pipeline.models import load_tokenizer
+    from pipeline.algorithms.losses import truncated_is_weights
+    from pipeline.core.models import load_tokenizer
     from pipeline.rollout import HFEngine, SamplingSettings
 
     config = _config("rl.ppo_epochs=2", *sampling)  # two epochs: score() computes logp_old
@@ -180,7 +180,7 @@ def test_learner_logprobs_are_vllms_under_truncated_sampling(vllm_merged_engine,
     # vLLM serves the base tiny model in float32 with logprobs_mode="processed_logprobs".
     from transformers import AutoModelForCausalLM
 
-    from pipeline.forward import completion_forward
+    from pipeline.core.forward import completion_forward
     from pipeline.rollout import SamplingSettings
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -203,7 +203,7 @@ def _first_gradient(model_dir, monkeypatch, entropy_coef):
         optimizer.zero_grad()
         return 0.0
 
-    monkeypatch.setattr(pipeline.learner, "clip_and_step", capture)
+    monkeypatch.setattr(pipeline.rl.learner, "clip_and_step", capture)
     torch.manual_seed(0)
     learner = Learner(_config("algorithm.preset=dapo", f"algorithm.entropy_coef={entropy_coef}"), str(model_dir),
                       torch.device("cpu"), 10)

@@ -1,4 +1,4 @@
-"""Ratios, aggregation, KL estimators, entropy, log-probs, TIS and the value loss (pipeline/losses.py,
+"""Ratios, aggregation, KL estimators, entropy, log-probs, TIS and the value loss (pipeline/algorithms/losses.py,
 docs/algorithms.md §2-6, §9) against hand computations on small tensors. The policy losses are
 tested in test_policy_losses.py, the KL and entropy terms in test_regularisers.py."""
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipeline.losses import (
+from pipeline.algorithms.losses import (
     aggregate,
     entropy_from_logits,
     gspo_sequence_ratio,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline.metrics import (avg_at_n, clustered_standard_error, maj_at_k, majority_answer, paired_difference,
+from pipeline.eval.pass_at_k import (avg_at_n, clustered_standard_error, maj_at_k, majority_answer, paired_difference,
                               pass_at_k, standard_error)
 
 

@@ -1,4 +1,4 @@
-"""Policy losses (pipeline/policy_losses.py, docs/algorithms.md §2-4, §9) against hand computations,
+"""Policy losses (pipeline/algorithms/policy_losses.py, docs/algorithms.md §2-4, §9) against hand computations,
 and their typed settings (one class per loss, selected by `type`)."""
 
 import math
@@ -7,10 +7,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from pipeline.losses import AGG_MODES, gspo_sequence_ratio, mismatch_stats
-from pipeline.policy_losses import (POLICY_LOSSES, DAPOSettings, GSPOSettings, GSPOTokenSettings, PPOClipSettings,
+from pipeline.algorithms.losses import AGG_MODES, gspo_sequence_ratio, mismatch_stats
+from pipeline.algorithms.policy_losses import (POLICY_LOSSES, DAPOSettings, GSPOSettings, GSPOTokenSettings, PPOClipSettings,
                                     SAPOSettings, policy_loss, register_policy_loss, sapo_gate_weight)
-from pipeline.regularisers import entropy_bonus, kl_penalty
+from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
 
 NAN, INF = float("nan"), float("inf")
 ln = math.log

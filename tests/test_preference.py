@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from pipeline.data import DataError, Problem
-from pipeline.preference import (PreferencePair, encode_pairs, load_pairs, pair_batch, pairs_from_samples,
+from pipeline.data.problems import DataError, Problem
+from pipeline.data.preference import (PreferencePair, encode_pairs, load_pairs, pair_batch, pairs_from_samples,
                                  save_pairs, split_by_prompt)
 
 
@@ -105,7 +105,7 @@ def test_too_few_sampled_pairs_fall_back_to_gold_solutions(caplog):
 
 
 def test_encode_pairs_and_batch_layout(default_model_dir):
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(default_model_dir)
     pairs = [PreferencePair("What is 2+2?", "It is 4.", "It is 5."), PreferencePair("Hi?", "Yes", "No no")]
@@ -122,7 +122,7 @@ def test_encode_pairs_and_batch_layout(default_model_dir):
 
 
 def test_split_by_prompt_keeps_a_prompts_pairs_together():
-    from pipeline.preference import EncodedPair
+    from pipeline.data.preference import EncodedPair
 
     pairs = [EncodedPair([i % 5], [1], [2, i]) for i in range(20)]
     train, held = split_by_prompt(pairs, 0.2, seed=0)
@@ -133,9 +133,9 @@ def test_split_by_prompt_keeps_a_prompts_pairs_together():
 def test_sampling_pairs_through_the_engine_falls_back_to_gold(tiny_model_dir, tmp_path, caplog):
     """The tiny random model answers nothing right: every pair is gold solution vs a wrong sample."""
     from pipeline.config import Config
-    from pipeline.preference import preference_data
-    from pipeline.synthetic import generate
-    from pipeline.train_loop import start_stage
+    from pipeline.data.preference import preference_data
+    from datagen.synthetic import generate
+    from pipeline.supervised.fit import start_stage
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(p.to_row()) + "\n" for p in generate(10, seed=0, levels=[1])))

@@ -1,14 +1,14 @@
-"""Presets (pipeline/presets.py) yield valid configs whose names the algorithm code accepts."""
+"""Presets (pipeline/algorithms/presets.py) yield valid configs whose names the algorithm code accepts."""
 
 import pytest
 import torch
 
-from pipeline.advantages import AdvantageInputs, compute_advantages
+from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages
 from pipeline.config import AlgorithmConfig
-from pipeline.losses import AGG_MODES, kl_estimate, truncated_is_weights
-from pipeline.policy_losses import POLICY_LOSSES, policy_loss
-from pipeline.presets import PRESETS
-from pipeline.regularisers import kl_penalty
+from pipeline.algorithms.losses import AGG_MODES, kl_estimate, truncated_is_weights
+from pipeline.algorithms.policy_losses import POLICY_LOSSES, policy_loss
+from pipeline.algorithms.presets import PRESETS
+from pipeline.algorithms.regularisers import kl_penalty
 
 EXPECTED = {"grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"}
 

@@ -1,4 +1,4 @@
-"""The KL and entropy terms the learner adds to the policy loss (pipeline/regularisers.py,
+"""The KL and entropy terms the learner adds to the policy loss (pipeline/algorithms/regularisers.py,
 docs/algorithms.md §5-6) against hand computations."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pipeline.policy_losses import PPOClipSettings, policy_loss
-from pipeline.regularisers import entropy_bonus, kl_penalty
+from pipeline.algorithms.policy_losses import PPOClipSettings, policy_loss
+from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
 
 ln = math.log
 NAN = float("nan")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pipeline.config import Config, LoraConfig
-from pipeline.forward import collate
-from pipeline.preference import EncodedPair, held_out_accuracy
-from pipeline.reward_model import bradley_terry_loss, build_reward_model, last_token_index, run_reward_model
+from pipeline.core.forward import collate
+from pipeline.data.preference import EncodedPair, held_out_accuracy
+from pipeline.supervised.reward_model import bradley_terry_loss, build_reward_model, last_token_index, run_reward_model
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "seven", "table", "light", "quiet", "north", "sugar", "piano"]
 
@@ -82,8 +82,8 @@ def test_reward_model_learns_easy_pairs_and_serves_as_a_reward(tiny_model_dir, t
     assert len(scores) == 16 and all(isinstance(s, float) for s in scores)
     assert sum(c > r for c, r in zip(scores[:8], scores[8:])) >= 7
     # prompts already rendered (as the RL trainer passes them) score the same as raw problems
-    from pipeline.prompts import render_prompt
-    from pipeline.models import load_tokenizer
+    from pipeline.data.prompts import render_prompt
+    from pipeline.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     rendered = [render_prompt(tokenizer, r["prompt"], config.data.system_prompt) for r in held[:2]]

@@ -10,9 +10,9 @@ import pytest
 import rewards
 import rewards.sandbox
 from pipeline.config import load_config
-from pipeline.data import DataError, load_problems
+from pipeline.data.problems import DataError, load_problems
 from pipeline.rollout import Completion
-from pipeline.tracking import read_metrics
+from pipeline.core.tracking import read_metrics
 from rewards.code import TestSuite, extract_code, outputs_match, parse_tests, values_match
 
 DOUBLE = "```python\nprint(2 * int(input()))\n```"
@@ -322,7 +322,7 @@ def _code_config(tiny_model_dir, tmp_path, code_params="{timeout: 2.0}"):
 
 @pytest.mark.slow
 def test_first_metrics_record_carries_the_sandbox_level(tiny_model_dir, tmp_path):
-    from pipeline.trainer import Trainer
+    from pipeline.rl.trainer import Trainer
 
     config = _code_config(tiny_model_dir, tmp_path, "{timeout: 2.0, allow_unsandboxed: true}")
     trainer = Trainer(config, engine=_CodeEngine())
@@ -335,10 +335,10 @@ def test_first_metrics_record_carries_the_sandbox_level(tiny_model_dir, tmp_path
 
 
 def test_weak_isolation_refuses_before_the_model_loads(tiny_model_dir, tmp_path, no_namespaces, monkeypatch):
-    import pipeline.learner
-    from pipeline.trainer import Trainer
+    import pipeline.rl.learner
+    from pipeline.rl.trainer import Trainer
 
-    monkeypatch.setattr(pipeline.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(pipeline.rl.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match="allow_unsandboxed"):
         Trainer(_code_config(tiny_model_dir, tmp_path), engine=_CodeEngine())
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import rewards
-from pipeline.advantages import AdvantageInputs, compute_advantages, group_advantages
+from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, group_advantages
 from pipeline.config import ConfigError, load_config
-from pipeline.reward_checks import NonFiniteRewardError, finite_samples
+from pipeline.rl.reward_checks import NonFiniteRewardError, finite_samples
 from pipeline.rollout import Completion
 
 NAN, INF = float("nan"), float("inf")
@@ -81,7 +81,7 @@ def problems_file(tmp_path_factory):
 
 
 def _trainer(tiny_model_dir, problems_file, tmp_path, *overrides):
-    from pipeline.trainer import Trainer
+    from pipeline.rl.trainer import Trainer
 
     config = load_config(None, [
         f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", f"data.train={problems_file}",

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pipeline.data import load_problems
+from pipeline.data.problems import load_problems
 from rewards.extract import answer_boxes, extract_answer, join_digit_groups, repair_answer
 from rewards.math import AccuracyReward, answers_equivalent, verify_batch
 from rewards.verifier_pool import VerifierPool

@@ -259,11 +259,11 @@ def test_rewards_from_a_file_and_a_module(tmp_path, monkeypatch):
 
 
 def test_bad_reward_term_fails_before_any_model_loads(monkeypatch):
-    import pipeline.models
+    import pipeline.core.models
     import stages.rl
 
-    monkeypatch.setattr(pipeline.models, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
-    monkeypatch.setattr(pipeline.models, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
+    monkeypatch.setattr(pipeline.core.models, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(pipeline.core.models, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
     for override, message in [("reward.terms=[{name: acuracy}]", "did you mean 'accuracy'"),
                               ("reward.terms=[{name: format, params: {think_tag: true}}]", "think_tags")]:
         with pytest.raises(SystemExit) as exit_info:

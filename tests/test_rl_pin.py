@@ -17,8 +17,8 @@ import torch
 
 import rewards
 from pipeline.config import load_config
-from pipeline.tracking import read_metrics
-from pipeline.trainer import Trainer
+from pipeline.core.tracking import read_metrics
+from pipeline.rl.trainer import Trainer
 
 CASES = {
     "grpo": ["algorithm.preset=grpo"],  # ppo_clip, KL to the reference in the loss

@@ -8,8 +8,8 @@ import rewards
 import stages.rl
 from pipeline.config import load_config
 from pipeline.rollout import Completion
-from pipeline.tracking import read_metrics
-from pipeline.trainer import Group, Trainer, sample_groups
+from pipeline.core.tracking import read_metrics
+from pipeline.rl.trainer import Group, Trainer, sample_groups
 
 PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"]
 
@@ -37,9 +37,9 @@ def _config(tiny_model_dir, problems_file, tmp_path, *overrides):
     ("batch not divisible", "rl.mini_batch_size=48", "rl.mini_batch_size"),
 ])
 def test_bad_config_fails_before_any_model_loads(monkeypatch, capsys, reason, override, key):
-    import pipeline.models
+    import pipeline.core.models
 
-    monkeypatch.setattr(pipeline.models, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(pipeline.core.models, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         stages.rl.main([override])
     assert key in str(exit_info.value), reason
@@ -221,11 +221,11 @@ def test_evaluation_of_step_s_sees_the_policy_after_s_updates(tiny_model_dir, pr
 def test_a_new_run_into_an_earlier_runs_folder_loses_nothing(tiny_model_dir, problems_file, tmp_path, monkeypatch):
     """The issue's case: rl.steps=1 into a folder holding an earlier run's checkpoints (as `--overwrite`
     allows): the new checkpoint keeps its weights, the earlier ones stay, rl/final/ is the output."""
-    import pipeline.trainer
-    from pipeline.checkpoint import latest_checkpoint
-    from pipeline.trainer import Trainer
+    import pipeline.rl.trainer
+    from pipeline.core.checkpoint import latest_checkpoint
+    from pipeline.rl.trainer import Trainer
 
-    monkeypatch.setattr(pipeline.trainer, "make_engine", lambda *a, **k: _StubEngine())
+    monkeypatch.setattr(pipeline.rl.trainer, "make_engine", lambda *a, **k: _StubEngine())
     base = ("rl.eval_every=0", "reward.terms=[{name: stub_half_uniform}]")
     stages.rl.run(_config(tiny_model_dir, problems_file, tmp_path, *base, "rl.steps=2", "rl.keep_checkpoints=1"))
     out = tmp_path / "rl"
@@ -247,9 +247,9 @@ def test_a_new_run_into_an_earlier_runs_folder_loses_nothing(tiny_model_dir, pro
 
 @pytest.mark.slow
 def test_full_fine_tuning_ends_in_final_model(tiny_model_dir, problems_file, tmp_path, monkeypatch):
-    import pipeline.trainer
+    import pipeline.rl.trainer
 
-    monkeypatch.setattr(pipeline.trainer, "make_engine", lambda *a, **k: _StubEngine())
+    monkeypatch.setattr(pipeline.rl.trainer, "make_engine", lambda *a, **k: _StubEngine())
     config = _config(tiny_model_dir, problems_file, tmp_path, "rl.eval_every=0", "rl.steps=1", "lora.enabled=false",
                      "reward.terms=[{name: stub_half_uniform}]")
     result = stages.rl.run(config)

@@ -18,14 +18,14 @@ SHARPEN = 4.0
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
 def prompts(tokenizer):
-    from pipeline.prompts import encode_prompts
+    from pipeline.data.prompts import encode_prompts
 
     return encode_prompts(tokenizer, QUESTIONS, "", 384)
 

@@ -15,7 +15,7 @@ CHANGED = 0.1  # nats: a LoRA B drawn from N(0, 1) moves the tiny model's log-pr
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from pipeline.models import load_tokenizer
+    from pipeline.core.models import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)
 
@@ -23,7 +23,7 @@ def tokenizer(tiny_model_dir):
 @pytest.fixture(scope="module")
 def probe(tokenizer):
     """A prompt and a fixed completion to score on both sides."""
-    from pipeline.prompts import encode_prompts
+    from pipeline.data.prompts import encode_prompts
 
     prompt = encode_prompts(tokenizer, ["What is 17 + 25? Put the final answer in \\boxed{}."], "", 384)[0]
     completion = tokenizer.encode("17 + 25 = 42, so the answer is \\boxed{42}.", add_special_tokens=False)

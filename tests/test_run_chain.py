@@ -83,7 +83,7 @@ def test_chain_runs_every_stage_then_skips_finished_ones(chain_config, monkeypat
 
 
 def test_downstream_stages_start_from_the_sft_output(tmp_path, tiny_model_dir):
-    from pipeline.models import load_policy
+    from pipeline.core.models import load_policy
 
     adapter, full = tmp_path / "adapter", tmp_path / "model"
     load_policy(tiny_model_dir, load_config().lora.model_copy(update={"rank": 4})).save_pretrained(adapter)
@@ -116,7 +116,7 @@ def _finish(out, command, config, marker=True, record=True):
 
 
 def test_stale_stages_are_named_with_their_changed_keys(tmp_path):
-    from pipeline.checkpoint import save_checkpoint
+    from pipeline.core.checkpoint import save_checkpoint
 
     config = load_config(None, [f"output_dir={tmp_path}"])
     for command in ("sft", "reward-model", "dpo"):
@@ -139,7 +139,7 @@ def test_stale_stages_are_named_with_their_changed_keys(tmp_path):
 
 
 def test_what_the_chain_did_not_make_is_not_trusted(tmp_path):
-    from pipeline.checkpoint import save_checkpoint
+    from pipeline.core.checkpoint import save_checkpoint
 
     config = load_config(None, [f"output_dir={tmp_path}"])
     _finish(tmp_path, "sft", config, record=False)  # `rlvr sft` alone: no record of its config

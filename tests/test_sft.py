@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pipeline.config import LoraConfig, SFTConfig
-from pipeline.data import Problem
-from pipeline.models import load_policy, load_tokenizer
-from pipeline.sft import SFTExample, build_examples, pack, sft_loss
-from pipeline.train_loop import evaluate, fit, split_holdout, total_steps
+from pipeline.data.problems import Problem
+from pipeline.core.models import load_policy, load_tokenizer
+from pipeline.supervised.sft import SFTExample, build_examples, pack, sft_loss
+from pipeline.supervised.fit import evaluate, fit, split_holdout, total_steps
 
 CPU = torch.device("cpu")
 
@@ -86,7 +86,7 @@ def test_sft_stage_end_to_end(tiny_model_dir, tmp_path):
     """`rlvr sft` on a small file with the HF engine: adapter, tokenizer, per-step and final metrics."""
     import json
 
-    from pipeline.synthetic import generate
+    from datagen.synthetic import generate
     from stages.sft import main
 
     data = tmp_path / "train.jsonl"

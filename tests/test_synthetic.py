@@ -9,7 +9,7 @@ import re
 import pytest
 import sympy
 
-from pipeline import synthetic
+from datagen import synthetic
 
 
 def _ints(text: str) -> list[int]:

@@ -52,7 +52,7 @@ def make_engine(config: RolloutConfig, model_path: str | Path, *, device: torch.
                 policy=None, seed: int = 0) -> RolloutEngine:
     """The configured engine, serving `policy`'s weights when given (else the base model)."""
     if resolve_engine(config.engine) == "hf":
-        from pipeline.models import load_tokenizer
+        from pipeline.core.models import load_tokenizer
         from pipeline.rollout.hf_engine import HFEngine
 
         model = policy

@@ -38,8 +38,8 @@ class SyncReport:
 def learner_logprobs(policy, pad_id: int, prompt_ids: list[int], completion_ids: list[int],
                      temperature: float = 1.0) -> list[float]:
     """The learner's log-probs of `completion_ids` after `prompt_ids`: its own forward pass
-    (`pipeline.forward.completion_forward`), in the module's dtype with autocast off."""
-    from pipeline.forward import collate, completion_forward
+    (`pipeline.core.forward.completion_forward`), in the module's dtype with autocast off."""
+    from pipeline.core.forward import collate, completion_forward
 
     device = next(policy.parameters()).device
     batch = collate([list(prompt_ids)], [list(completion_ids)], pad_id).to(device)

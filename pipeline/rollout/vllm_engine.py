@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import RolloutConfig
-from pipeline.models import bf16_is_native
+from pipeline.core.models import bf16_is_native
 from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
 from pipeline.rollout.weights import merged_weights, ram_dir, save_adapter
 

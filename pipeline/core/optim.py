@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import torch
 
 from pipeline.config import OptimConfig
-from pipeline.models import bf16_is_native
+from pipeline.core.models import bf16_is_native
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:

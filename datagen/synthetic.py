@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import sympy
 from sympy.ntheory.modular import crt
 
-from pipeline.data import Problem
+from pipeline.data.problems import Problem
 
 Family = Callable[[random.Random], tuple[str, int, str]]
 FAMILIES: dict[str, tuple[int, Family]] = {}

@@ -26,19 +26,19 @@ import torch
 from tqdm import tqdm
 
 import rewards
-from pipeline.advantages import AdvantageInputs, compute_advantages, has_signal
-from pipeline.batch import RolloutBatch, build_batch
-from pipeline.checkpoint import (checkpoint_run, latest_checkpoint, load_state, new_run_id, save_checkpoint,
+from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
+from pipeline.rl.batch import RolloutBatch, build_batch
+from pipeline.core.checkpoint import (checkpoint_run, latest_checkpoint, load_state, new_run_id, save_checkpoint,
                                  save_final)
 from pipeline.config import Config, save_config
-from pipeline.data import load_problems_for
-from pipeline.evaluation import evaluate_problems
-from pipeline.learner import Learner
-from pipeline.models import load_tokenizer, prepare_model, resolve_device
-from pipeline.prompts import PromptStream, encode_prompts, filter_long_prompts
-from pipeline.reward_checks import finite_samples
+from pipeline.data.problems import load_problems_for
+from pipeline.eval.evaluation import evaluate_problems
+from pipeline.rl.learner import Learner
+from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
+from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
+from pipeline.rl.reward_checks import finite_samples
 from pipeline.rollout import SamplingSettings, make_engine
-from pipeline.tracking import MetricsWriter, console_line, plot_metrics, timed
+from pipeline.core.tracking import MetricsWriter, console_line, plot_metrics, timed
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Group:
 
     @property
     def has_signal(self) -> bool:
-        """§8: the valid rewards vary (`pipeline.advantages.has_signal`, the advantages' own test)."""
+        """§8: the valid rewards vary (`pipeline.algorithms.advantages.has_signal`, the advantages' own test)."""
         return bool(has_signal(torch.tensor(self.rewards, dtype=torch.float64), torch.tensor(self.valid)))
 
 

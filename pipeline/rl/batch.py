@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.forward import SequenceBatch, collate
+from pipeline.core.forward import SequenceBatch, collate
 
 
 @dataclass(frozen=True)

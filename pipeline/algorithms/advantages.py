@@ -28,8 +28,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from pipeline.batch import Advantages
-from pipeline.losses import kl_estimate
+from pipeline.rl.batch import Advantages
+from pipeline.algorithms.losses import kl_estimate
 
 GROUP_MODES = ("grpo", "dr_grpo", "rloo")
 GRPO_EPS = 1e-6

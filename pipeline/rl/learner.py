@@ -3,13 +3,13 @@
 Its part of one RL step (docs/design.md, "One RL step"), data flowing one way:
 1. `score(batch) -> PolicyScores`: without gradients, the learner's own `logp_old`
    (docs/algorithms.md §9: the engine's log-probs differ slightly; both sides read the rollout's
-   sampling distribution, temperature and top-k / top-p included, see pipeline/forward.py), `logp_ref` of the reference
+   sampling distribution, temperature and top-k / top-p included, see pipeline/core/forward.py), `logp_ref` of the reference
    policy when KL is used (§5: the model with its adapter disabled when RL starts from a fresh
    adapter, else a frozen copy), and `V_old` for PPO. When the update is on-policy (one epoch,
    one mini-batch, no critic) `logp_old` is the first forward's detached log-probs: no extra pass.
 2. `update(batch, scores, advantages) -> stats`: `ppo_epochs` x mini-batches of whole groups, each
    one optimiser step with gradient accumulation over micro-batches normalised over the whole
-   mini-batch (§4), clipping, AdamW. The loss is the policy loss (pipeline/policy_losses.py)
+   mini-batch (§4), clipping, AdamW. The loss is the policy loss (pipeline/algorithms/policy_losses.py)
    plus the KL, entropy and value terms the config asks for. Rows that cannot change the loss
    are not computed (§13): with no KL, entropy or value term every loss term is a multiple of
    the advantage, so a row with A = 0 adds exactly zero gradient; the normalisers still count
@@ -22,14 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.batch import Advantages, PolicyScores, RolloutBatch
+from pipeline.rl.batch import Advantages, PolicyScores, RolloutBatch
 from pipeline.config import Config
-from pipeline.forward import SequenceBatch, pad_columns, shared_prompt_forward
-from pipeline.losses import mismatch_stats, truncated_is_weights, value_loss
-from pipeline.models import load_policy
-from pipeline.optim import autocast, build_optimizer, build_scheduler, clip_and_step
-from pipeline.policy_losses import policy_loss
-from pipeline.regularisers import entropy_bonus, kl_penalty
+from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
+from pipeline.algorithms.losses import mismatch_stats, truncated_is_weights, value_loss
+from pipeline.core.models import load_policy
+from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step
+from pipeline.algorithms.policy_losses import policy_loss
+from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
 
 
 def _mean_stats(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
@@ -73,7 +73,7 @@ class Learner:
         greedy = rollout.temperature == 0  # the engines report log_softmax(logits), untruncated
         self.sampling = dict(temperature=rollout.temperature or 1.0,
                              top_k=-1 if greedy else rollout.top_k, top_p=1.0 if greedy else rollout.top_p)
-        """The rollout's sampling distribution, which every forward reads (pipeline/forward.py)."""
+        """The rollout's sampling distribution, which every forward reads (pipeline/core/forward.py)."""
 
     def _frozen_start(self, model_path: str) -> torch.nn.Module:
         """A frozen copy of the starting policy: the KL reference when disabling the adapter would

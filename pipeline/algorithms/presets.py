@@ -2,7 +2,7 @@
 
 `algorithm.preset: dapo` starts from PRESETS["dapo"]; keys the user sets override it. A preset
 names its policy loss only: the loss's settings (clip ranges, gate temperatures) default to the
-paper's values in pipeline/policy_losses.py, the one place they live.
+paper's values in pipeline/algorithms/policy_losses.py, the one place they live.
 Sources: docs/algorithms.md §1-9 and the papers named per entry.
 """
 

@@ -1,4 +1,4 @@
-"""Response token ids for the supervised stages (SFT, reward model, DPO); prompts: `pipeline.prompts`.
+"""Response token ids for the supervised stages (SFT, reward model, DPO); prompts: `pipeline.data.prompts`.
 
 A response is its text followed by EOS, so the model learns to stop and the reward model reads the same
 closing token in training and in use.

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, RewardModelConfig
-from pipeline.data import DataError, Problem, load_problems_for, read_rows
-from pipeline.forward import SequenceBatch, collate
-from pipeline.metrics import clustered_standard_error
-from pipeline.models import load_policy
-from pipeline.prompts import encode_prompts, filter_long_prompts, prompt_ids
-from pipeline.sequences import fit_response, response_ids
-from pipeline.train_loop import StageSetup, split_holdout
+from pipeline.data.problems import DataError, Problem, load_problems_for, read_rows
+from pipeline.core.forward import SequenceBatch, collate
+from pipeline.eval.pass_at_k import clustered_standard_error
+from pipeline.core.models import load_policy
+from pipeline.data.prompts import encode_prompts, filter_long_prompts, prompt_ids
+from pipeline.supervised.sequences import fit_response, response_ids
+from pipeline.supervised.fit import StageSetup, split_holdout
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def held_out_accuracy(outcomes: Sequence[float], pairs: Sequence[EncodedPair]) -
 
     `outcomes`: one per pair, 1 ranked right, 0 wrong (DPO counts a tie as 0.5). Pairs of one
     prompt (up to `pairs_per_problem` sampled pairs of a problem) are correlated, so the SE is
-    clustered by prompt (`pipeline.metrics.clustered_standard_error`); with one pair per prompt
+    clustered by prompt (`pipeline.eval.pass_at_k.clustered_standard_error`); with one pair per prompt
     it is the usual SE over pairs, about the binomial `sqrt(p (1 - p) / n)`. None (no SE) when
     the pairs come from a single prompt. Returns `pairwise_accuracy`, `pairwise_accuracy_stderr`,
     `eval_pairs` and `eval_prompts` (the clusters).

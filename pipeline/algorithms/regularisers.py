@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.losses import aggregate, kl_estimate, masked_mean
+from pipeline.algorithms.losses import aggregate, kl_estimate, masked_mean
 
 
 def kl_penalty(logp: Tensor, logp_ref: Tensor, mask: Tensor, estimator: str, agg: str,

@@ -9,7 +9,7 @@ loss does not use. Every loss has one signature,
 
 with [B, T] tensors (`advantages` already broadcast to [B, T] and 0 where `mask` is False), and
 `policy_loss` weighs the per-token losses by the TIS weights (§9) and aggregates them (§4).
-KL, entropy and value terms are separate terms the learner adds (pipeline/regularisers.py).
+KL, entropy and value terms are separate terms the learner adds (pipeline/algorithms/regularisers.py).
 
     settings = DAPOSettings(eps_high=0.3)
     loss, stats = policy_loss(settings, logp, logp_old, advantages, mask, "token-mean")
@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from pipeline.losses import aggregate, gspo_sequence_ratio, gspo_token_ratio, masked_mean, token_ratio
+from pipeline.algorithms.losses import aggregate, gspo_sequence_ratio, gspo_token_ratio, masked_mean, token_ratio
 
 __all__ = ["POLICY_LOSSES", "PolicyLossSettings", "policy_loss", "register_policy_loss"]
 

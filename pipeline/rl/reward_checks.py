@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pipeline.data import DataError
+from pipeline.data.problems import DataError
 
 NonFinitePolicy = Literal["error", "mask"]
 

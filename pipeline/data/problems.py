@@ -3,7 +3,7 @@
     problems = load_problems("datasets/train.jsonl", levels=[1, 2])
     problems = load_problems_for(config.data, "train", seed=0)
 
-Turning problems into prompts is `pipeline/prompts.py`.
+Turning problems into prompts is `pipeline/data/prompts.py`.
 
 Bad input raises `DataError` naming the file, the 1-based line (or row) and the field.
 """

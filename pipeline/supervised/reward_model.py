@@ -23,13 +23,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from pipeline.config import Config, LoraConfig
-from pipeline.forward import SequenceBatch, collate, hidden_states
-from pipeline.models import load_policy, load_tokenizer
-from pipeline.optim import autocast
-from pipeline.preference import EncodedPair, held_out_accuracy, pair_batch, preference_data
-from pipeline.prompts import prompt_ids
-from pipeline.sequences import fit_response, response_ids
-from pipeline.train_loop import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
+from pipeline.core.forward import SequenceBatch, collate, hidden_states
+from pipeline.core.models import load_policy, load_tokenizer
+from pipeline.core.optim import autocast
+from pipeline.data.preference import EncodedPair, held_out_accuracy, pair_batch, preference_data
+from pipeline.data.prompts import prompt_ids
+from pipeline.supervised.sequences import fit_response, response_ids
+from pipeline.supervised.fit import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
 
 HEAD_FILE = "reward_head.safetensors"
 META_FILE = "reward_model.json"

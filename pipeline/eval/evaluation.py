@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import Problem, load_problems
-from pipeline.prompts import encode_prompts
-from pipeline.metrics import Equivalence, avg_at_n, maj_at_k, paired_difference, pass_at_k, standard_error
+from pipeline.data.problems import Problem, load_problems
+from pipeline.data.prompts import encode_prompts
+from pipeline.eval.pass_at_k import Equivalence, avg_at_n, maj_at_k, paired_difference, pass_at_k, standard_error
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EvalDataset:
-    """Where a named benchmark lives and which `pipeline.data` column preset reads it."""
+    """Where a named benchmark lives and which `pipeline.data.problems` column preset reads it."""
 
     spec: str
     split: str
@@ -251,7 +251,7 @@ def paired_differences(reports: dict[str, EvalReport], reference: str) -> dict[s
 
     Returns label -> the `PAIRED` summary entry (every label but the reference): for each metric
     both reports hold per problem (avg@n, pass@k, maj@k), the mean per-problem difference, its
-    standard error and 95% interval (`pipeline.metrics.paired_difference`). ValueError if the
+    standard error and 95% interval (`pipeline.eval.pass_at_k.paired_difference`). ValueError if the
     reports were not made on the same problems in the same order.
     """
     base = reports[reference].problems

@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 
 from pipeline.config import Config
-from pipeline.data import Problem, load_problems_for
-from pipeline.forward import collate, completion_forward
-from pipeline.losses import token_logprobs
-from pipeline.models import load_policy
-from pipeline.prompts import prompt_ids
-from pipeline.sequences import fit_response, response_ids
-from pipeline.train_loop import (UnitLoss, evaluate, finish_stage, split_holdout, start_stage,
+from pipeline.data.problems import Problem, load_problems_for
+from pipeline.core.forward import collate, completion_forward
+from pipeline.algorithms.losses import token_logprobs
+from pipeline.core.models import load_policy
+from pipeline.data.prompts import prompt_ids
+from pipeline.supervised.sequences import fit_response, response_ids
+from pipeline.supervised.fit import (UnitLoss, evaluate, finish_stage, split_holdout, start_stage,
                                  train_and_measure)
 
 log = logging.getLogger(__name__)

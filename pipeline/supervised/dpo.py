@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.config import Config
-from pipeline.forward import SequenceBatch, completion_forward
-from pipeline.models import load_policy
-from pipeline.optim import autocast
-from pipeline.preference import EncodedPair, held_out_accuracy, pair_batch, preference_data
-from pipeline.train_loop import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
+from pipeline.core.forward import SequenceBatch, completion_forward
+from pipeline.core.models import load_policy
+from pipeline.core.optim import autocast
+from pipeline.data.preference import EncodedPair, held_out_accuracy, pair_batch, preference_data
+from pipeline.supervised.fit import UnitLoss, evaluate, finish_stage, start_stage, train_and_measure
 
 log = logging.getLogger(__name__)
 

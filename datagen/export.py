@@ -1,6 +1,6 @@
 """Export the default train/test sets: reasoning-gym and synthetic problems at levels 1-5.
 
-    python -m pipeline.export_data --seed 0 --out datasets
+    python -m datagen.export --seed 0 --out datasets
 
 Deterministic for a seed. Each level gets its share of both files (40/30/20/5/5 %); the test
 set never shares a (normalised) problem text with the train set. Every row has a worked
@@ -23,8 +23,8 @@ from typing import Any
 
 import sympy
 
-from pipeline import synthetic
-from pipeline.data import GYM_PREFIX, Problem, gym_problems
+from datagen import synthetic
+from pipeline.data.problems import GYM_PREFIX, Problem, gym_problems
 
 LEVEL_SHARE = {1: 0.40, 2: 0.30, 3: 0.20, 4: 0.05, 5: 0.05}
 SIMPLE_ANSWER = re.compile(r"-?\d+(\.\d+)?(/\d+)?")
@@ -75,7 +75,7 @@ SOURCES = [
 
 README = """# Datasets
 
-Math problems with checkable answers for rlvr, written by `pipeline/export_data.py`
+Math problems with checkable answers for rlvr, written by `datagen/export.py`
 (do not edit by hand; re-run the export).
 
 | file | problems |
@@ -97,7 +97,7 @@ normalising case, spacing and punctuation). Both files are stratified by level
 | level | int 1-5 | 1 one-step arithmetic; 2 two-step arithmetic, linear equations; 3 remainders, gcd/lcm, binomials, digit sums, simple word problems; 4-5 AIME-flavoured number theory, counting, algebra, GSM-style word problems |
 | source | string | `synthetic/<family>` or `reasoning_gym/<task>` |
 
-Load with `pipeline.data.load_problems("datasets/train.jsonl")` (preset `rlvr`).
+Load with `pipeline.data.problems.load_problems("datasets/train.jsonl")` (preset `rlvr`).
 
 ## Levels
 
@@ -112,14 +112,14 @@ Load with `pipeline.data.load_problems("datasets/train.jsonl")` (preset `rlvr`).
 * `reasoning_gym/<task>`: drawn offline from the procedural generators of the
   reasoning-gym package, version {version} (Apache-2.0,
   https://github.com/open-thought/reasoning-gym), with the per-level task settings in
-  `pipeline/export_data.py`. Only tasks whose answers are numbers or fractions are used.
+  `datagen/export.py`. Only tasks whose answers are numbers or fractions are used.
   Solutions: gsm_symbolic's own worked answers; for the other tasks a short
   solution computed by the exporter.
-* `synthetic/<family>`: this project's generators (`pipeline/synthetic.py`),
+* `synthetic/<family>`: this project's generators (`datagen/synthetic.py`),
   computed with Python integers and sympy; answers are integers 0-999.
 * Exported with (deterministic for the seed and the package versions):
 
-      python -m pipeline.export_data --seed {seed} --out datasets --train-size {train_size} --test-size {test_size}
+      python -m datagen.export --seed {seed} --out datasets --train-size {train_size} --test-size {test_size}
 """
 
 

@@ -8,8 +8,8 @@ input: every function selects with `torch.where` first, so neither results nor g
     ratio = token_ratio(logp, logp_old, mask)
     loss = aggregate(per_token_loss, mask, "token-mean")
 
-The policy losses themselves are in pipeline/policy_losses.py, KL and entropy terms in
-pipeline/regularisers.py.
+The policy losses themselves are in pipeline/algorithms/policy_losses.py, KL and entropy terms in
+pipeline/algorithms/regularisers.py.
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from pipeline.config import Config, OptimConfig, save_config
-from pipeline.models import load_tokenizer, prepare_model, resolve_device
-from pipeline.optim import autocast, build_optimizer, build_scheduler, clip_and_step
-from pipeline.tracking import MetricsWriter
+from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
+from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step
+from pipeline.core.tracking import MetricsWriter
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.data import DataError, Problem
+from pipeline.data.problems import DataError, Problem
 
 log = logging.getLogger(__name__)
 

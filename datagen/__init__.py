@@ -1,0 +1,1 @@
+"""Dataset generation tooling (`python -m datagen.export`); never imported by the runtime library."""

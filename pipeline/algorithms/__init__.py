@@ -1,0 +1,1 @@
+"""The formulas of docs/algorithms.md: advantages, policy losses, regularisers, corrections, presets."""

@@ -1,0 +1,1 @@
+"""Shared machinery: models, the forward pass and log-probs, optimiser, checkpoints, tracking."""

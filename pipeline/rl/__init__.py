@@ -1,0 +1,1 @@
+"""The RL step: trainer loop, learner, rollout batch (docs/design.md, "One RL step")."""
