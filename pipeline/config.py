@@ -449,6 +449,47 @@ class EvalConfig(Section):
     """Checkpoints (adapter folders) to evaluate side by side with the base model."""
 
 
+
+class ClusterConfig(Section):
+    """Where the work runs (docs/design.md, "Scaling out"). One rollout worker and one learner rank
+    with no `address` is the single process, without Ray."""
+
+    address: str | None = None
+    """Ray cluster to join: `local` (start a private one), `auto` (the one `ray start` made on this
+    machine) or `ray://host:port`; None: a private local Ray only when a worker count is above 1."""
+    rollout_workers: int = Field(1, ge=1)
+    """Rollout engine replicas (Ray actors), each generating whole groups."""
+    learner_workers: int = Field(1, ge=1)
+    """Data-parallel learner ranks (Ray actors joined by torch.distributed: gloo on CPU, NCCL on GPU)."""
+    cpus_per_rollout_worker: float = Field(1.0, gt=0.0)
+    """CPUs Ray reserves for each rollout worker (fractions share a core)."""
+    gpus_per_rollout_worker: float = Field(0.0, ge=0.0)
+    """GPUs Ray reserves for each rollout worker."""
+    cpus_per_learner_worker: float = Field(1.0, gt=0.0)
+    """CPUs Ray reserves for each learner rank."""
+    gpus_per_learner_worker: float = Field(0.0, ge=0.0)
+    """GPUs Ray reserves for each learner rank."""
+    colocate: bool = False
+    """One rollout worker and one learner rank share each GPU (equal counts required); the engine
+    releases its memory during the update (vLLM sleep mode). False: separate pools."""
+    collective_timeout_s: float = Field(60.0, gt=0.0)
+    """A gradient all-reduce whose peer died fails after this many seconds (not gloo's 30 minutes)."""
+    rollout_timeout_s: float = Field(600.0, gt=0.0)
+    """A rollout worker that has not answered a generation in this many seconds is timed out."""
+
+    @property
+    def uses_ray(self) -> bool:
+        """Ray is started or joined: an address is given, or some worker count is above 1."""
+        return self.address is not None or self.rollout_workers > 1 or self.learner_workers > 1
+
+    @model_validator(mode="after")
+    def _check_colocate(self) -> "ClusterConfig":
+        if self.colocate and self.rollout_workers != self.learner_workers:
+            raise ValueError(f"colocate needs rollout_workers == learner_workers "
+                             f"(got {self.rollout_workers} and {self.learner_workers})")
+        return self
+
+
 class Config(Section):
     """Everything a stage reads: top-level keys and one section per concern."""
 
@@ -480,6 +521,8 @@ class Config(Section):
     """The DPO stage."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """The eval stage."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Where the work runs: rollout workers and learner ranks (one of each: this process, no Ray)."""
 
     @model_validator(mode="after")
     def _check_algorithm(self) -> Config:

@@ -47,7 +47,7 @@ STAGES: dict[str, Stage] = {s.command: s for s in (
           ("dpo/adapter/ (or dpo/model/)", "dpo/pairs.jsonl", "dpo/config.yaml", "dpo/metrics.jsonl",
            "dpo/metrics.json"), "dpo"),
     Stage("rl", "stages.rl", "rl", "GRPO-family RL with verifiable rewards",
-          ("model", "lora", "data", "rollout", "algorithm", "reward", "rl"),
+          ("model", "lora", "data", "rollout", "algorithm", "reward", "rl", "cluster"),
           ("rl/checkpoint-<step>/", "rl/final/adapter/ (or rl/final/model/)", "rl/config.yaml", "rl/metrics.jsonl",
            "rl/completions.jsonl", "rl/metrics.json", "rl/tensorboard/"), "rl", resumes=True),
     Stage("eval", "stages.evaluate", "eval", "AIME-style evaluation: avg@n, pass@k, maj@k",

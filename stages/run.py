@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.checkpoint import latest_checkpoint
-from pipeline.config import Config, ConfigError
+from pipeline.config import ClusterConfig, Config, ConfigError
 from pipeline.eval.evaluation import PAIRED, STDERR, format_difference, format_with_error
 from pipeline.core.models import is_adapter
 from stages import dpo, evaluate, prepare_model, reward_model, rl, sft
@@ -68,6 +68,7 @@ def with_dpo_pairs(config: Config, pairs_file: str) -> Config:
 NOT_HASHED = frozenset({
     "output_dir", "device", "model.cache_dir", "reward.workers", "rollout.engine", "rollout.in_process",
     "rollout.gpu_memory_utilization", "rollout.enforce_eager", "rollout.sync_check",
+    *(f"cluster.{key}" for key in ClusterConfig.model_fields),
 })
 """Keys that say where or with what resources a stage runs, not what it computes: changing them
 leaves a finished stage current."""
