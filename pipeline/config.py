@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from pipeline.algorithms.correction import CORRECTIONS, CorrectionSettings, TokenTruncateSettings
 from pipeline.algorithms.policy_losses import POLICY_LOSSES, PolicyLossSettings, PPOClipSettings
 from pipeline.algorithms.presets import PRESETS
 
@@ -135,6 +136,8 @@ AdvantageName = Literal["grpo", "dr_grpo", "rloo", "reinforce", "gae"]
 """The estimators of pipeline/algorithms/advantages.py's registry (a test keeps the two equal)."""
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo")
 AggName = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+TYPED_KEYS: dict[str, dict[str, Any]] = {"policy_loss": POLICY_LOSSES, "correction": CORRECTIONS}
+"""`algorithm` keys whose settings are typed, selected by `type` (a bare name allowed) -> their registry."""
 
 
 class AlgorithmConfig(Section):
@@ -160,10 +163,10 @@ class AlgorithmConfig(Section):
     """Put the KL penalty into the reward (PPO/RLHF style) instead of the loss (§5)."""
     entropy_coef: float = Field(0.0, ge=0.0)
     """Weight of the entropy bonus (§6)."""
-    tis: Literal["none", "token_truncate", "sequence_mask"] = "token_truncate"
-    """Correction for engine/learner log-prob mismatch (§9): truncated importance weights per token, or masking sequences."""
-    tis_cap: float = Field(2.0, gt=1.0)
-    """C: the cap of the truncated importance weight (or the sequence mask's threshold) (§9)."""
+    correction: CorrectionSettings = Field(default_factory=TokenTruncateSettings)
+    """Off-policy correction of the policy loss for the engine's samples (§9): truncate or mask the
+    importance ratio per token or per sequence, e.g. `{type: token_mask, lower: 0.5, upper: 5.0}`
+    (a bare name selects the variant with its defaults)."""
     dynamic_sampling: bool = False
     """DAPO dynamic sampling (§8): drop groups whose rewards are all equal and sample more."""
     max_num_gen_batches: int = Field(3, ge=1)
@@ -193,11 +196,13 @@ class AlgorithmConfig(Section):
             raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
         return name
 
-    @field_validator("policy_loss", mode="before")
+    @field_validator(*TYPED_KEYS, mode="before")
     @classmethod
-    def _loss_over_preset(cls, given: Any, info: ValidationInfo) -> Any:
+    def _typed_over_preset(cls, given: Any, info: ValidationInfo) -> Any:
+        key = info.field_name
         preset = PRESETS.get(info.data.get("preset", "grpo"), {})
-        return _loss_settings(preset.get("policy_loss"), given)
+        default = cls.model_fields[key].default_factory().type
+        return _typed_settings(key, default, preset.get(key), given)
 
     @model_validator(mode="after")
     def _check_kl_in_reward(self) -> AlgorithmConfig:
@@ -234,23 +239,26 @@ class AlgorithmConfig(Section):
         return self.entropy_coef == 0 and not self.uses_critic and self.kl_loss_coef == 0
 
 
-def _loss_settings(preset: dict[str, Any] | None, given: Any) -> Any:
-    """The user's `policy_loss` (a name or a mapping) over the preset's: the preset's settings apply
-    only when the user keeps its loss type; a key the chosen loss does not use is an error."""
+def _typed_settings(key: str, default: str, preset: dict[str, Any] | None, given: Any) -> Any:
+    """The user's `algorithm.<key>` (a name or a mapping with `type`; key in TYPED_KEYS) over the
+    preset's: the preset's settings apply only when the user keeps its type; a key the chosen type
+    does not use is an error. `default` is the type when neither side names one."""
     if isinstance(given, str):
         given = {"type": given}
     if not isinstance(given, dict):
         return given
+    registry, noun = TYPED_KEYS[key], key.split("_")[-1]  # "loss", "correction"
     preset = preset or {}
-    name = given.get("type", preset.get("type", "ppo_clip"))
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(POLICY_LOSSES)}")
-    fields = POLICY_LOSSES[name].settings.model_fields
+    name = given.get("type", preset.get("type", default))
+    if name not in registry:
+        raise ValueError(f"unknown {key.replace('_', ' ')} {name!r}; valid: {', '.join(registry)}")
+    fields = registry[name].settings.model_fields
     unknown = sorted(set(given) - set(fields))
     if unknown:
-        raise ValueError(f"the {name!r} loss has no setting {', '.join(map(repr, unknown))}; "
-                         f"its settings: {', '.join(k for k in fields if k != 'type')}")
-    base = preset if preset.get("type", "ppo_clip") == name else {}
+        own = ", ".join(k for k in fields if k != "type") or "(none)"
+        raise ValueError(f"the {name!r} {noun} has no setting {', '.join(map(repr, unknown))}; "
+                         f"its settings: {own}")
+    base = preset if preset.get("type", default) == name else {}
     return {**base, **given, "type": name}
 
 
@@ -589,6 +597,19 @@ FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
     # our own flat keys before the losses' typed settings (algorithm.eps_high -> algorithm.policy_loss.eps_high)
     **{f"algorithm.{key}": f"algorithm.policy_loss.{key}"
        for key in ("eps", "eps_low", "eps_high", "dual_clip_c", "tau_pos", "tau_neg")},
+    # our own flat keys before the corrections' typed settings (algorithm.tis_cap -> algorithm.correction.cap)
+    "algorithm.tis": "algorithm.correction", "algorithm.tis_cap": "algorithm.correction.cap",
+    "algorithm.tis_lower": "algorithm.correction.lower", "algorithm.tis_upper": "algorithm.correction.upper",
+    # TRL (vllm_importance_sampling_*), verl (rollout_correction.rollout_is/rs*, tis_imp_ratio_cap), ms-swift
+    "vllm_importance_sampling_correction": "algorithm.correction",
+    "vllm_importance_sampling_mode": "algorithm.correction",
+    "vllm_importance_sampling_cap": "algorithm.correction.cap",
+    "rollout_correction": "algorithm.correction", "rollout_is": "algorithm.correction",
+    "rollout_rs": "algorithm.correction", "rollout_is_threshold": "algorithm.correction.cap",
+    "rollout_rs_threshold": "algorithm.correction.upper",
+    "rollout_rs_threshold_lower": "algorithm.correction.lower", "tis_imp_ratio_cap": "algorithm.correction.cap",
+    "rollout_importance_sampling_mode": "algorithm.correction",
+    "rollout_importance_sampling_threshold": "algorithm.correction.cap",
     "temperature": _SAMPLING, "top_p": _SAMPLING, "top_k": "rollout.top_k",
     "per_device_train_batch_size": _OWN_BATCH, "ppo_micro_batch_size": "rl.micro_batch_size",
     "ppo_micro_batch_size_per_gpu": "rl.micro_batch_size", "micro_batch_size": _OWN_BATCH,
@@ -703,13 +724,14 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _loss_as_mapping(data: dict[str, Any]) -> dict[str, Any]:
-    """`algorithm.policy_loss: dapo` as `{type: dapo}`, so `algorithm.policy_loss.eps_high=0.3`
-    given elsewhere merges into it instead of replacing it."""
+def _typed_as_mapping(data: dict[str, Any]) -> dict[str, Any]:
+    """`algorithm.policy_loss: dapo` as `{type: dapo}` (likewise `correction`), so
+    `algorithm.policy_loss.eps_high=0.3` given elsewhere merges into it instead of replacing it."""
     algorithm = data.get("algorithm")
-    if isinstance(algorithm, dict) and isinstance(algorithm.get("policy_loss"), str):
-        data = {**data, "algorithm": {**algorithm, "policy_loss": {"type": algorithm["policy_loss"]}}}
-    return data
+    if not isinstance(algorithm, dict):
+        return data
+    named = {key: {"type": algorithm[key]} for key in TYPED_KEYS if isinstance(algorithm.get(key), str)}
+    return {**data, "algorithm": {**algorithm, **named}} if named else data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -730,7 +752,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    data = _merge(_loss_as_mapping(data), _loss_as_mapping(parse_overrides(overrides or [])))
+    data = _merge(_typed_as_mapping(data), _typed_as_mapping(parse_overrides(overrides or [])))
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

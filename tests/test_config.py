@@ -8,6 +8,8 @@ import pytest
 
 from pipeline.config import (AdvantageName, AlgorithmConfig, Config, ConfigError, load_config, parse_overrides,
                              save_config)
+from pipeline.algorithms.correction import (CORRECTIONS, CorrectionSettings, SequenceMaskSettings,
+                                            SequenceTruncateSettings, TokenMaskSettings, TokenTruncateSettings)
 from pipeline.algorithms.policy_losses import POLICY_LOSSES, DAPOSettings, PolicyLossSettings, PPOClipSettings, SAPOSettings
 from pipeline.algorithms.presets import PRESETS
 
@@ -128,6 +130,65 @@ def test_policy_loss_settings_union_equals_the_registry():
         {name: entry.settings for name, entry in POLICY_LOSSES.items()}
 
 
+# ---------------------------------------------------------------- typed rollout-correction settings (§9)
+
+
+def test_correction_defaults_and_selection(tmp_path):
+    assert load_config().algorithm.correction == TokenTruncateSettings(cap=2.0)
+    config = load_config(None, ["algorithm.correction.type=token_mask", "algorithm.correction.upper=3"])
+    assert config.algorithm.correction == TokenMaskSettings(lower=0.5, upper=3.0)
+    assert load_config(None, ["algorithm.correction=sequence_truncate"]).algorithm.correction \
+        == SequenceTruncateSettings(cap=2.0)
+    path = tmp_path / "c.yaml"
+    path.write_text("algorithm:\n  correction: sequence_mask\n")  # a name in YAML, a bound on the command line
+    assert load_config(path, ["algorithm.correction.lower=0.8"]).algorithm.correction \
+        == SequenceMaskSettings(lower=0.8, upper=2.0)
+    path.write_text("algorithm:\n  correction: {type: token_mask, lower: 0.2, upper: 10}\n")
+    assert load_config(path).algorithm.correction == TokenMaskSettings(lower=0.2, upper=10.0)
+    assert load_config(None, ["algorithm.correction=none"]).algorithm.correction.type == "none"
+
+
+@pytest.mark.parametrize("override, key", [
+    (["algorithm.correction.type=token_mask", "algorithm.correction.lower=1.0"], "lower"),
+    (["algorithm.correction.type=token_mask", "algorithm.correction.lower=0"], "lower"),
+    (["algorithm.correction.type=token_mask", "algorithm.correction.upper=0.9"], "upper"),
+    (["algorithm.correction.type=sequence_mask", "algorithm.correction.upper=1"], "upper"),
+    (["algorithm.correction.type=sequence_mask", "algorithm.correction.lower=1.5"], "lower"),
+    (["algorithm.correction.cap=1"], "cap"),
+    (["algorithm.correction.type=sequence_truncate", "algorithm.correction.cap=0.5"], "cap"),
+])
+def test_correction_bounds_are_checked_at_load(override, key):
+    # lower < 1 < upper, cap > 1: a band that excludes ratio 1 would mask on-policy tokens
+    with pytest.raises(ConfigError, match=rf"algorithm\.correction\.\w+\.{key}: Input should be"):
+        load_config(None, override)
+
+
+def test_a_setting_the_correction_does_not_use_names_it():
+    with pytest.raises(ConfigError, match=r"algorithm\.correction: the 'token_truncate' correction has no "
+                                          r"setting 'lower'; its settings: cap"):
+        load_config(None, ["algorithm.correction.lower=0.3"])
+    with pytest.raises(ConfigError, match="the 'token_mask' correction has no setting 'cap'; its settings: lower, upper"):
+        load_config(None, ["algorithm.correction.type=token_mask", "algorithm.correction.cap=3"])
+    with pytest.raises(ConfigError, match="unknown correction 'icepop'; valid: none, token_truncate"):
+        load_config(None, ["algorithm.correction=icepop"])
+
+
+@pytest.mark.parametrize("key, expected", [("tis=token_mask", "algorithm.correction"),
+                                           ("tis_cap=3", "algorithm.correction.cap"),
+                                           ("tis_lower=0.5", "algorithm.correction.lower"),
+                                           ("tis_upper=5", "algorithm.correction.upper")])
+def test_the_flat_tis_keys_are_gone(key, expected):
+    with pytest.raises(ConfigError, match=f"unknown key 'algorithm.{key.split('=')[0]}' \\(did you mean '{expected}'"):
+        load_config(None, [f"algorithm.{key}"])
+
+
+def test_correction_settings_union_equals_the_registry():
+    members = typing.get_args(typing.get_args(CorrectionSettings)[0])
+    assert {m.model_fields["type"].default: m for m in members} == \
+        {name: entry.settings for name, entry in CORRECTIONS.items()}
+    assert set(CORRECTIONS) == {"none", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask"}
+
+
 def test_advantage_names_equal_the_registry():
     from pipeline.algorithms.advantages import ADVANTAGE_ESTIMATORS
 
@@ -217,7 +278,8 @@ def test_bad_override_syntax():
 
 @pytest.mark.parametrize("overrides", [["algorithm.preset=gspo", "rl.steps=7"],
                                        ["algorithm.preset=dapo", "algorithm.policy_loss.eps_high=0.3"],
-                                       ["algorithm.preset=dapo", "algorithm.policy_loss=sapo"]])
+                                       ["algorithm.preset=dapo", "algorithm.policy_loss=sapo"],
+                                       ["algorithm.correction.type=token_mask", "algorithm.correction.upper=3"]])
 def test_save_round_trip(tmp_path, overrides):
     config = load_config(None, overrides)
     save_config(config, tmp_path / "saved.yaml")
@@ -258,7 +320,9 @@ def test_every_field_has_a_docstring():
 
     keys = [*_fields(Config), *_fields(RewardTerm, "reward.terms[]."),
             *(key for name, loss in POLICY_LOSSES.items()
-              for key in _fields(loss.settings, f"algorithm.policy_loss[{name}]."))]
+              for key in _fields(loss.settings, f"algorithm.policy_loss[{name}].")),
+            *(key for name, entry in CORRECTIONS.items()
+              for key in _fields(entry.settings, f"algorithm.correction[{name}]."))]
     missing = [key for key, field in keys if not (field.description or "").strip()]
     assert len(keys) > 100 and missing == []
 
@@ -287,6 +351,15 @@ def test_every_field_has_a_docstring():
     ("rl", "algorithm.dual_clip_c=3", "'algorithm.policy_loss.dual_clip_c'"),
     ("rl", "algorithm.tau_pos=1", "'algorithm.policy_loss.tau_pos'"),
     ("rl", "algorithm.tau_neg=1", "'algorithm.policy_loss.tau_neg'"),
+    # TRL's, verl's and ms-swift's names of the rollout correction (§9)
+    ("rl", "vllm_importance_sampling_mode=token_mask", "'algorithm.correction'"),
+    ("rl", "vllm_importance_sampling_cap=3", "'algorithm.correction.cap'"),
+    ("rl", "algorithm.rollout_correction.rollout_is=token", "'algorithm.correction'"),
+    ("rl", "rollout_is_threshold=2", "'algorithm.correction.cap'"),
+    ("rl", "rollout_rs_threshold=2", "'algorithm.correction.upper'"),
+    ("rl", "rollout_rs_threshold_lower=0.5", "'algorithm.correction.lower'"),
+    ("rl", "tis_imp_ratio_cap=2", "'algorithm.correction.cap'"),
+    ("rl", "rollout_importance_sampling_mode=token_mask", "'algorithm.correction'"),
     ("rl", "per_device_train_batch_size=4", "'rl.micro_batch_size'"),
     ("sft", "per_device_train_batch_size=4", "'sft.micro_batch_size'"),
     ("sft", "num_train_epochs=3", "'sft.epochs'"),

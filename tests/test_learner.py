@@ -1,6 +1,7 @@
 """The learner on the tiny model: updates move log-probs the way the advantages say."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -148,7 +149,7 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_model_dir
 def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_dir, sampling):
     # Issue 14: with top_p=0.5 (top_k=50) and identical weights the TIS weight was 0.5 (0.0017):
     # the engine renormalises over the kept set, the learner read the whole vocabulary.
-    from pipeline.algorithms.losses import truncated_is_weights
+    from pipeline.algorithms.correction import TokenTruncateSettings, correction_weights
     from pipeline.core.models import load_tokenizer
     from pipeline.rollout import HFEngine, SamplingSettings
 
@@ -168,10 +169,64 @@ def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_di
     scores = learner.score(batch)
     mask = batch.loss_mask
     torch.testing.assert_close(scores.logp_old[mask], logp_engine[mask], atol=1e-4, rtol=0)
-    _, stats = truncated_is_weights(scores.logp_old, logp_engine, mask, "token_truncate", 2.0)
+    _, stats = correction_weights(TokenTruncateSettings(), scores.logp_old, logp_engine, mask)
     assert stats["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4) and stats["train/tis_truncated_frac"] == 0
     update = learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
     assert update["mismatch/mean_abs"] < 1e-4 and update["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+def _engine_batch(learner, config, tiny_model_dir):
+    """Two groups of two completions sampled by an HF engine on the learner's own model, with the
+    engine's log-probs: both sides hold identical weights."""
+    from pipeline.core.models import load_tokenizer
+    from pipeline.rollout import HFEngine, SamplingSettings
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    groups = HFEngine(learner.model, tokenizer).generate(PROMPTS[::2], SamplingSettings.from_config(config.rollout, n=2))
+    samples = [c for group in groups for c in group]
+    seqs = collate([c.prompt_ids for c in samples], [c.token_ids for c in samples], tokenizer.pad_token_id)
+    logp_engine = torch.zeros(seqs.completion_mask.shape)
+    for i, c in enumerate(samples):
+        logp_engine[i, : len(c.logprobs)] = torch.tensor(c.logprobs)
+    return RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine,
+                        rewards=torch.zeros(len(samples), dtype=torch.float64),
+                        valid=torch.ones(len(samples), dtype=torch.bool), group_size=2)
+
+
+@pytest.mark.parametrize("correction", ["none", "token_truncate", "sequence_truncate", "token_mask", "sequence_mask"])
+def test_every_correction_is_one_with_identical_weights(tiny_model_dir, correction):
+    # §9: the engine samples with the learner's own weights, so every ratio is 1: weight 1 on every
+    # token, nothing truncated or masked, whichever correction the config selects (two epochs:
+    # score() computes logp_old)
+    config = _config(f"algorithm.correction.type={correction}", "rl.ppo_epochs=2")
+    learner = Learner(config, str(tiny_model_dir), torch.device("cpu"), 10)
+    torch.manual_seed(0)
+    batch = _engine_batch(learner, config, tiny_model_dir)
+    stats = learner.update(batch, learner.score(batch), _advantages([1.0, -1.0, 1.0, -1.0]),
+                           torch.Generator().manual_seed(0))
+    assert stats["mismatch/mean_abs"] < 1e-4
+    assert stats["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    own = {"token_truncate": "train/tis_truncated_frac", "sequence_truncate": "train/tis_truncated_frac",
+           "token_mask": "train/tis_masked_frac", "sequence_mask": "train/tis_masked_frac"}
+    if correction in own:
+        assert stats[own[correction]] == 0.0
+
+
+def test_the_learner_applies_the_configured_correction(tiny_model_dir):
+    # an engine whose log-probs are ln 6 below the learner's: every token ratio is 6, outside
+    # token_mask's [0.5, 5] (all masked, weight 0), truncated to C = 3 by token_truncate
+    weights = {}
+    for correction, key, frac in [("token_mask", "train/tis_masked_frac", 1.0),
+                                  ("token_truncate", "train/tis_truncated_frac", 1.0)]:
+        config = _config(f"algorithm.correction.type={correction}",
+                         *(["algorithm.correction.cap=3"] if correction == "token_truncate" else []))
+        learner = Learner(config, str(tiny_model_dir), torch.device("cpu"), 10)
+        batch, scores = _batch(learner, PROMPTS, COMPLETIONS)
+        batch = dataclasses.replace(batch, logp_engine=batch.logp_engine - math.log(6.0))
+        stats = learner.update(batch, scores, _advantages([1.0, -1.0, 1.0, -1.0]), torch.Generator().manual_seed(0))
+        assert stats[key] == frac
+        weights[correction] = stats["train/tis_weight_mean"]
+    assert weights == {"token_mask": 0.0, "token_truncate": pytest.approx(3.0)}
 
 
 @pytest.mark.vllm

@@ -1,6 +1,7 @@
-"""Ratios, aggregation, KL estimators, entropy, log-probs, TIS and the value loss (pipeline/algorithms/losses.py,
+"""Ratios, aggregation, KL estimators, entropy, log-probs and the value loss (pipeline/algorithms/losses.py,
 docs/algorithms.md §2-6, §9) against hand computations on small tensors. The policy losses are
-tested in test_policy_losses.py, the KL and entropy terms in test_regularisers.py."""
+tested in test_policy_losses.py, the KL and entropy terms in test_regularisers.py, the rollout
+correction (TIS) in test_correction.py."""
 
 import math
 
@@ -12,10 +13,8 @@ from pipeline.algorithms.losses import (
     entropy_from_logits,
     gspo_sequence_ratio,
     kl_estimate,
-    mismatch_stats,
     token_logprobs,
     truncate_logits,
-    truncated_is_weights,
     value_loss,
 )
 
@@ -195,39 +194,6 @@ def test_truncated_logprob_gradients_match_a_masked_log_softmax():
     grads = torch.autograd.grad(logp.sum(), logits)[0]
     torch.testing.assert_close(grads, torch.autograd.grad(reference.sum(), logits)[0])
     assert torch.isfinite(grads).all()
-
-
-# ---------------------------------------------------------------- TIS (§9)
-
-
-def test_tis_token_truncate():
-    logp_old = torch.tensor([[ln(3.0), ln(0.5), NAN]])
-    mask = torch.tensor([[True, True, False]])
-    w, stats = truncated_is_weights(logp_old, torch.zeros(1, 3), mask, "token_truncate", 2.0)
-    torch.testing.assert_close(w, torch.tensor([[2.0, 0.5, 0.0]]))
-    assert stats["train/tis_truncated_frac"] == pytest.approx(0.5)
-    assert stats["train/tis_weight_mean"] == pytest.approx(1.25)
-
-
-def test_tis_sequence_mask():
-    # seq 1 token ratios 4 and 2: geometric mean sqrt(8) = 2.83 > C = 2, masked;
-    # seq 2 ratios 3 and 1/3: geometric mean 1, kept although one token ratio exceeds C
-    logp_old = torch.tensor([[ln(4.0), ln(2.0)], [ln(3.0), -ln(3.0)]])
-    w, stats = truncated_is_weights(logp_old, torch.zeros(2, 2), full_mask(2, 2),
-                                    "sequence_mask", 2.0)
-    torch.testing.assert_close(w, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
-    assert stats["train/tis_masked_frac"] == pytest.approx(0.5)
-    none, _ = truncated_is_weights(logp_old, torch.zeros(2, 2), full_mask(2, 2), "none", 2.0)
-    torch.testing.assert_close(none, torch.ones(2, 2))
-
-
-def test_mismatch_stats_hand_values():
-    # learner logp_old [ln 2, 0, garbage], engine [0, 0, garbage]: |diff| mean ln2/2;
-    # k3 KL(engine || learner) per token: d = ln 2 -> 2 - ln 2 - 1, then 0
-    mask = torch.tensor([[True, True, False]])
-    stats = mismatch_stats(torch.tensor([[ln(2.0), 0.0, NAN]]), torch.tensor([[0.0, 0.0, INF]]), mask)
-    assert stats["mismatch/mean_abs"] == pytest.approx(ln(2.0) / 2)
-    assert stats["mismatch/kl"] == pytest.approx((1 - ln(2.0)) / 2)
 
 
 # ---------------------------------------------------------------- value loss (PPO)

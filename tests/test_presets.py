@@ -5,7 +5,8 @@ import torch
 
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages
 from pipeline.config import AlgorithmConfig
-from pipeline.algorithms.losses import AGG_MODES, kl_estimate, truncated_is_weights
+from pipeline.algorithms.correction import correction_weights
+from pipeline.algorithms.losses import AGG_MODES, kl_estimate
 from pipeline.algorithms.policy_losses import POLICY_LOSSES, policy_loss
 from pipeline.algorithms.presets import PRESETS
 from pipeline.algorithms.regularisers import kl_penalty
@@ -32,7 +33,7 @@ def test_preset_config_runs_through_the_algorithm_code(name):
     assert adv.shape[0] == 8 and torch.isfinite(adv).all()
     assert (result.returns is not None) == cfg.uses_critic
     engine = logp.detach() + 0.01
-    weights, _ = truncated_is_weights(logp.detach(), engine, mask, cfg.tis, cfg.tis_cap)
+    weights, _ = correction_weights(cfg.correction, logp.detach(), engine, mask)
     loss, stats = policy_loss(cfg.policy_loss, logp, logp.detach(), adv, mask, cfg.loss_agg,
                               tis_weights=weights, max_len=3)
     kl, _ = kl_penalty(logp, logp_ref, mask, cfg.kl_estimator, cfg.loss_agg, max_len=3)

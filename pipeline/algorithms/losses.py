@@ -1,5 +1,5 @@
-"""Ratios, loss aggregation, KL estimators, log-probs, value loss and TIS, docs/algorithms.md §2-6, §9
-and §12.
+"""Ratios, loss aggregation, KL estimators, log-probs and value loss, docs/algorithms.md §2-6, §9
+(the sampling distribution's truncation) and §12.
 
 Tensors are [B, T] (B completions, T token positions) with a `mask` (bool or 0/1) that is
 True on the completion tokens that count. Masked positions may hold garbage (inf, NaN) in any
@@ -9,7 +9,7 @@ input: every function selects with `torch.where` first, so neither results nor g
     loss = aggregate(per_token_loss, mask, "token-mean")
 
 The policy losses themselves are in pipeline/algorithms/policy_losses.py, KL and entropy terms in
-pipeline/algorithms/regularisers.py.
+pipeline/algorithms/regularisers.py, the rollout correction (TIS) in pipeline/algorithms/correction.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch.utils.checkpoint import checkpoint
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_KINDS = ("k1", "k2", "k3")
-TIS_MODES = ("none", "token_truncate", "sequence_mask")
 K3_CLAMP = 10.0
 CHUNK_ROWS = 256
 
@@ -210,51 +209,3 @@ def value_loss(
     loss = aggregate(0.5 * torch.maximum(unclipped_sq, clipped_sq), mask, agg, **normalisers)
     frac = masked_mean((clipped_sq > unclipped_sq).float(), mask)
     return loss, {"train/vf_loss": loss.item(), "train/vf_clip_frac": frac.item()}
-
-
-def mismatch_stats(logp_old: Tensor, logp_engine: Tensor, mask: Tensor) -> dict[str, float]:
-    """§9 mismatch between learner and engine log-probs of the engine's samples.
-
-    `mismatch/mean_abs`: mean |logp_old - logp_engine|; `mismatch/kl`: k3 estimate of
-    KL(engine || learner).
-    """
-    mask = mask.bool()
-    diff = torch.where(mask, logp_old - logp_engine, 0.0).detach()
-    kl = kl_estimate(logp_engine.detach(), logp_old.detach(), "k3", mask)
-    return {"mismatch/mean_abs": masked_mean(diff.abs(), mask).item(),
-            "mismatch/kl": masked_mean(kl, mask).item()}
-
-
-def truncated_is_weights(
-    logp_old: Tensor, logp_engine: Tensor, mask: Tensor, mode: str, cap: float
-) -> tuple[Tensor, dict[str, float]]:
-    """§9 truncated importance sampling weights [B, T] (no gradient) for the per-token losses.
-
-    * `none`: 1 on every token.
-    * `token_truncate`: `min(exp(logp_old_learner - logp_engine), C)`.
-    * `sequence_mask`: 0 on sequences whose geometric-mean ratio
-      `exp(mean_t(logp_old_learner - logp_engine))` leaves [1/C, C], else 1.
-
-    Stats: `train/tis_weight_mean`, and `train/tis_truncated_frac` (tokens) or
-    `train/tis_masked_frac` (sequences).
-    """
-    if mode not in TIS_MODES:
-        raise ValueError(f"unknown TIS mode {mode!r}; valid: {', '.join(TIS_MODES)}")
-    mask = mask.bool()
-    logp_old, logp_engine = logp_old.detach(), logp_engine.detach()
-    stats: dict[str, float] = {}
-    if mode == "none":
-        weights = torch.ones_like(logp_old)
-    elif mode == "token_truncate":
-        ratio = token_ratio(logp_old, logp_engine, mask)
-        weights = ratio.clamp(max=cap)
-        stats["train/tis_truncated_frac"] = masked_mean((ratio > cap).float(), mask).item()
-    else:
-        seq = gspo_sequence_ratio(logp_old, logp_engine, mask)
-        keep = (seq >= 1.0 / cap) & (seq <= cap)
-        weights = keep[:, None].float().expand_as(logp_old)
-        has_tokens = mask.any(-1)
-        stats["train/tis_masked_frac"] = masked_mean((~keep).float(), has_tokens).item()
-    weights = torch.where(mask, weights, 0.0)
-    stats["train/tis_weight_mean"] = masked_mean(weights, mask).item()
-    return weights, stats

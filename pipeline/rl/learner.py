@@ -25,7 +25,8 @@ from torch import Tensor
 from pipeline.rl.batch import Advantages, PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
-from pipeline.algorithms.losses import mismatch_stats, truncated_is_weights, value_loss
+from pipeline.algorithms.correction import correction_weights, mismatch_stats
+from pipeline.algorithms.losses import value_loss
 from pipeline.core.models import load_policy
 from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step
 from pipeline.algorithms.policy_losses import policy_loss
@@ -192,7 +193,7 @@ class Learner:
         logp_engine = cut(batch.logp_engine)
         adv = advantages.advantages[micro]
         adv = (adv[:, :width] if adv.dim() == 2 else adv).to(self.device)
-        tis, stats = truncated_is_weights(logp_old, logp_engine, mask, algo.tis, algo.tis_cap)
+        tis, stats = correction_weights(algo.correction, logp_old, logp_engine, mask)
         loss, pg_stats = policy_loss(algo.policy_loss, logp, logp_old, adv, mask, algo.loss_agg,
                                      tis_weights=tis, **norm)
         stats.update(pg_stats)
