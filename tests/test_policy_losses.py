@@ -7,7 +7,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from pipeline.algorithms.losses import AGG_MODES, gspo_sequence_ratio, mismatch_stats
+from pipeline.algorithms.correction import mismatch_stats
+from pipeline.algorithms.losses import AGG_MODES, gspo_sequence_ratio
 from pipeline.algorithms.policy_losses import (POLICY_LOSSES, DAPOSettings, GSPOSettings, GSPOTokenSettings, PPOClipSettings,
                                     SAPOSettings, policy_loss, register_policy_loss, sapo_gate_weight)
 from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
