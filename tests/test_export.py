@@ -115,8 +115,10 @@ def test_vllm_serves_the_exported_folder(trained_adapter, tiny_model_dir, tmp_pa
 
     policy, adapter = trained_adapter
     out = stages.export.export_model(adapter, tiny_model_dir, tmp_path / "export" / "model", dtype="float32")
-    engine = VLLMEngine(out, RolloutConfig(gpu_memory_utilization=0.05, max_model_len=256, dtype="float32"),
-                        sync="merged")
+    # in its own process: closing a second in-process engine tears down vLLM's process-wide
+    # parallel state, which the session's shared engines (conftest.py) still use
+    engine = VLLMEngine(out, RolloutConfig(gpu_memory_utilization=0.05, max_model_len=256, dtype="float32",
+                                           in_process=False), sync="merged")
     try:
         (group,) = engine.generate([[1, 5, 9]], SamplingSettings(n=1, temperature=0.0, max_tokens=4))
     finally:
