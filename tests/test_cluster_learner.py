@@ -66,14 +66,17 @@ def test_two_ranks_take_the_one_process_update(ray_address, tiny_fp32_model_dir,
         for advantages in (one_rank_idle, Advantages(signs)):
             want_scores, got_scores = single.score(batch), group.score(batch)
             torch.testing.assert_close(got_scores.logp_old * batch.loss_mask, want_scores.logp_old * batch.loss_mask,
-                                       rtol=0, atol=1e-6)
+                                       rtol=1e-6, atol=1e-6)
             want = single.update(batch, want_scores, advantages, shuffle_single)
             got = group.update(batch, got_scores, advantages, shuffle_group)
             assert got["train/learned_frac"] == want["train/learned_frac"]
             assert got["train/grad_norm"] == pytest.approx(want["train/grad_norm"], rel=1e-5)
             assert torch.equal(shuffle_group.get_state(), shuffle_single.get_state())
+            # Adam's steps divide by |g| + eps: the float-reordering noise of near-zero gradients moves
+            # weights by up to ~1% of lr (as one process with another rl.micro_batch_size does); a
+            # wrong normaliser moves them by a sizeable part of lr, and changes the grad norm above
             expected, actual = _trained(single.model), _trained(group.model)  # the replica is rank 0's
-            assert max((actual[k] - expected[k]).abs().max().item() for k in expected) < 1e-6
+            assert max((actual[k] - expected[k]).abs().max().item() for k in expected) < 0.02 * config.rl.lr
             assert got["train/grad_norm"] > 0
             learned.append(got["train/learned_frac"])
         assert learned == [14 / 16, 1.0]  # rank 1 computed nothing in the first step, yet joined it
@@ -108,7 +111,7 @@ def test_a_lost_learner_rank_stops_the_run_and_resume_continues(ray_address, tin
     import ray
 
     problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+    problems.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i), "level": 1}) + "\n"
                                 for i in range(8)))
     out = tmp_path / "run"
     log = tmp_path / "run.log"
