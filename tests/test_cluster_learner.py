@@ -28,7 +28,7 @@ COMPLETIONS = [[50, 51, 52], [53, 54], [55], [56, 57, 58, 59], [60, 61], [62, 63
 
 def _config(*overrides):
     return load_config(None, [
-        "algorithm.preset=grpo", "rl.prompts_per_step=4", "rl.group_size=2", "rl.mini_batch_size=4",
+        "algorithm.preset=grpo", "algorithm.kl_coef=0", "rl.prompts_per_step=4", "rl.group_size=2", "rl.mini_batch_size=4",
         "rl.micro_batch_size=2", "rl.ppo_epochs=2", "rl.lr=5e-3", "rl.bf16_autocast=false",
         "rollout.max_tokens=8", "model.dtype=float32", *RANKS, *overrides])
 
@@ -79,7 +79,8 @@ def test_two_ranks_take_the_one_process_update(ray_address, tiny_fp32_model_dir,
             assert max((actual[k] - expected[k]).abs().max().item() for k in expected) < 0.02 * config.rl.lr
             assert got["train/grad_norm"] > 0
             learned.append(got["train/learned_frac"])
-        assert learned == [14 / 16, 1.0]  # rank 1 computed nothing in the first step, yet joined it
+        # the idle group in both epochs; rank 1 computed nothing in the first optimiser step, yet joined it
+        assert learned == [12 / 16, 1.0]
     finally:
         group.close()
 
@@ -128,6 +129,7 @@ def test_a_lost_learner_rank_stops_the_run_and_resume_continues(ray_address, tin
     assert 1 <= saved < STEPS and not (out / "rl" / "final").exists()
 
     # one rank continues what two began: the checkpoint is one Learner's
+    log = tmp_path / "resume.log"
     resumed = _run(out, problems, tiny_model_dir, "--resume", address=ray_address, log=log)
     assert resumed.wait(timeout=300) == 0, log.read_text()
     assert [r["step"] for r in read_metrics(out / "rl" / "metrics.jsonl")] == list(range(STEPS + 1))
