@@ -539,6 +539,13 @@ class Config(Section):
                 f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
                 "compares completions within a group and needs rl.group_size >= 2"
             )
+        ranks, groups = self.cluster.learner_workers, self.rl.mini_batch_size / self.rl.group_size
+        if ranks > 1 and not (groups.is_integer() and groups >= ranks):
+            raise ValueError(
+                f"cluster.learner_workers={ranks}: each rank computes whole groups of every mini-batch, so "
+                f"rl.mini_batch_size={self.rl.mini_batch_size} must be a multiple of "
+                f"rl.group_size={self.rl.group_size} holding at least {ranks} groups"
+            )
         if self.rollout.temperature == 0 and self.rl.group_size > 1:
             raise ValueError(
                 f"rollout.temperature=0 decodes greedily: the rl.group_size={self.rl.group_size} "

@@ -165,6 +165,7 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
     they return without loading a model. A user-facing error (bad config, data, model, missing engine)
     exits non-zero with its one-line message instead of a traceback.
     """
+    from pipeline.rl.data_parallel import LearnerRankError
     from pipeline.data.problems import DataError
     from pipeline.core.models import ModelError
     from pipeline.rollout import EngineUnavailable
@@ -186,7 +187,7 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
             print("\n".join(f"  {line}" for line in summary))
             return
         main(config, args)
-    except (ConfigError, DataError, ModelError, EngineUnavailable) as exc:
+    except (ConfigError, DataError, ModelError, EngineUnavailable, LearnerRankError) as exc:
         sys.exit(f"{parser.prog}: {exc}")
 
 

@@ -112,3 +112,12 @@ def tiny_policy_factory(tiny_model_dir: Path):
         return policy
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray (2 CPUs) shared by the whole test run; its address."""
+    ray = pytest.importorskip("ray")
+    info = ray.init(num_cpus=2)
+    yield info.address_info["address"]
+    ray.shutdown()

@@ -15,15 +15,23 @@ Its part of one RL step (docs/design.md, "One RL step"), data flowing one way:
    the advantage, so a row with A = 0 adds exactly zero gradient; the normalisers still count
    it, so the update is the same as computing it.
 Every forward computes a group's shared prompt once (`shared_prompt_forward`).
+
+As one of W data-parallel ranks (`rank`, `world_size`; pipeline/cluster/learner_group.py) it scores
+and computes its share of whole groups (`shard_groups`), normalises by the whole mini-batch, and
+sums gradients over the ranks before each step (pipeline/rl/data_parallel.py): every rank takes the
+one-process step.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from pipeline.rl.batch import Advantages, PolicyScores, RolloutBatch
 from pipeline.config import Config
+from pipeline.core.checkpoint import save_checkpoint
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
 from pipeline.algorithms.correction import correction_weights, mismatch_stats
 from pipeline.algorithms.losses import value_loss
@@ -31,6 +39,7 @@ from pipeline.core.models import load_policy
 from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step
 from pipeline.algorithms.policy_losses import policy_loss
 from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
+from pipeline.rl.data_parallel import all_reduce_gradients, gather_objects, shard_groups
 
 
 def _mean_stats(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
@@ -50,8 +59,12 @@ def _group_order(rows: int, group_size: int, generator: torch.Generator) -> Tens
 
 
 class Learner:
-    def __init__(self, config: Config, model_path: str, device: torch.device, total_updates: int):
+    def __init__(self, config: Config, model_path: str, device: torch.device, total_updates: int,
+                 rank: int = 0, world_size: int = 1):
+        """`rank` of `world_size` data-parallel ranks; above one rank torch.distributed's default
+        process group must be initialised."""
         self.config = config
+        self.rank, self.world_size = rank, world_size
         self.algo = config.algorithm
         self.rl = config.rl
         self.device = device
@@ -125,14 +138,19 @@ class Learner:
         """One epoch over one mini-batch and no critic: logp_old is the first forward's logp."""
         return self.rl.ppo_epochs == 1 and self.rl.mini_batch_size >= batch_size and self.value_head is None
 
+    def share(self, rows: Tensor, group_size: int) -> Tensor:
+        """This rank's whole groups of `rows` (all of them in one process)."""
+        return shard_groups(rows, group_size, self.rank, self.world_size)
+
     @torch.no_grad()
     def score(self, batch: RolloutBatch) -> PolicyScores:
-        """`logp_old`, `logp_ref` and `V_old` of `batch` ([B, T] each), those the algorithm needs."""
+        """`logp_old`, `logp_ref` and `V_old` of `batch` ([B, T] each), those the algorithm needs.
+        A data-parallel rank scores only its `share` of the rows; the others stay 0."""
         self.model.eval()
         B, T = batch.loss_mask.shape
         need_old = not self.on_policy(B)
         old, ref, vals = torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B, T)
-        for idx in self._micro_batches(torch.arange(B)):
+        for idx in self._micro_batches(self.share(torch.arange(B), batch.group_size)):
             seqs = batch.seqs.rows(idx).to(self.device)
             if need_old:
                 out, values = self._forward(seqs)
@@ -150,7 +168,8 @@ class Learner:
     def update(self, batch: RolloutBatch, scores: PolicyScores, advantages: Advantages,
                generator: torch.Generator) -> dict[str, float]:
         """`ppo_epochs` passes over shuffled mini-batches of whole groups; one optimiser step per
-        mini-batch. Returns the update's statistics under their final metric names."""
+        mini-batch. Returns the update's statistics under their final metric names (over all ranks).
+        Data-parallel ranks draw the same order from equal `generator` states."""
         self.model.train()
         B, T = batch.loss_mask.shape
         parts: list[tuple[dict[str, float], float]] = []
@@ -162,14 +181,19 @@ class Learner:
                 mask = batch.loss_mask[mini]
                 norm = dict(num_tokens=int(mask.sum()), num_seqs=int(mask.any(-1).sum()),
                             max_len=self.config.rollout.max_tokens)
-                rows = self.learned_rows(batch, advantages.advantages, mini)
+                rows = self.learned_rows(batch, advantages.advantages, self.share(mini, batch.group_size))
                 learned += len(rows)
                 for micro in self._micro_batches(rows):
                     parts.append(self._accumulate(batch, scores, advantages, micro, norm))
                 if len(rows) == 0:  # the step a zero loss would take (AdamW's moments still move)
                     for p in self.params:
                         p.grad = torch.zeros_like(p)
+                if self.world_size > 1:  # every rank joins, rows or none
+                    all_reduce_gradients(self.params)
                 norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, self.rl.max_grad_norm))
+        if self.world_size > 1:
+            ranks = gather_objects((parts, learned))
+            parts, learned = [p for rank_parts, _ in ranks for p in rank_parts], sum(n for _, n in ranks)
         stats = _mean_stats([part for part in parts if part[1] > 0])
         stats["train/grad_norm"] = sum(norms) / len(norms)
         stats["train/learned_frac"] = learned / (B * self.rl.ppo_epochs)
@@ -224,6 +248,11 @@ class Learner:
             state["value_head"] = self.value_head.state_dict()
         return state
 
+    def save_checkpoint(self, root: Path, step: int, state: dict, **options) -> Path:
+        """`pipeline.core.checkpoint.save_checkpoint` of the weights, with this learner's state under
+        `learner` beside the trainer's `state`; `options`: its keep, run_id, tokenizer."""
+        return save_checkpoint(root, step, self.model, {"learner": self.state_dict(), **state}, **options)
+
     def load_state_dict(self, state: dict, weights_dir: str | None = None) -> None:
         """Restore optimiser, schedule, value head and (from `weights_dir`) the trained weights."""
         if weights_dir is not None:
@@ -232,6 +261,9 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.value_head is not None:
             self.value_head.load_state_dict(state["value_head"])
+
+    def close(self) -> None:
+        """Nothing to release in this process (a LearnerGroup stops its ranks here)."""
 
     def _load_weights(self, folder: str) -> None:
         from peft import set_peft_model_state_dict

@@ -28,11 +28,11 @@ from tqdm import tqdm
 import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
 from pipeline.rl.batch import RolloutBatch, build_batch
-from pipeline.core.checkpoint import (checkpoint_run, latest_checkpoint, load_state, new_run_id, save_checkpoint,
-                                 save_final)
+from pipeline.core.checkpoint import checkpoint_run, latest_checkpoint, load_state, new_run_id, save_final
 from pipeline.config import Config, save_config
 from pipeline.data.problems import load_problems_for
 from pipeline.eval.evaluation import evaluate_problems
+from pipeline.cluster.learner_group import LearnerGroup
 from pipeline.rl.learner import Learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
@@ -109,7 +109,8 @@ class Trainer:
                                            max_tokens=config.rollout.max_tokens)
         updates = config.rl.steps * config.rl.ppo_epochs * (
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
-        self.learner = Learner(config, self.model_path, self.device, updates)
+        learner = LearnerGroup if config.cluster.learner_workers > 1 else Learner
+        self.learner = learner(config, self.model_path, self.device, updates)
         self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
                                             policy=self.learner.model)
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
@@ -280,10 +281,9 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
-        state = {"learner": self.learner.state_dict(), "stream": self.stream.state_dict(),
-                 "shuffle": self.shuffle.get_state()}
-        return save_checkpoint(self.out, self.step, self.learner.model, state, keep=self.config.rl.keep_checkpoints,
-                               run_id=self.run_id, tokenizer=self.tokenizer)
+        state = {"stream": self.stream.state_dict(), "shuffle": self.shuffle.get_state()}
+        return self.learner.save_checkpoint(self.out, self.step, state, keep=self.config.rl.keep_checkpoints,
+                                            run_id=self.run_id, tokenizer=self.tokenizer)
 
     def _resume(self, checkpoint: Path) -> None:
         state = load_state(checkpoint)
@@ -297,4 +297,5 @@ class Trainer:
     def close(self) -> None:
         self.engine.close()
         self.scorer.close()
+        self.learner.close()
 
