@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
+from pipeline.cluster import RayRuntime, RolloutPool, make_rollout_engine
 from pipeline.rl.batch import RolloutBatch, build_batch
 from pipeline.core.checkpoint import (checkpoint_run, latest_checkpoint, load_state, new_run_id, save_checkpoint,
                                  save_final)
@@ -37,7 +38,7 @@ from pipeline.rl.learner import Learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.rl.reward_checks import finite_samples
-from pipeline.rollout import SamplingSettings, make_engine
+from pipeline.rollout import SamplingSettings
 from pipeline.core.tracking import MetricsWriter, console_line, plot_metrics, timed
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,10 @@ class Trainer:
                                            max_tokens=config.rollout.max_tokens)
         updates = config.rl.steps * config.rl.ppo_epochs * (
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
+        self.ray = RayRuntime.start(config.cluster)  # None: one process, no Ray (docs/design.md, "Scaling out")
         self.learner = Learner(config, self.model_path, self.device, updates)
-        self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
-                                            policy=self.learner.model)
+        self.engine = engine or make_rollout_engine(config, self.model_path, device=self.device,
+                                                    policy=self.learner.model)
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -211,6 +213,7 @@ class Trainer:
         with timed(record, "step"):
             groups, rollout_record = self.rollout()
             record.update(rollout_record)
+            record["idle/learner_waiting_rollouts_s"] = record["time/generate"] + record["time/reward"]
             if not groups:
                 log.warning("step %d: no group had reward variance; skipping the update", self.step)
                 return record
@@ -226,6 +229,8 @@ class Trainer:
                 record.update(self.learner.update(batch, scores, advantages, self.shuffle))
             with timed(record, "sync"):
                 record["weights/version"] = self.engine.update_weights(self.learner.model)
+            if isinstance(self.engine, RolloutPool):
+                record.update(self.engine.metrics())  # per worker: tokens/s, time, version, waits
             tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
             record["perf/tokens_per_s"] = tokens / max(record["time/generate"], 1e-9)
         return record
@@ -297,4 +302,6 @@ class Trainer:
     def close(self) -> None:
         self.engine.close()
         self.scorer.close()
+        if self.ray is not None:
+            self.ray.close()
 

@@ -1,0 +1,13 @@
+"""Past one process, on Ray (docs/design.md, "Scaling out"): the run's Ray runtime and the pool of
+rollout workers that stands in for a `RolloutEngine`.
+
+    runtime = RayRuntime.start(config.cluster)        # None: the single process, no Ray
+    engine = make_rollout_engine(config, model_path, device=device, policy=policy)
+"""
+
+from pipeline.cluster.rollout_pool import (EngineSpec, RolloutPool, RolloutWorkerError, StaleWeights,
+                                           make_rollout_engine, shard_groups, uses_pool)
+from pipeline.cluster.runtime import RayRuntime
+
+__all__ = ["EngineSpec", "RayRuntime", "RolloutPool", "RolloutWorkerError", "StaleWeights",
+           "make_rollout_engine", "shard_groups", "uses_pool"]
