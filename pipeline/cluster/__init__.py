@@ -2,12 +2,12 @@
 rollout workers that stands in for a `RolloutEngine`.
 
     runtime = RayRuntime.start(config.cluster)        # None: the single process, no Ray
-    engine = make_rollout_engine(config, model_path, device=device, policy=policy)
+    engine = make_pool(config, model_path, policy=policy) if uses_pool(config.cluster) else make_engine(...)
 """
 
 from pipeline.cluster.rollout_pool import (EngineSpec, RolloutPool, RolloutWorkerError, StaleWeights,
-                                           make_rollout_engine, shard_groups, uses_pool)
+                                           make_pool, shard_groups, uses_pool)
 from pipeline.cluster.runtime import RayRuntime
 
 __all__ = ["EngineSpec", "RayRuntime", "RolloutPool", "RolloutWorkerError", "StaleWeights",
-           "make_rollout_engine", "shard_groups", "uses_pool"]
+           "make_pool", "shard_groups", "uses_pool"]

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import ray
 import torch
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from pipeline.config import ClusterConfig, Config, RolloutConfig
 from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
@@ -42,7 +42,8 @@ MAX_RESTARTS = 8
 RESTART_TIMEOUT_S = 900.0
 """How long a restarted worker may take to rebuild its engine and load the weights (vLLM: minutes)."""
 RECOVERY_TRIES = 5
-"""Calls to a restarting worker before it counts as gone (ones that reached the dying process fail)."""
+"""Failed calls to a restarted worker before it counts as gone (calls that reached the dying
+process fail; calls while Ray rebuilds it are repeated until `RESTART_TIMEOUT_S`)."""
 
 
 class RolloutWorkerError(RuntimeError):
@@ -282,19 +283,26 @@ class RolloutPool:
             raise RolloutWorkerError(f"rollout worker {w} {why}, again after a restart; giving up")
         log.warning("rollout worker %d %s: restarting it with weights version %d", w, why, self.version)
         self.restarts += 1
-        for tries in range(RECOVERY_TRIES):  # calls sent before Ray saw the death fail: repeat those
+        deadline, died = time.monotonic() + RESTART_TIMEOUT_S, 0
+        while True:
             call = self.workers[w].version.remote() if self._payload is None \
                 else self.workers[w].load_weights.remote(self._payload)
             try:
-                self.worker_version[w] = ray.get(call, timeout=RESTART_TIMEOUT_S)
+                self.worker_version[w] = ray.get(call, timeout=max(1.0, deadline - time.monotonic()))
                 return
-            except RayActorError as exc:
-                if tries + 1 == RECOVERY_TRIES:
+            except ActorUnavailableError:  # still restarting (building its engine)
+                pass
+            except RayActorError as exc:  # a call that reached the dying process, or out of restarts
+                died += 1
+                if died == RECOVERY_TRIES:
                     raise RolloutWorkerError(f"rollout worker {w} {why} and did not come back: {exc}") from exc
-                time.sleep(1.0)
             except GetTimeoutError as exc:
                 raise RolloutWorkerError(f"rollout worker {w} {why} and did not come back within "
                                          f"{RESTART_TIMEOUT_S:g}s") from exc
+            if time.monotonic() > deadline:
+                raise RolloutWorkerError(f"rollout worker {w} {why} and did not come back within "
+                                         f"{RESTART_TIMEOUT_S:g}s")
+            time.sleep(1.0)
 
 
 def uses_pool(cluster: ClusterConfig) -> bool:
@@ -303,16 +311,14 @@ def uses_pool(cluster: ClusterConfig) -> bool:
     return cluster.rollout_workers > 1 or cluster.address is not None
 
 
-def make_rollout_engine(config: Config, model_path: str, *, device: torch.device | str,
-                        policy=None) -> RolloutEngine:
-    """The trainer's engine: a `RolloutPool` when `uses_pool(config.cluster)` (Ray must be up,
-    `RayRuntime.start`), else `make_engine` in this process. Serves `policy` when given."""
+def make_pool(config: Config, model_path: str, *, policy=None) -> RolloutPool:
+    """`cluster.rollout_workers` workers building `config.rollout`'s engine on the device
+    `gpus_per_rollout_worker` asks for (Ray must be up: `RayRuntime.start`); serves `policy`
+    when given. The sync mode is resolved once, for the policy and the workers' device."""
     cluster = config.cluster
-    if not uses_pool(cluster):
-        return make_engine(config.rollout, model_path, device=device, policy=policy)
-    worker_device = "cuda" if cluster.gpus_per_rollout_worker > 0 else "cpu"
-    sync = resolve_sync(config.rollout.sync, worker_device, policy)
-    spec = EngineSpec(model_path, config.rollout.model_copy(update={"sync": sync}), worker_device, config.seed)
+    device = "cuda" if cluster.gpus_per_rollout_worker > 0 else "cpu"
+    sync = resolve_sync(config.rollout.sync, device, policy)
+    spec = EngineSpec(model_path, config.rollout.model_copy(update={"sync": sync}), device, config.seed)
     pool = RolloutPool(spec, cluster, sync=sync)
     if policy is not None:
         pool.update_weights(policy)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
-from pipeline.cluster import RayRuntime, RolloutPool, make_rollout_engine
+from pipeline.cluster import RayRuntime, RolloutPool, make_pool, uses_pool
 from pipeline.rl.batch import RolloutBatch, build_batch
 from pipeline.core.checkpoint import (checkpoint_run, latest_checkpoint, load_state, new_run_id, save_checkpoint,
                                  save_final)
@@ -38,7 +38,7 @@ from pipeline.rl.learner import Learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.rl.reward_checks import finite_samples
-from pipeline.rollout import SamplingSettings
+from pipeline.rollout import SamplingSettings, make_engine
 from pipeline.core.tracking import MetricsWriter, console_line, plot_metrics, timed
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,10 @@ class Trainer:
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
         self.ray = RayRuntime.start(config.cluster)  # None: one process, no Ray (docs/design.md, "Scaling out")
         self.learner = Learner(config, self.model_path, self.device, updates)
-        self.engine = engine or make_rollout_engine(config, self.model_path, device=self.device,
-                                                    policy=self.learner.model)
+        if engine is None and uses_pool(config.cluster):
+            engine = make_pool(config, self.model_path, policy=self.learner.model)
+        self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
+                                            policy=self.learner.model)
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.step = 0
