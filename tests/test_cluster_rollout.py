@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import pytest
 from pipeline.config import ClusterConfig, ConfigError, RolloutConfig, load_config
 from pipeline.cluster import EngineSpec, RayRuntime, RolloutPool, shard_groups
 from pipeline.rollout import SamplingSettings, learner_logprobs
+from pipeline.rollout.weights import weights_payload
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
@@ -45,6 +47,19 @@ def test_cluster_addresses_accepted(address):
 def test_a_malformed_address_is_a_config_error():
     with pytest.raises(ConfigError, match="cluster.address"):
         load_config(None, ["cluster.address=headnode"])
+
+
+@pytest.mark.parametrize("sync", ["merged", "adapter"])
+def test_an_engine_of_its_own_loads_a_weights_payload(sync, tiny_model_dir, tiny_policy_factory):
+    """What a worker does with the object store's payload: its own base model, the learner's weights."""
+    engine = EngineSpec(str(tiny_model_dir), RolloutConfig(engine="hf")).build(0)
+    policy = tiny_policy_factory(scale=0.5, seed=5)
+    payload = pickle.loads(pickle.dumps(weights_payload(policy, sync, engine.dtype, version=7)))
+    base = engine.prompt_logprobs(PROMPTS[0], COMPLETION)
+    assert engine.load_weights(payload) == 7 == engine.version
+    learner = learner_logprobs(policy, 0, PROMPTS[0], COMPLETION)
+    assert engine.prompt_logprobs(PROMPTS[0], COMPLETION) == pytest.approx(learner, abs=1e-4)
+    assert base != pytest.approx(learner, abs=1e-3)
 
 
 # ------------------------------------------------------------------ on Ray
