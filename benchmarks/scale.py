@@ -26,10 +26,12 @@ import gc
 import json
 import logging
 import statistics
+import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[0] = str(REPO)  # not benchmarks/, whose rewards.py would shadow the `rewards` package
 PHASES = ("generate", "reward", "learn", "sync")
 VARIANTS: dict[str, list[str]] = {
     "single": [],

@@ -107,6 +107,13 @@ def pool(ray_address, tiny_model_dir, tmp_path_factory):
     pool.close()
 
 
+@pytest.mark.slow
+def test_workers_asking_for_more_than_the_cluster_has_are_a_config_error(ray_address, tiny_model_dir):
+    spec = EngineSpec(str(tiny_model_dir), RolloutConfig(engine="hf"))
+    with pytest.raises(ConfigError, match="cluster.rollout_workers: 2 workers x 1 GPU"):
+        RolloutPool(spec, ClusterConfig(rollout_workers=2, gpus_per_rollout_worker=1), sync="merged")
+
+
 def _assert_serves(pool: RolloutPool, policy, tokenizer) -> None:
     """Every worker serves the pool's version, and its log-probs of a fixed completion are the learner's."""
     assert pool.worker_versions() == [pool.version] * len(pool.workers)

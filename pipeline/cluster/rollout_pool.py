@@ -30,7 +30,7 @@ import ray
 import torch
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
-from pipeline.config import ClusterConfig, Config, RolloutConfig
+from pipeline.config import ClusterConfig, Config, ConfigError, RolloutConfig
 from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
 from pipeline.rollout.factory import make_engine, resolve_sync
 from pipeline.rollout.weights import WeightsPayload, weights_payload
@@ -132,7 +132,13 @@ class RolloutPool:
 
     def __init__(self, builder: EngineBuilder, cluster: ClusterConfig, *, sync: SyncMode) -> None:
         """`sync`: the payload the engines load (`resolve_sync` for the policy and the workers'
-        device). Starts the actors and waits until each engine is built."""
+        device). Starts the actors and waits until each engine is built; ConfigError when the
+        Ray cluster has fewer CPUs or GPUs than the workers ask for (they would wait forever)."""
+        have = ray.cluster_resources()
+        for unit, each in (("CPU", cluster.cpus_per_rollout_worker), ("GPU", cluster.gpus_per_rollout_worker)):
+            if cluster.rollout_workers * each > have.get(unit, 0.0):
+                raise ConfigError(f"cluster.rollout_workers: {cluster.rollout_workers} workers x {each:g} {unit} "
+                                  f"need more than the Ray cluster's {have.get(unit, 0.0):g} {unit}s")
         worker = ray.remote(RolloutWorker).options(
             num_cpus=cluster.cpus_per_rollout_worker, num_gpus=cluster.gpus_per_rollout_worker,
             max_restarts=MAX_RESTARTS, max_task_retries=0)
