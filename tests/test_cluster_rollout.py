@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.config import ClusterConfig, ConfigError, RolloutConfig, load_config
 from pipeline.cluster import EngineSpec, RayRuntime, RolloutPool, shard_groups
-from pipeline.rollout import SamplingSettings, learner_logprobs
+from pipeline.rollout import SamplingSettings, check_sync, learner_logprobs
 from pipeline.rollout.weights import weights_payload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +120,7 @@ def _assert_serves(pool: RolloutPool, policy, tokenizer) -> None:
     learner = learner_logprobs(policy, tokenizer.pad_token_id, PROMPTS[0], COMPLETION)
     for served in pool.worker_logprobs(PROMPTS[0], COMPLETION):
         assert served == pytest.approx(learner, abs=1e-4)
+    assert check_sync(pool, policy, tokenizer, PROMPTS[0], COMPLETION).max_abs_diff < 1e-4  # the worst worker
 
 
 def _assert_groups(groups) -> None:
