@@ -62,6 +62,21 @@ def test_an_engine_of_its_own_loads_a_weights_payload(sync, tiny_model_dir, tiny
     assert base != pytest.approx(learner, abs=1e-3)
 
 
+def test_the_sync_check_covers_every_worker(tiny_policy_factory, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    policy = tiny_policy_factory(scale=0.5, seed=6)
+    learner = learner_logprobs(policy, 0, PROMPTS[0], COMPLETION)
+
+    class OneStaleWorker:
+        def worker_logprobs(self, prompt_ids, completion_ids, temperature=1.0):
+            return [learner, [x + 0.5 for x in learner]]
+
+    report = check_sync(OneStaleWorker(), policy, AutoTokenizer.from_pretrained(tiny_model_dir),
+                        PROMPTS[0], COMPLETION)
+    assert not report.passed and report.mean_abs_diff == pytest.approx(0.5, abs=1e-5)
+
+
 # ------------------------------------------------------------------ on Ray
 
 

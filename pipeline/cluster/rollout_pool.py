@@ -80,6 +80,9 @@ class RolloutWorker:
     """One engine replica (a Ray actor's class; the pool wraps it in `ray.remote`)."""
 
     def __init__(self, builder: EngineBuilder, index: int) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per worker and restart, on the driver's console
         self.index = index
         self.engine = builder.build(index)
 

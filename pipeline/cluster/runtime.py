@@ -47,7 +47,7 @@ class RayRuntime:
 
         if ray.is_initialized():
             return cls(ray.get_runtime_context().gcs_address, owned=False)
-        quiet = dict(logging_level=logging.WARNING, include_dashboard=False, configure_logging=True)
+        quiet = dict(logging_level=logging.WARNING, include_dashboard=False)
         if cluster.address in (None, "local"):
             ray.init(address="local", num_cpus=private_cpus(cluster), **quiet)
         else:
