@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--learner-ranks", action="store_true", help="also measure LEARNER_VARIANTS")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of the variants to run")
     parser.add_argument("--out", default="runs/bench-scale")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -84,21 +85,24 @@ def main() -> None:
               f"rl.mini_batch_size={samples}", f"rl.micro_batch_size={min(8, samples)}",
               "rl.eval_every=0", "rl.save_every=0", "reward.workers=1"]
     variants = {**VARIANTS, **(LEARNER_VARIANTS if args.learner_ranks else {})}
+    if args.variants:
+        variants = {name: variants[name] for name in args.variants.split(",")}
     results = {}
     for name, overrides in variants.items():
         started = time.perf_counter()
         results[name] = measure(common + overrides, args.steps)
         print(f"{name}: {json.dumps({k: round(v, 2) for k, v in results[name].items()})} "
               f"({time.perf_counter() - started:.0f} s with start-up)", flush=True)
-    base = results["single"]["step"]
+    base = results["single"]["step"] if "single" in results else float("nan")
     print(f"\n{samples} samples/step, {args.steps} timed steps, median seconds")
     print("| variant | samples/s | vs single | step | " + " | ".join(PHASES) + " |")
     print("|---|---|---|---|" + "---|" * len(PHASES))
     for name, r in results.items():
         print(f"| {name} | {samples / r['step']:.2f} | {base / r['step']:.2f}x | {r['step']:.1f} | "
               + " | ".join(f"{r[p]:.1f}" for p in PHASES) + " |")
-    overhead = results["ray-1"]["step"] / base - 1
-    print(f"\nRay overhead at 1 worker: {overhead:+.1%} of the single process's step (target: within 10%)")
+    if "ray-1" in results:
+        overhead = results["ray-1"]["step"] / base - 1
+        print(f"\nRay overhead at 1 worker: {overhead:+.1%} of the single process's step (target: within 10%)")
 
 
 if __name__ == "__main__":
