@@ -485,6 +485,14 @@ class ClusterConfig(Section):
     rollout_timeout_s: float = Field(600.0, gt=0.0)
     """A rollout worker that has not answered a generation in this many seconds is timed out."""
 
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, address: str | None) -> str | None:
+        if address is None or address in ("local", "auto") or address.startswith("ray://") \
+                or address.rpartition(":")[2].isdigit():
+            return address
+        raise ValueError(f"{address!r} is not `local`, `auto`, `ray://host:port` or `host:port`")
+
     @property
     def uses_ray(self) -> bool:
         """Ray is started or joined: an address is given, or some worker count is above 1."""

@@ -114,10 +114,17 @@ def tiny_policy_factory(tiny_model_dir: Path):
     return make
 
 
+# --- Ray (pipeline/cluster): one local Ray for the whole test run, started on first use.
+
+
 @pytest.fixture(scope="session")
-def ray_address():
-    """One local Ray (2 CPUs) shared by the whole test run; its address."""
+def ray_address() -> str:
+    """The GCS address of the test run's Ray (2 logical CPUs: tests give actors fractions of one).
+    Code under test joins it instead of starting its own: in this process `RayRuntime.start` finds
+    Ray running; a subprocess is handed `cluster.address=<this address>`."""
+    import logging
+
     ray = pytest.importorskip("ray")
-    info = ray.init(num_cpus=2)
-    yield info.address_info["address"]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
     ray.shutdown()

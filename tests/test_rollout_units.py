@@ -11,7 +11,7 @@ from pipeline.config import RolloutConfig
 from pipeline.rollout import (Completion, EngineUnavailable, HFEngine, SamplingSettings, make_engine,
                               resolve_engine, resolve_sync)
 from pipeline.rollout import factory
-from pipeline.rollout.weights import ram_dir, save_adapter
+from pipeline.rollout.weights import ram_dir, weights_payload
 
 
 def test_sampling_settings_from_config():
@@ -50,7 +50,7 @@ def test_sync_choice(tiny_policy_factory, tiny_model_dir):
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert resolve_sync("auto", "cuda", plain) == "merged"  # no adapter to hand over
     with pytest.raises(ValueError, match="sync=merged"):
-        save_adapter(plain, Path("unused"))
+        weights_payload(plain, "adapter", torch.float32, version=1)
 
 
 def test_make_hf_engine_serves_the_policy(tiny_policy_factory, tiny_model_dir):

@@ -1,1 +1,14 @@
-"""Running the RL stage on a Ray cluster: rollout workers and data-parallel learner ranks (docs/design.md, "Scaling out")."""
+"""Past one process, on Ray (docs/design.md, "Scaling out"): the run's Ray runtime and the pool of
+rollout workers that stands in for a `RolloutEngine`; the data-parallel learner ranks are
+`pipeline.cluster.learner_group.LearnerGroup`.
+
+    runtime = RayRuntime.start(config.cluster)        # None: the single process, no Ray
+    engine = make_pool(config, model_path, policy=policy) if uses_pool(config.cluster) else make_engine(...)
+"""
+
+from pipeline.cluster.rollout_pool import (EngineSpec, RolloutPool, RolloutWorkerError, StaleWeights,
+                                           make_pool, shard_groups, uses_pool)
+from pipeline.cluster.runtime import RayRuntime
+
+__all__ = ["EngineSpec", "RayRuntime", "RolloutPool", "RolloutWorkerError", "StaleWeights",
+           "make_pool", "shard_groups", "uses_pool"]

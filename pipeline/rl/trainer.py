@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
+from pipeline.cluster import RayRuntime, RolloutPool, make_pool, uses_pool
 from pipeline.rl.batch import RolloutBatch, build_batch
 from pipeline.core.checkpoint import checkpoint_run, latest_checkpoint, load_state, new_run_id, save_final
 from pipeline.config import Config, save_config
@@ -109,8 +110,11 @@ class Trainer:
                                            max_tokens=config.rollout.max_tokens)
         updates = config.rl.steps * config.rl.ppo_epochs * (
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
+        self.ray = RayRuntime.start(config.cluster)  # None: one process, no Ray (docs/design.md, "Scaling out")
         learner = LearnerGroup if config.cluster.learner_workers > 1 else Learner
         self.learner = learner(config, self.model_path, self.device, updates)
+        if engine is None and uses_pool(config.cluster):
+            engine = make_pool(config, self.model_path, policy=self.learner.model)
         self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
                                             policy=self.learner.model)
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
@@ -212,6 +216,7 @@ class Trainer:
         with timed(record, "step"):
             groups, rollout_record = self.rollout()
             record.update(rollout_record)
+            record["idle/learner_waiting_rollouts_s"] = record["time/generate"] + record["time/reward"]
             if not groups:
                 log.warning("step %d: no group had reward variance; skipping the update", self.step)
                 return record
@@ -227,6 +232,8 @@ class Trainer:
                 record.update(self.learner.update(batch, scores, advantages, self.shuffle))
             with timed(record, "sync"):
                 record["weights/version"] = self.engine.update_weights(self.learner.model)
+            if isinstance(self.engine, RolloutPool):
+                record.update(self.engine.metrics())  # per worker: tokens/s, time, version, waits
             tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
             record["perf/tokens_per_s"] = tokens / max(record["time/generate"], 1e-9)
         return record
@@ -298,4 +305,6 @@ class Trainer:
         self.engine.close()
         self.scorer.close()
         self.learner.close()
+        if self.ray is not None:
+            self.ray.close()
 

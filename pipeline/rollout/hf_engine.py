@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from pipeline.rollout.base import Completion, SamplingSettings
+from pipeline.rollout.weights import WeightsPayload, is_lora
 
 
 class _SampleRecorder:
@@ -81,6 +82,29 @@ class HFEngine:
     def update_weights(self, model) -> int:
         self.model = model
         self.version += 1
+        return self.version
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype merged weights are cast to for `load_weights`."""
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def load_weights(self, payload: WeightsPayload) -> int:
+        """Copy `payload` into this engine's own module (an engine in another process than the
+        learner, e.g. a rollout worker); an adapter payload wraps the module in peft once.
+        Returns the payload's version; raises ValueError for names the module does not have."""
+        if payload.sync == "adapter":
+            from peft import get_peft_model, set_peft_model_state_dict
+
+            if not is_lora(self.model):
+                self.model = get_peft_model(self.model, payload.adapter_config)
+            result = set_peft_model_state_dict(self.model, payload.tensors)
+        else:
+            result = self.model.load_state_dict(payload.tensors, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"weights the engine's model does not have: {result.unexpected_keys[:3]}")
+        self.version = payload.version
         return self.version
 
     def _eos_ids(self) -> list[int]:

@@ -55,10 +55,15 @@ def learner_logprobs(policy, pad_id: int, prompt_ids: list[int], completion_ids:
 
 def check_sync(engine, policy, tokenizer, prompt_ids: list[int], completion_ids: list[int], *,
                temperature: float = 1.0) -> SyncReport:
-    """Compare the engine's and the policy's log-probs of a fixed completion (fp32 learner)."""
+    """Compare the engine's and the policy's log-probs of a fixed completion (fp32 learner).
+    A pool of rollout workers (`worker_logprobs`) is checked on every worker; the report is
+    the worst one's."""
     if not completion_ids:
         raise ValueError("check_sync needs a non-empty completion")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     learner = learner_logprobs(policy, pad_id, prompt_ids, completion_ids, temperature)
-    served = engine.prompt_logprobs(prompt_ids, completion_ids, temperature)
-    return SyncReport(learner, served)
+    if hasattr(engine, "worker_logprobs"):
+        served = engine.worker_logprobs(prompt_ids, completion_ids, temperature)
+    else:
+        served = [engine.prompt_logprobs(prompt_ids, completion_ids, temperature)]
+    return max((SyncReport(learner, each) for each in served), key=lambda report: report.mean_abs_diff)

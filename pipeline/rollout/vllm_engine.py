@@ -33,7 +33,7 @@ import torch
 from pipeline.config import RolloutConfig
 from pipeline.core.models import bf16_is_native
 from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
-from pipeline.rollout.weights import merged_weights, ram_dir, save_adapter
+from pipeline.rollout.weights import WeightsPayload, ram_dir, save_adapter, weights_payload
 
 
 RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
@@ -174,17 +174,23 @@ class VLLMEngine:
         return [flat[i * sampling.n:(i + 1) * sampling.n] for i in range(len(prompts))]
 
     def update_weights(self, model) -> int:
-        self.version += 1
+        return self.load_weights(weights_payload(model, self.sync, self.dtype, self.version + 1))
+
+    def load_weights(self, payload: WeightsPayload) -> int:
+        """Serve `payload` (built for this engine's `sync` mode) from now on; returns its version."""
+        if payload.sync != self.sync:
+            raise ValueError(f"a {payload.sync} payload for an engine built with sync={self.sync}")
+        self.version = payload.version
         if self.sync == "adapter":
-            self._load_adapter(model)
+            self._load_adapter(payload)
         else:
-            self._load_merged(model)
+            self._load_merged(payload.tensors)
         return self.version
 
-    def _load_adapter(self, model) -> None:
+    def _load_adapter(self, payload: WeightsPayload) -> None:
         from vllm.lora.request import LoRARequest
 
-        path = save_adapter(model, self._dir / f"adapter-v{self.version}")
+        path = save_adapter(payload, self._dir / f"adapter-v{self.version}")
         self._drop_adapter()
         self._lora = LoRARequest(f"policy-v{self.version}", self.version, str(path))
         self._llm.llm_engine.add_lora(self._lora)  # load now, not on the next request
@@ -195,17 +201,14 @@ class VLLMEngine:
             shutil.rmtree(self._lora.lora_path, ignore_errors=True)
             self._lora = None
 
-    def _load_merged(self, model) -> None:
+    def _load_merged(self, weights: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
         path = self._dir / "merged"
         path.mkdir(exist_ok=True)
-        weights = merged_weights(model, self.dtype)
         save_file(weights, str(path / "model.safetensors"))
-        names = list(weights)
-        del weights
         try:
-            self._llm.collective_rpc(reload_quietly, args=(str(path), names))
+            self._llm.collective_rpc(reload_quietly, args=(str(path), list(weights)))
         finally:
             shutil.rmtree(path, ignore_errors=True)
         self._llm.reset_prefix_cache()

@@ -1,14 +1,19 @@
 """What the learner hands the engine each step: a saved LoRA adapter, or merged weights.
 
-Both are written to a RAM-backed directory (`/dev/shm` when present), so the exchange costs
-memory copies, not disk writes. Neither touches the learner's module.
+`weights_payload` packs either into a `WeightsPayload` (plain CPU tensors, picklable), the one
+object a rollout pool puts into Ray's object store per update (docs/design.md, "Scaling out");
+an engine applies it with `load_weights`. Files an engine needs are written to a RAM-backed
+directory (`/dev/shm` when present), so the exchange costs memory copies, not disk writes.
+Nothing here touches the learner's module.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -26,12 +31,52 @@ def is_lora(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
 
 
-def save_adapter(model, path: Path) -> Path:
-    """The model's LoRA adapter as `save_pretrained` writes it (safetensors + adapter_config)."""
+@dataclass
+class WeightsPayload:
+    """One weight version as an engine loads it: the LoRA adapter's tensors and config
+    (`sync == "adapter"`) or checkpoint-named merged tensors (`sync == "merged"`), all on CPU."""
+
+    version: int
+    """The version an engine serves once it loaded this payload."""
+    sync: Literal["adapter", "merged"]
+    tensors: dict[str, Tensor]
+    """Adapter: peft's state dict (`get_peft_model_state_dict`); merged: `merged_weights`."""
+    adapter_config: Any = None
+    """The peft `LoraConfig` of the adapter (adapter mode only)."""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def weights_payload(model, sync: Literal["adapter", "merged"], dtype: torch.dtype,
+                    version: int) -> WeightsPayload:
+    """The learner's current weights, detached and on CPU, for an engine in another process.
+
+    Merged tensors are cast to the engine's `dtype`; adapter tensors keep the learner's.
+    Raises ValueError for `sync="adapter"` with a model that has no LoRA adapter.
+    """
+    if sync == "merged":
+        return WeightsPayload(version, sync, {k: v.cpu() for k, v in merged_weights(model, dtype).items()})
     if not is_lora(model):
         raise ValueError("sync=adapter needs a LoRA (peft) policy; use rollout.sync=merged "
                          "for full fine-tuning")
-    model.save_pretrained(path, safe_serialization=True)
+    from peft import get_peft_model_state_dict
+
+    tensors = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(model).items()}
+    return WeightsPayload(version, sync, tensors, model.peft_config[model.active_adapter])
+
+
+def save_adapter(payload: WeightsPayload, path: Path) -> Path:
+    """The payload's adapter as peft's `save_pretrained` writes it (adapter_model.safetensors +
+    adapter_config.json), loadable by vLLM's `LoRARequest` and `PeftModel.from_pretrained`."""
+    from safetensors.torch import save_file
+
+    if payload.sync != "adapter":
+        raise ValueError(f"save_adapter needs an adapter payload, got sync={payload.sync!r}")
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(payload.tensors, str(path / "adapter_model.safetensors"))
+    payload.adapter_config.save_pretrained(str(path))
     return path
 
 

@@ -1,0 +1,334 @@
+"""Rollout workers on Ray behind the `RolloutEngine` protocol (docs/design.md, "Scaling out").
+
+    pool = RolloutPool(EngineSpec(model_path, config.rollout), config.cluster, policy=learner.model)
+    pool.update_weights(learner.model)          # one ray.put; every worker acknowledges the version
+    groups = pool.generate(prompts, sampling)   # whole groups per worker, back in prompt order
+    record.update(pool.metrics())               # per worker: tokens/s, generation time, version, waits
+
+Each worker is a Ray actor that builds its own engine (`EngineSpec.build`, HF or vLLM) in its own
+process. Weights travel once per update through Ray's object store (`ray.put` of a
+`WeightsPayload`); each worker loads them and answers with its version, and a worker asked to
+generate with any other version than the pool's refuses (`StaleWeights`), so no completion is
+ever sampled from stale weights.
+
+Faults: a worker whose call fails because its process died, or that has not answered within
+`cluster.rollout_timeout_s` (it is then killed with `ray.kill(no_restart=False)`), is restarted by
+Ray (`max_restarts`), loads the current weights from the object store, and the same call (its
+shard of the same groups) is made again. A second failure of that call, or a worker that does not
+come back within `RESTART_TIMEOUT_S`, raises `RolloutWorkerError`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import ray
+import torch
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+from pipeline.config import ClusterConfig, Config, ConfigError, RolloutConfig
+from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
+from pipeline.rollout.factory import make_engine, resolve_sync
+from pipeline.rollout.weights import WeightsPayload, weights_payload
+
+log = logging.getLogger(__name__)
+
+MAX_RESTARTS = 8
+"""Ray restarts of one rollout worker over a run before its failure ends the run."""
+RESTART_TIMEOUT_S = 900.0
+"""How long a restarted worker may take to rebuild its engine and load the weights (vLLM: minutes)."""
+RECOVERY_TRIES = 5
+"""Failed calls to a restarted worker before it counts as gone (calls that reached the dying
+process fail; calls while Ray rebuilds it are repeated until `RESTART_TIMEOUT_S`)."""
+
+
+class RolloutWorkerError(RuntimeError):
+    """A rollout worker failed the same call twice, ran out of restarts, or did not come back."""
+
+
+class StaleWeights(RuntimeError):
+    """A worker was asked to generate with a weight version it does not serve."""
+
+
+class EngineBuilder(Protocol):
+    """Builds a worker's engine inside the worker's process (picklable)."""
+
+    def build(self, index: int) -> RolloutEngine:
+        ...
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A rollout worker's engine: `make_engine(rollout, model_path)` on `device`, serving the base
+    weights until the first `load_weights`; worker `index` seeds with `seed + index`."""
+
+    model_path: str
+    rollout: RolloutConfig
+    device: str = "cpu"
+    seed: int = 0
+
+    def build(self, index: int) -> RolloutEngine:
+        torch.manual_seed(self.seed + index)  # the HF engine samples from torch's global generator
+        return make_engine(self.rollout, self.model_path, device=self.device, seed=self.seed + index)
+
+
+class RolloutWorker:
+    """One engine replica (a Ray actor's class; the pool wraps it in `ray.remote`)."""
+
+    def __init__(self, builder: EngineBuilder, index: int) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per worker and restart, on the driver's console
+        self.index = index
+        self.engine = builder.build(index)
+
+    def dtype(self) -> torch.dtype:
+        """The dtype merged weights must have for this engine."""
+        return self.engine.dtype
+
+    def load_weights(self, payload: WeightsPayload) -> int:
+        """Serve `payload` from now on; returns the version served (the acknowledgement)."""
+        return self.engine.load_weights(payload)
+
+    def version(self) -> int:
+        return self.engine.version
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
+                 version: int) -> tuple[list[list[Completion]], dict[str, float]]:
+        """This worker's groups and {tokens, seconds, version}; StaleWeights unless it serves `version`."""
+        if self.engine.version != version:
+            raise StaleWeights(f"rollout worker {self.index} serves version {self.engine.version}, "
+                               f"asked for {version}")
+        start = time.perf_counter()
+        groups = self.engine.generate(prompts, sampling)
+        seconds = time.perf_counter() - start
+        tokens = sum(len(c.token_ids) for group in groups for c in group)
+        return groups, {"tokens": tokens, "seconds": seconds, "version": self.engine.version}
+
+    def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
+                        temperature: float = 1.0) -> list[float]:
+        return self.engine.prompt_logprobs(prompt_ids, completion_ids, temperature)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def shard_groups(costs: list[float], workers: int) -> list[list[int]]:
+    """Whole groups per worker, balanced by cost: each group, most expensive first, goes to the
+    least loaded worker (LPT scheduling). Returns each worker's group indices in ascending order
+    (empty lists for workers left without a group)."""
+    shards: list[list[int]] = [[] for _ in range(workers)]
+    load = [(0.0, w) for w in range(workers)]
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        total, worker = heapq.heappop(load)
+        shards[worker].append(index)
+        heapq.heappush(load, (total + costs[index], worker))
+    return [sorted(shard) for shard in shards]
+
+
+class RolloutPool:
+    """`cluster.rollout_workers` engines as Ray actors, one `RolloutEngine` to the trainer."""
+
+    def __init__(self, builder: EngineBuilder, cluster: ClusterConfig, *, sync: SyncMode) -> None:
+        """`sync`: the payload the engines load (`resolve_sync` for the policy and the workers'
+        device). Starts the actors and waits until each engine is built; ConfigError when the
+        Ray cluster has fewer CPUs or GPUs than the workers ask for (they would wait forever)."""
+        have = ray.cluster_resources()
+        for unit, each in (("CPU", cluster.cpus_per_rollout_worker), ("GPU", cluster.gpus_per_rollout_worker)):
+            if cluster.rollout_workers * each > have.get(unit, 0.0):
+                raise ConfigError(f"cluster.rollout_workers: {cluster.rollout_workers} workers x {each:g} {unit} "
+                                  f"need more than the Ray cluster's {have.get(unit, 0.0):g} {unit}s")
+        worker = ray.remote(RolloutWorker).options(
+            num_cpus=cluster.cpus_per_rollout_worker, num_gpus=cluster.gpus_per_rollout_worker,
+            max_restarts=MAX_RESTARTS, max_task_retries=0)
+        self.workers = [worker.remote(builder, i) for i in range(cluster.rollout_workers)]
+        self.sync = sync
+        self.timeout_s = cluster.rollout_timeout_s
+        self.version = 0
+        self.restarts = 0
+        self.timeouts = 0
+        self._payload: ray.ObjectRef | None = None
+        self._expected_completion = None  # mean completion length seen so far (the balance's estimate)
+        self.worker_version = [0] * len(self.workers)
+        """The version each worker acknowledged or generated with, as last reported."""
+        self._answered_at: dict[int, float] = {}
+        self._finished_at: dict[int, float] = {}
+        self._record: dict[str, float] = {}
+        self.engine_dtype: torch.dtype = ray.get([w.dtype.remote() for w in self.workers],
+                                                 timeout=RESTART_TIMEOUT_S)[0]
+
+    # ------------------------------------------------------------------ the protocol
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, in prompt order; each worker gets whole groups,
+        balanced by expected tokens (prompt plus the mean completion length so far)."""
+        completion = self._expected_completion or sampling.max_tokens
+        shards = shard_groups([sampling.n * (len(p) + completion) for p in prompts], len(self.workers))
+        calls = {w: ("generate", ([prompts[i] for i in shard], sampling, self.version))
+                 for w, shard in enumerate(shards) if shard}
+        out: list[list[Completion] | None] = [None] * len(prompts)
+        for w, (groups, stats) in self._call(calls).items():
+            for index, group in zip(shards[w], groups):
+                out[index] = group
+            self._add(f"rollout/worker{w}/tokens", stats["tokens"])
+            self._add(f"rollout/worker{w}/generate_s", stats["seconds"])
+            self.worker_version[w] = stats["version"]
+            self._finished_at[w] = self._answered_at[w]
+        lengths = [len(c.token_ids) for group in out for c in group]
+        self._expected_completion = sum(lengths) / max(1, len(lengths))
+        return out  # type: ignore[return-value]
+
+    def update_weights(self, model) -> int:
+        """Put the new weights into the object store once; every worker loads them and must
+        answer with the new version (StaleWeights otherwise). Returns the new version."""
+        version = self.version + 1
+        self._payload = ray.put(weights_payload(model, self.sync, self.engine_dtype, version))
+        acks = self._call({w: ("load_weights", (self._payload,)) for w in range(len(self.workers))})
+        synced_at = time.monotonic()
+        for w, acknowledged in acks.items():
+            self.worker_version[w] = acknowledged
+        if stale := {w: v for w, v in acks.items() if v != version}:
+            raise StaleWeights(f"rollout workers {stale} did not acknowledge version {version}")
+        self.version = version
+        for w, finished in self._finished_at.items():
+            self._record[f"rollout/worker{w}/weights_wait_s"] = synced_at - finished
+        self._finished_at.clear()
+        return version
+
+    def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
+                        temperature: float = 1.0) -> list[float]:
+        """Worker 0's log-probs of a fixed completion; `worker_logprobs` has every worker's."""
+        return self.worker_logprobs(prompt_ids, completion_ids, temperature)[0]
+
+    def worker_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
+                        temperature: float = 1.0) -> list[list[float]]:
+        """Every worker's log-probs of a fixed completion (the sync check covers each one)."""
+        results = self._call({w: ("prompt_logprobs", (prompt_ids, completion_ids, temperature))
+                              for w in range(len(self.workers))})
+        return [results[w] for w in range(len(self.workers))]
+
+    def worker_versions(self) -> list[int]:
+        """The weight version each worker serves now (asked of each one)."""
+        results = self._call({w: ("version", ()) for w in range(len(self.workers))})
+        return [results[w] for w in range(len(self.workers))]
+
+    def close(self) -> None:
+        """Close each engine, then end the actors."""
+        for worker in self.workers:
+            try:
+                ray.get(worker.close.remote(), timeout=60)
+            except (RayActorError, GetTimeoutError):
+                pass  # a worker that cannot close is killed below all the same
+            ray.kill(worker)
+        self.workers = []
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self) -> dict[str, float]:
+        """Since the last call: per worker tokens/s, generation seconds, version served and the
+        seconds it waited for weights (from handing in its last shard to acknowledging the
+        next version, as the trainer sees it), plus the pool's restarts and timeouts so far."""
+        record = dict(self._record)
+        for w in range(len(self.workers)):
+            if (tokens := record.pop(f"rollout/worker{w}/tokens", None)) is not None:
+                record[f"rollout/worker{w}/tokens_per_s"] = tokens / max(record[f"rollout/worker{w}/generate_s"], 1e-9)
+            record[f"rollout/worker{w}/version"] = self.worker_version[w]
+        waits = [v for k, v in record.items() if k.endswith("/weights_wait_s")]
+        if waits:
+            record["idle/rollout_waiting_weights_s"] = sum(waits) / len(waits)
+        record.update({"rollout/restarts": self.restarts, "rollout/timeouts": self.timeouts})
+        self._record = {}
+        return record
+
+    def _add(self, key: str, value: float) -> None:
+        self._record[key] = self._record.get(key, 0.0) + value
+
+    # ------------------------------------------------------------------ calls that survive faults
+
+    def _call(self, calls: dict[int, tuple[str, tuple]]) -> dict[int, Any]:
+        """Run `method(*args)` on each listed worker concurrently; returns worker -> result.
+
+        A call whose worker died, or that has not answered within `timeout_s` (the worker is then
+        killed), is made again once on the restarted worker after it loaded the current weights.
+        """
+        pending: dict[ray.ObjectRef, tuple[int, float, int]] = {}
+
+        def submit(w: int, attempt: int) -> None:
+            method, args = calls[w]
+            pending[getattr(self.workers[w], method).remote(*args)] = (w, time.monotonic(), attempt)
+
+        for w in calls:
+            submit(w, 0)
+        results: dict[int, Any] = {}
+        while pending:
+            first_deadline = min(started for _, started, _ in pending.values()) + self.timeout_s
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, first_deadline - time.monotonic()))
+            if ready:
+                w, _, attempt = pending.pop(ready[0])
+                try:
+                    results[w] = ray.get(ready[0])
+                    self._answered_at[w] = time.monotonic()
+                except RayActorError as exc:
+                    self._recover(w, attempt, f"died ({type(exc).__name__})")
+                    submit(w, attempt + 1)
+                continue
+            for ref, (w, started, attempt) in list(pending.items()):
+                if time.monotonic() - started >= self.timeout_s:
+                    del pending[ref]
+                    self.timeouts += 1
+                    ray.kill(self.workers[w], no_restart=False)
+                    self._recover(w, attempt, f"did not answer within cluster.rollout_timeout_s={self.timeout_s:g}")
+                    submit(w, attempt + 1)
+        return results
+
+    def _recover(self, w: int, attempt: int, why: str) -> None:
+        """Wait for Ray to restart worker `w` and give it the current weights; RolloutWorkerError
+        if this call already failed once or the worker does not come back."""
+        if attempt > 0:
+            raise RolloutWorkerError(f"rollout worker {w} {why}, again after a restart; giving up")
+        log.warning("rollout worker %d %s: restarting it with weights version %d", w, why, self.version)
+        self.restarts += 1
+        deadline, died = time.monotonic() + RESTART_TIMEOUT_S, 0
+        while True:
+            call = self.workers[w].version.remote() if self._payload is None \
+                else self.workers[w].load_weights.remote(self._payload)
+            try:
+                self.worker_version[w] = ray.get(call, timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except ActorUnavailableError:  # still restarting (building its engine)
+                pass
+            except RayActorError as exc:  # a call that reached the dying process, or out of restarts
+                died += 1
+                if died == RECOVERY_TRIES:
+                    raise RolloutWorkerError(f"rollout worker {w} {why} and did not come back: {exc}") from exc
+            except GetTimeoutError as exc:
+                raise RolloutWorkerError(f"rollout worker {w} {why} and did not come back within "
+                                         f"{RESTART_TIMEOUT_S:g}s") from exc
+            if time.monotonic() > deadline:
+                raise RolloutWorkerError(f"rollout worker {w} {why} and did not come back within "
+                                         f"{RESTART_TIMEOUT_S:g}s")
+            time.sleep(1.0)
+
+
+def uses_pool(cluster: ClusterConfig) -> bool:
+    """Rollouts go through Ray workers: more than one, or Ray asked for by address (its overhead
+    is measured at one worker with `cluster.address=local`)."""
+    return cluster.rollout_workers > 1 or cluster.address is not None
+
+
+def make_pool(config: Config, model_path: str, *, policy=None) -> RolloutPool:
+    """`cluster.rollout_workers` workers building `config.rollout`'s engine on the device
+    `gpus_per_rollout_worker` asks for (Ray must be up: `RayRuntime.start`); serves `policy`
+    when given. The sync mode is resolved once, for the policy and the workers' device."""
+    cluster = config.cluster
+    device = "cuda" if cluster.gpus_per_rollout_worker > 0 else "cpu"
+    sync = resolve_sync(config.rollout.sync, device, policy)
+    spec = EngineSpec(model_path, config.rollout.model_copy(update={"sync": sync}), device, config.seed)
+    pool = RolloutPool(spec, cluster, sync=sync)
+    if policy is not None:
+        pool.update_weights(policy)
+    return pool

@@ -1,0 +1,65 @@
+"""Ray for one run (docs/design.md, "Scaling out"): join a cluster or start a private one.
+
+    ray_runtime = RayRuntime.start(config.cluster)   # None at 1/1 without an address: no Ray
+    ...
+    ray_runtime.close()                              # undoes only what `start` did
+
+`cluster.address`: unset (a worker count above 1) or `local` starts a private Ray on this machine,
+sized to the workers asked for; `auto` joins the cluster `ray start` made here; `ray://host:port`
+(Ray Client) or `host:port` (a GCS address) joins that one. A process that already has Ray up
+(the test session, a notebook) is joined as it is, and left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from pipeline.config import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+
+def private_cpus(cluster: ClusterConfig) -> int:
+    """Logical CPUs of a private local Ray: this machine's cores, or more when the workers asked
+    for more (Ray schedules on logical CPUs; an actor that cannot be placed would wait forever)."""
+    wanted = (cluster.rollout_workers * cluster.cpus_per_rollout_worker
+              + cluster.learner_workers * cluster.cpus_per_learner_worker)
+    return max(os.cpu_count() or 1, int(-(-wanted // 1)))
+
+
+@dataclass
+class RayRuntime:
+    """The Ray this run uses; `owned`: this run connected it (and `close` disconnects it,
+    stopping the private Ray if `start` launched one)."""
+
+    address: str
+    """The cluster's GCS address (`host:port`), which other processes can join."""
+    owned: bool
+
+    @classmethod
+    def start(cls, cluster: ClusterConfig) -> RayRuntime | None:
+        """Ray as `cluster` asks for, or None when it asks for the single process (no Ray)."""
+        if not cluster.uses_ray:
+            return None
+        import ray
+
+        if ray.is_initialized():
+            return cls(ray.get_runtime_context().gcs_address, owned=False)
+        quiet = dict(logging_level=logging.WARNING, include_dashboard=False)
+        if cluster.address in (None, "local"):
+            ray.init(address="local", num_cpus=private_cpus(cluster), **quiet)
+        else:
+            ray.init(address=cluster.address, **quiet)
+        runtime = cls(ray.get_runtime_context().gcs_address, owned=True)
+        log.info("ray: %s (%s)", runtime.address, "private" if cluster.address in (None, "local") else "joined")
+        return runtime
+
+    def close(self) -> None:
+        """Disconnect (and stop a private Ray) if this run connected; otherwise nothing."""
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        self.owned = False
