@@ -239,7 +239,8 @@ def main() -> None:
     advantages = compute_advantages(config.algorithm, AdvantageInputs(
         rewards=batch.rewards, group_size=batch.group_size, mask=batch.loss_mask, valid=batch.valid,
         logp=logp, logp_ref=scores.logp_ref, values=scores.values))
-    if args.tiny:  # a random model earns no reward: seeded random advantages, so every row is computed
+    stand_in = not len(learner.learned_rows(batch, advantages.advantages, torch.arange(len(batch))))
+    if stand_in:  # a start that never scores (no --adapter, --tiny): no row would be computed
         advantages = type(advantages)(torch.randn(len(batch), generator=torch.Generator().manual_seed(args.seed)))
     state = learner.state_dict()
     params = [p.detach().clone() for p in learner.params]
@@ -251,7 +252,8 @@ def main() -> None:
         flops = update_flops(shape, batch, micro)
         results[label] = dict(seconds=seconds, stats=stats, flops=flops, micro=len(micro))
     print(f"rollout          : {len(batch)} completions, mean length {record['response_length/mean']:.0f}, "
-          f"reward {record['reward/mean']:.2f}, learned rows {results['fixed']['stats']['train/learned_frac']:.2f}")
+          f"reward {record['reward/mean']:.2f}, learned rows {results['fixed']['stats']['train/learned_frac']:.2f}"
+          + (" (no reward variance: seeded random advantages stand in)" if stand_in else ""))
     for label, r in results.items():
         f = r["flops"]
         setting = (f"micro_batch_size={config.rl.micro_batch_size}" if label == "fixed"
