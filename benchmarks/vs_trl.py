@@ -1,23 +1,33 @@
 """Side by side on this machine: TRL's GRPOTrainer vs rlvr's RL stage, time per step and what each learns.
 
-    .venv/bin/python benchmarks/vs_trl.py [--steps 4 --prompts 8 --samples 8 --max-tokens 128 --lr 2e-4
-                                           --trl-generation auto --eval-problems 100 --out runs/vs_trl]
+    .venv/bin/python benchmarks/vs_trl.py [--adapter PATH] [--steps 4 --prompts 8 --samples 8 --max-tokens 128
+                                           --lr 2e-4 --trl-generation auto --eval-problems 300 --out runs/vs_trl]
+
+A race from a policy that learns: both systems start from the same SFT adapter and keep training
+it (`--adapter`, or the demo's SFT run with configs/demo.yaml's `sft` settings, made once and
+cached in `runs/bench/sft/adapter`), so groups have reward variance. The instruct model alone
+never writes `\\boxed{}`: every reward would be 0 and, since rlvr skips zero-advantage rows, a race
+from it measures nothing.
 
 Needs the `bench` extra (TRL). Runs offline, one system after the other, each in its own
 subprocess (this script with `--system trl|rlvr|eval`, which writes `<out>/<system>.json`), so
 memory and threads do not carry over: TRL's `GRPOTrainer`, then rlvr's RL stage
 (`stages.rl.run`), then one rlvr evaluation of the base model and both trained adapters on the
-same held-out problems (greedy, `--max-tokens`). Prints per system the seconds per step (median
+same held-out problems (greedy, `--max-tokens`; `--eval-problems` of the levels 1-2 test set, at
+least 300 so the standard error is below 3 points). Prints per system the seconds per step (median
 over the steps after the first), the seconds per phase each system reports, the mean training
-reward and the held-out accuracy; the last line is `step_time_ratio=<TRL s/step / rlvr s/step>`.
+reward and the held-out accuracy with its standard error; then the paired difference (rlvr - TRL
+on the same problems) with its standard error. The last line is
+`step_time_ratio=<TRL s/step / rlvr s/step> accuracy_delta=<rlvr accuracy - TRL accuracy>`.
 
 Shared work: SmolLM2-135M-Instruct in float32, LoRA rank 16 / alpha 32 / no dropout on all
 linear layers, `--prompts` x `--samples` completions per step of at most `--max-tokens` tokens
 at temperature 1.0 (top-p 1, no top-k), one AdamW step per RL step (betas 0.9/0.999, constant
 learning rate, gradient norm clipped at 1.0) over micro-batches of `--micro-batch`, the same
 reward (rlvr's `accuracy`, handed to TRL as a plain reward function), the shipped
-`datasets/train.jsonl` at levels 1-2 with rlvr's system prompt and the chat template, and the
-same problems step by step (TRL reads them unshuffled in the order rlvr's prompt stream draws them).
+`datasets/train.jsonl` at the demo's RL levels (`rl.levels: [1]`) with rlvr's system prompt and the
+chat template, and the same problems step by step (TRL reads them unshuffled in the order rlvr's
+prompt stream draws them).
 rlvr runs its CPU default (`configs/demo.yaml`: engine auto = vLLM, sync auto = merged) with the
 reward reduced to accuracy and KL off; TRL is set to the same GRPO objective: beta 0 (its
 default, so no reference model on either side), clip epsilon 0.2, group mean/std advantages,
@@ -34,7 +44,22 @@ Differences that remain:
 * TRL's own defaults changed to match rlvr: gradient checkpointing off, constant learning rate
   (not linear decay), bf16 off (this CPU has no native bf16; rlvr runs float32 too).
 * TRL gets the prompt already rendered with the chat template (its conversational format hands
-  rewards message lists, not text); the token ids are identical.
+  rewards message lists, not text); the token ids are identical (TRL tokenizes the text with
+  special tokens on, and SmolLM2's tokenizer adds none).
+
+The reward gap of an earlier trial (TRL mean training reward 0.29 vs rlvr 0.60 from the same SFT
+start, 4 steps of 8 x 8): the two systems did not see the same problems. rlvr's trainer reads
+`rl.levels` (configs/demo.yaml: level 1, one-step arithmetic) for its prompt stream, and the
+benchmark drew TRL's problems from `data.levels` (levels 1-2), so TRL trained on a harder mix
+(levels 1-2 train: 2400 + 1800 problems). `training_problems` now applies `rl.levels` as the
+trainer does. Checked and alike on both sides (TRL 1.16 source, `trl/trainer/grpo_trainer.py`):
+prompt token ids (identical, above); sampling (temperature 1.0, top-p 1.0, TRL's `top_k=0` =
+off, repetition penalty 1.0, no min-p); EOS (TRL stops at and masks after the tokenizer's EOS
+`<|im_end|>`, id 2, plus the generation config's, also 2; vLLM stops at the same id; neither
+masks truncated completions); the reward (the same `accuracy` function on the completion text,
+TRL decoding with `skip_special_tokens=True`); and the start (TRL is handed the SFT adapter as a
+trainable `PeftModel`, no second adapter on top). Left: TRL loads the model in float32 like
+rlvr's learner; both sample at the learner's weights.
 * Phases: rlvr logs generate/reward/learn/sync per step; TRL logs only `step_time` (generation
   plus forward/backward, without the optimiser step): its per-phase profiling goes to
   wandb/mlflow/trackio only. rlvr's stage also samples one more batch after the last update
@@ -102,12 +127,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="completions per forward/backward (reduced to divide prompts x samples)")
     parser.add_argument("--trl-generation", choices=("auto", "vllm", "hf"), default="auto",
                         help="TRL's sampler: vLLM colocate, HF generate, or try the first then the second")
-    parser.add_argument("--eval-problems", type=int, default=100, help="held-out problems (greedy, one sample)")
+    parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (greedy, one sample)")
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help="the SFT adapter both systems start from (default: made once, cached in runs/bench)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "vs_trl")
-    parser.add_argument("--system", choices=("trl", "rlvr", "eval"), help="internal: run one part in this process")
+    parser.add_argument("--system", choices=tuple(PARTS), help="internal: run one part in this process")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
+    args.adapter = (args.adapter or SFT_CACHE / "sft" / "adapter").resolve()
     return args
+
+
+SFT_CACHE = REPO / "runs" / "bench"
+"""The demo's SFT run, made once (`--system sft`) when no `--adapter` is given."""
+
+
+def sft_config() -> Config:
+    """configs/demo.yaml as `make demo` runs its SFT stage, writing to SFT_CACHE."""
+    from pipeline.config import load_config
+
+    return load_config(REPO / "configs" / "demo.yaml", [
+        f"output_dir={SFT_CACHE}", f"model.cache_dir={REPO / 'models'}",
+        f"data.train={REPO / 'datasets' / 'train.jsonl'}", f"data.test={REPO / 'datasets' / 'test.jsonl'}"])
+
+
+def run_sft(args: argparse.Namespace) -> dict[str, Any]:
+    from pipeline.supervised.sft import run_sft as sft
+
+    metrics = sft(sft_config(), SFT_CACHE / "sft")
+    return {"adapter": metrics["output"]}
 
 
 def rlvr_config(args: argparse.Namespace) -> Config:
@@ -122,16 +170,18 @@ def rlvr_config(args: argparse.Namespace) -> Config:
         "reward.terms=[{name: accuracy}]", "algorithm.kl_coef=0.0",  # TRL 1.16's default beta
         f"rl.steps={args.steps}", f"rl.prompts_per_step={args.prompts}", f"rl.group_size={args.samples}",
         f"rl.mini_batch_size={total}", f"rl.micro_batch_size={math.gcd(args.micro_batch, total)}",
-        f"rl.lr={args.lr}", "rl.eval_every=0", "rl.save_every=0",
+        f"rl.lr={args.lr}", "rl.eval_every=0", "rl.save_every=0", f"model.adapter={args.adapter}",
     ])
 
 
 def training_problems(config: Config, tokenizer: Any) -> list[Problem]:
-    """The problems rlvr's trainer draws over the run, in its order (same filter, stream and seed)."""
+    """The problems rlvr's trainer draws over the run, in its order (same levels, filter, stream and
+    seed as `pipeline.rl.trainer.Trainer`: `rl.levels` overrides `data.levels`)."""
     from pipeline.data.problems import load_problems_for
     from pipeline.data.prompts import PromptStream, filter_long_prompts
 
-    problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "train", config.seed),
+    data = config.data if config.rl.levels is None else config.data.model_copy(update={"levels": config.rl.levels})
+    problems = filter_long_prompts(tokenizer, load_problems_for(data, "train", config.seed),
                                    config.data.system_prompt, config.data.max_prompt_tokens)
     stream = PromptStream(problems, config.rl.prompts_per_step, config.seed)
     return [problem for _ in range(config.rl.steps) for problem in stream.next_batch()]
@@ -178,7 +228,8 @@ def trl_arguments(config: Config, out: Path, use_vllm: bool) -> GRPOConfig:
 
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from datasets import Dataset
-    from peft import LoraConfig
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
     import rewards
@@ -190,14 +241,15 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_path)
     rows = [{"prompt": render_prompt(tokenizer, p.problem, config.data.system_prompt), "answer": p.answer}
             for p in training_problems(config, tokenizer)]
-    lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+    # the SFT adapter, trainable: TRL keeps training it (no peft_config, so no second adapter)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
+    policy = PeftModel.from_pretrained(base, str(args.adapter), is_trainable=True)
     reward = rewards.get("accuracy", timeout=config.reward.timeout, workers=config.reward.workers)
     out, steps = args.out / "trl", StepLog()
     try:
-        trainer = GRPOTrainer(model=model_path, reward_funcs=reward, train_dataset=Dataset.from_list(rows),
+        trainer = GRPOTrainer(model=policy, reward_funcs=reward, train_dataset=Dataset.from_list(rows),
                               args=trl_arguments(config, out, args.trl_generation == "vllm"),
-                              peft_config=lora, callbacks=[steps])
+                              processing_class=AutoTokenizer.from_pretrained(model_path), callbacks=[steps])
         trainer.train()
         trainer.save_model(str(out / "adapter"))
     finally:
@@ -232,7 +284,8 @@ def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    """Greedy held-out accuracy of the base model and each system's adapter: one engine, same problems."""
+    """Greedy held-out correctness per problem of the start (the SFT adapter) and each system's adapter:
+    one engine, the same problems (`data.levels`' test set: the first `--eval-problems`)."""
     from pipeline.data.problems import load_problems_for
     from pipeline.data.prompts import filter_long_prompts
     from pipeline.eval.evaluation import evaluate_problems
@@ -244,25 +297,25 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_path)
     problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "test", config.seed),
                                    config.data.system_prompt, config.data.max_prompt_tokens)[: args.eval_problems]
-    adapters = {"base": None, **{system: read_result(args, system)["adapter"] for system in ("trl", "rlvr")}}
+    adapters = {"start": str(args.adapter), **{system: read_result(args, system)["adapter"] for system in ("trl", "rlvr")}}
     engine = make_engine(config.rollout, model_path, device=resolve_device(config.device), seed=config.seed)
-    accuracy = {}
+    correct = {}
     try:
-        for label, adapter in adapters.items():  # the base model first, while the engine holds its weights
-            if adapter is not None:
-                engine.update_weights(load_policy(model_path, config.lora, adapter=adapter))
+        for label, adapter in adapters.items():
+            engine.update_weights(load_policy(model_path, config.lora, adapter=adapter))
             report = evaluate_problems(
                 engine, tokenizer, problems, system_prompt=config.data.system_prompt, n=1, temperature=0.0,
                 top_p=1.0, max_tokens=config.rollout.max_tokens, max_prompt_tokens=config.data.max_prompt_tokens,
                 timeout=config.reward.timeout, workers=config.reward.workers,
             )
-            accuracy[label] = report.summary["accuracy"]
+            correct[label] = [problem["scores"]["avg@1"] for problem in report.problems]
     finally:
         engine.close()
-    return {"problems": len(problems), "accuracy": accuracy}
+    return {"problems": len(problems), "correct": correct}
 
 
-PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"trl": run_trl, "rlvr": run_rlvr, "eval": run_eval}
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "sft": run_sft, "trl": run_trl, "rlvr": run_rlvr, "eval": run_eval}
 
 
 def result_path(args: argparse.Namespace, system: str) -> Path:
@@ -311,18 +364,34 @@ def median_after_first(values: list[float]) -> float:
     return statistics.median(values[1:] or values)
 
 
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """The mean and its standard error (sample standard deviation / sqrt(n))."""
+    n = len(values)
+    return statistics.mean(values), (statistics.stdev(values) / math.sqrt(n) if n > 1 else float("nan"))
+
+
+def accuracy_line(label: str, evaluation: dict[str, Any]) -> str:
+    accuracy, stderr = mean_and_stderr(evaluation["correct"][label])
+    return f"{accuracy:.3f} +- {stderr:.3f}"
+
+
+def paired_difference(evaluation: dict[str, Any]) -> tuple[float, float]:
+    """rlvr - TRL accuracy on the same problems and the standard error of the paired difference."""
+    rlvr, trl = evaluation["correct"]["rlvr"], evaluation["correct"]["trl"]
+    return mean_and_stderr([a - b for a, b in zip(rlvr, trl)])
+
+
 def describe(name: str, result: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
     seconds = result["step_seconds"]
     which = f"median of steps 2-{len(seconds)}" if len(seconds) > 1 else "a single step"
     phases = ", ".join(f"{key} {median_after_first(values):.1f}" for key, values in result["phases"].items())
-    accuracy = evaluation["accuracy"]
     return [
         f"{name} [{result['mode']}]",
         f"  s/step           : {median_after_first(seconds):.1f} ({which}; first step {seconds[0]:.1f})",
         f"  s/phase          : {phases or 'none reported'}",
         f"  mean reward      : {statistics.mean(result['rewards']):.3f} over {len(result['rewards'])} steps",
-        f"  held-out accuracy: {accuracy[name]:.3f} (base model {accuracy['base']:.3f}; "
-        f"{evaluation['problems']} problems, greedy)",
+        f"  held-out accuracy: {accuracy_line(name, evaluation)} (start {accuracy_line('start', evaluation)}; "
+        f"{evaluation['problems']} problems, greedy, +- one standard error)",
     ]
 
 
@@ -338,6 +407,10 @@ def main() -> None:
         run_part(args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.adapter.exists():
+        print(f"making the SFT adapter once (configs/demo.yaml's sft settings) -> {args.adapter}", flush=True)
+        stop_on_error({"sft": spawn(args, "sft")})
+    print(f"start: {args.adapter}")
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.steps} steps of "
           f"{args.prompts} prompts x {args.samples} samples x <= {args.max_tokens} tokens, lr {args.lr:g}", flush=True)
     results = {"trl": run_trl_with_fallback(args), "rlvr": spawn(args, "rlvr")}
@@ -348,8 +421,10 @@ def main() -> None:
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     for name in ("trl", "rlvr"):
         print("\n".join(describe(name, results[name], results["eval"])))
+    delta, stderr = paired_difference(results["eval"])
+    print(f"accuracy rlvr - TRL: {delta:+.3f} +- {stderr:.3f} (paired over the same problems)")
     ratio = median_after_first(results["trl"]["step_seconds"]) / median_after_first(results["rlvr"]["step_seconds"])
-    print(f"step_time_ratio={ratio:.2f}")
+    print(f"step_time_ratio={ratio:.2f} accuracy_delta={delta:.3f}")
 
 
 if __name__ == "__main__":

@@ -333,6 +333,13 @@ class RLConfig(OptimConfig):
     """Completions per optimiser step."""
     micro_batch_size: int = Field(16, ge=1)
     """Completions per forward/backward pass (gradient accumulation within a mini-batch)."""
+    micro_batch_tokens: int | None = Field(None, ge=1)
+    """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`):
+    a mini-batch's rows are ordered by completion length and filled into micro-batches while the
+    positions they compute (distinct prompts x prompt width + rows x completion width, padding
+    included) stay within it, so rows of similar length share a micro-batch and little is padding.
+    The update is the same (the loss is normalised over the mini-batch, docs/algorithms.md §4).
+    None = `micro_batch_size` rows per pass."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's completions (TRL's num_iterations, verl's ppo_epochs)."""
     skip_zero_advantage: bool = True
@@ -630,6 +637,7 @@ FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
     "ppo_micro_batch_size_per_gpu": "rl.micro_batch_size", "micro_batch_size": _OWN_BATCH,
     "gradient_accumulation_steps": {"rl": "rl.mini_batch_size", "*": "{stage}.batch_size"},
     "ppo_mini_batch_size": "rl.mini_batch_size",
+    "use_dynamic_bsz": "rl.micro_batch_tokens", "ppo_max_token_len_per_gpu": "rl.micro_batch_tokens",
     "train_batch_size": {"rl": "rl.prompts_per_step", "*": "{stage}.batch_size"},
     "generation_batch_size": "rl.prompts_per_step",
     "batch_size": {"rl": "rl.prompts_per_step", "*": "{stage}.batch_size"},

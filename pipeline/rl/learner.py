@@ -58,6 +58,42 @@ def _group_order(rows: int, group_size: int, generator: torch.Generator) -> Tens
     return (groups[:, None] * group_size + torch.arange(group_size)).flatten()
 
 
+def computed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor) -> tuple[int, int]:
+    """(positions computed, real tokens among them) when one forward runs these rows [n] each.
+
+    Mirrors `shared_prompt_forward` on the trimmed rows (`SequenceBatch.rows`): prompts are
+    left-padded to the longest, completions right-padded to the longest (at least 1); rows of
+    one group share a prompt computed once, unless no two rows share one (then every row
+    computes prompt and completion). Everything else is padding.
+    """
+    rows = len(groups)
+    distinct, first = torch.unique(groups, return_inverse=True)
+    width_p, width_c = int(prompt_lengths.max()), max(1, int(completion_lengths.max()))
+    if len(distinct) == rows:
+        return rows * (width_p + width_c), int(prompt_lengths.sum() + completion_lengths.sum())
+    prompt_real = torch.zeros(len(distinct), dtype=prompt_lengths.dtype).scatter(0, first, prompt_lengths)
+    return len(distinct) * width_p + rows * width_c, int(prompt_real.sum() + completion_lengths.sum())
+
+
+def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor,
+                       budget: int) -> list[Tensor]:
+    """Micro-batches (positions into the given [n] rows) whose computed positions stay within
+    `budget` (`rl.micro_batch_tokens`; verl's dynamic batch size): rows by completion length,
+    longest first (a group's rows of one length together), each micro-batch filled until the
+    next row would take it over the budget. A row over the budget on its own is a micro-batch.
+    """
+    order = sorted(range(len(groups)), key=lambda i: (-int(completion_lengths[i]), int(groups[i]), i))
+    parts: list[list[int]] = []
+    for i in order:
+        trial = parts[-1] + [i] if parts else [i]
+        if len(trial) > 1 and computed_positions(prompt_lengths[trial], completion_lengths[trial],
+                                                 groups[trial])[0] <= budget:
+            parts[-1] = trial
+        else:
+            parts.append([i])
+    return [torch.tensor(part) for part in parts]
+
+
 class Learner:
     def __init__(self, config: Config, model_path: str, device: torch.device, total_updates: int,
                  rank: int = 0, world_size: int = 1):
@@ -118,8 +154,30 @@ class Learner:
         with self.model.disable_adapter():
             return self._forward(seqs)[0].logp
 
-    def _micro_batches(self, index: Tensor) -> tuple[Tensor, ...]:
-        return torch.split(index, self.rl.micro_batch_size) if len(index) else ()
+    def _micro_batches(self, batch: RolloutBatch, index: Tensor) -> list[Tensor]:
+        """The rows `index` of `batch` in forward/backward passes: `rl.micro_batch_size` rows each,
+        or filled to `rl.micro_batch_tokens` computed positions (`token_budget_split`)."""
+        if not len(index):
+            return []
+        if self.rl.micro_batch_tokens is None:
+            return list(torch.split(index, self.rl.micro_batch_size))
+        lengths = self._lengths(batch)
+        parts = token_budget_split(*(x[index] for x in lengths), self.rl.micro_batch_tokens)
+        return [index[part] for part in parts]
+
+    @staticmethod
+    def _lengths(batch: RolloutBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """[B] prompt lengths, completion lengths and group ids of `batch`'s rows."""
+        seqs = batch.seqs
+        groups = torch.arange(len(batch)) // batch.group_size
+        return seqs.attention_mask[:, : seqs.prompt_width].sum(-1), seqs.completion_mask.sum(-1), groups
+
+    def padding_frac(self, batch: RolloutBatch, micro_batches: list[Tensor]) -> float:
+        """Share of the positions these micro-batches compute that are padding (`computed_positions`)."""
+        lengths = self._lengths(batch)
+        counts = [computed_positions(*(x[micro] for x in lengths)) for micro in micro_batches]
+        computed = sum(c for c, _ in counts)
+        return 1.0 - sum(r for _, r in counts) / computed if computed else 0.0
 
     def learned_rows(self, batch: RolloutBatch, advantages: Tensor, rows: Tensor) -> Tensor:
         """The rows of `rows` whose loss terms can be non-zero (all of them unless
@@ -150,7 +208,7 @@ class Learner:
         B, T = batch.loss_mask.shape
         need_old = not self.on_policy(B)
         old, ref, vals = torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B, T)
-        for idx in self._micro_batches(self.share(torch.arange(B), batch.group_size)):
+        for idx in self._micro_batches(batch, self.share(torch.arange(B), batch.group_size)):
             seqs = batch.seqs.rows(idx).to(self.device)
             if need_old:
                 out, values = self._forward(seqs)
@@ -175,6 +233,7 @@ class Learner:
         parts: list[tuple[dict[str, float], float]] = []
         norms: list[float] = []
         learned = 0
+        computed: list[Tensor] = []
         for _ in range(self.rl.ppo_epochs):
             order = _group_order(B, batch.group_size, generator)
             for mini in torch.split(order, self.rl.mini_batch_size):
@@ -183,7 +242,9 @@ class Learner:
                             max_len=self.config.rollout.max_tokens)
                 rows = self.learned_rows(batch, advantages.advantages, self.share(mini, batch.group_size))
                 learned += len(rows)
-                for micro in self._micro_batches(rows):
+                micro_batches = self._micro_batches(batch, rows)
+                computed += micro_batches
+                for micro in micro_batches:
                     parts.append(self._accumulate(batch, scores, advantages, micro, norm))
                 if len(rows) == 0:  # the step a zero loss would take (AdamW's moments still move)
                     for p in self.params:
@@ -198,6 +259,7 @@ class Learner:
         stats["train/grad_norm"] = sum(norms) / len(norms)
         stats["train/learned_frac"] = learned / (B * self.rl.ppo_epochs)
         stats["train/lr"] = self.scheduler.get_last_lr()[0]
+        stats["perf/padding_frac"] = self.padding_frac(batch, computed)
         return stats
 
     def _accumulate(self, batch: RolloutBatch, scores: PolicyScores, advantages: Advantages,

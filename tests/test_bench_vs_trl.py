@@ -1,0 +1,42 @@
+"""benchmarks/vs_trl.py's pieces that decide fairness: the same problems for both systems, and the
+accuracy difference with its paired standard error."""
+
+import importlib.util
+import math
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # imports transformers (the benchmark's TRL callback base)
+
+
+@pytest.fixture(scope="module")
+def vs_trl():
+    spec = importlib.util.spec_from_file_location("vs_trl", REPO / "benchmarks" / "vs_trl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trl_draws_the_problems_of_rlvrs_rl_levels(vs_trl, default_model_dir, tmp_path):
+    """The demo trains RL on level 1 (`rl.levels`); TRL must not get levels 1-2 (`data.levels`)."""
+    from pipeline.core.models import load_tokenizer
+
+    args = vs_trl.parse_args(["--steps", "3", "--prompts", "4", "--samples", "2", "--out", str(tmp_path),
+                              "--adapter", str(tmp_path / "sft")])
+    config = vs_trl.rlvr_config(args)
+    assert config.rl.levels == [1] and config.data.levels == [1, 2]
+    assert config.model.adapter == str(tmp_path / "sft")
+    problems = vs_trl.training_problems(config, load_tokenizer(default_model_dir))
+    assert len(problems) == 3 * 4
+    assert {p.level for p in problems} == {1}
+
+
+def test_paired_difference_and_its_standard_error(vs_trl):
+    evaluation = {"correct": {"rlvr": [1.0, 1.0, 0.0, 1.0], "trl": [1.0, 0.0, 0.0, 0.0]}}
+    delta, stderr = vs_trl.paired_difference(evaluation)
+    assert delta == pytest.approx(0.5)
+    # differences 0, 1, 0, 1: sample sd sqrt(1/3), over sqrt(4)
+    assert stderr == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert vs_trl.accuracy_line("trl", evaluation) == "0.250 +- 0.250"

@@ -1,0 +1,93 @@
+"""`rl.micro_batch_tokens`: micro-batches filled to a token budget compute less padding and
+leave the update unchanged (the loss is normalised over the mini-batch, docs/algorithms.md §4)."""
+
+import pytest
+import torch
+
+from pipeline.config import ConfigError, load_config
+from pipeline.core.forward import collate
+from pipeline.rl.batch import Advantages, RolloutBatch
+from pipeline.rl.learner import Learner, computed_positions, token_budget_split
+
+# three groups of four; completion lengths 1..12 spread across the groups
+PROMPTS = [[10, 11, 12, 13]] * 4 + [[20, 21]] * 4 + [[30, 31, 32]] * 4
+LENGTHS = [12, 1, 7, 3, 2, 11, 5, 9, 8, 4, 10, 6]
+COMPLETIONS = [[100 + (7 * i + j) % 300 for j in range(n)] for i, n in enumerate(LENGTHS)]
+ADVANTAGES = [1.0, -0.5, 0.25, -0.75, 0.5, -1.0, 1.5, -0.25, 0.75, -1.5, 0.0, 0.5]
+
+
+def _config(*overrides):
+    # Adam's step is lr * m / (sqrt(v) + eps): for gradients near eps a rounding difference of the
+    # regrouped sums moves a parameter by up to ~lr * 1e-3 per step, so lr is the demo's 2e-4
+    base = ["rl.prompts_per_step=3", "rl.group_size=4", "rl.mini_batch_size=12", "rl.micro_batch_size=4",
+            "rl.lr=2e-4", "rl.bf16_autocast=false", "rollout.max_tokens=12", "algorithm.kl_coef=0"]
+    return load_config(None, base + list(overrides))
+
+
+def _update(model_dir, *overrides):
+    """Parameters, stats and logp_old after one update of a fresh learner on the fixed batch."""
+    torch.manual_seed(0)
+    learner = Learner(_config(*overrides), str(model_dir), torch.device("cpu"), 10)
+    seqs = collate(PROMPTS, COMPLETIONS, pad_id=2)
+    with torch.no_grad():
+        logp_engine = learner._forward(seqs)[0].logp.float()
+    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine,
+                         rewards=torch.zeros(len(PROMPTS)), group_size=4)
+    scores = learner.score(batch)
+    stats = learner.update(batch, scores, Advantages(torch.tensor(ADVANTAGES)), torch.Generator().manual_seed(0))
+    return [p.detach().clone() for p in learner.params], stats, scores
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [
+    ["algorithm.preset=grpo"],
+    ["algorithm.preset=dapo"],
+    ["algorithm.preset=dr_grpo"],
+    ["algorithm.preset=gspo"],
+    ["algorithm.preset=grpo", "algorithm.kl_coef=0.1", "algorithm.entropy_coef=0.01"],
+    ["algorithm.preset=grpo", "rl.ppo_epochs=2", "rl.mini_batch_size=4"],  # off-policy: scored logp_old
+], ids=["grpo", "dapo", "dr_grpo", "gspo", "kl+entropy", "two-epochs"])
+def test_token_budget_leaves_the_update_unchanged(tiny_fp32_model_dir, overrides):
+    fixed, fixed_stats, fixed_scores = _update(tiny_fp32_model_dir, *overrides)
+    budget, budget_stats, budget_scores = _update(tiny_fp32_model_dir, *overrides, "rl.micro_batch_tokens=40")
+    for a, b in zip(fixed, budget):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert any(p.abs().max() > 1e-4 for p in budget[1::2])  # the LoRA B matrices moved off zero
+    assert budget_stats["train/grad_norm"] == pytest.approx(fixed_stats["train/grad_norm"], rel=1e-5)
+    mask = torch.tensor([[t < n for t in range(max(LENGTHS))] for n in LENGTHS])
+    for name in ("logp_old", "logp_ref"):
+        if getattr(fixed_scores, name) is not None:
+            torch.testing.assert_close(getattr(fixed_scores, name) * mask, getattr(budget_scores, name) * mask,
+                                       rtol=0, atol=1e-5)
+    assert budget_stats["perf/padding_frac"] < fixed_stats["perf/padding_frac"]
+
+
+def test_split_covers_every_row_once_within_the_budget():
+    prompt = torch.tensor([4] * 4 + [2] * 4 + [3] * 4)
+    lengths, groups = torch.tensor(LENGTHS), torch.arange(12) // 4
+    for budget in (1, 13, 30, 40, 80, 1000):
+        parts = token_budget_split(prompt, lengths, groups, budget)
+        assert sorted(torch.cat(parts).tolist()) == list(range(12))
+        for part in parts:
+            cost, real = computed_positions(prompt[part], lengths[part], groups[part])
+            assert real <= cost
+            assert cost <= budget or len(part) == 1, (budget, part)
+    assert len(token_budget_split(prompt, lengths, groups, 1000)) == 1
+    assert len(token_budget_split(prompt, lengths, groups, 1)) == 12
+    # longest first: the first micro-batch holds the longest completion
+    assert int(lengths[token_budget_split(prompt, lengths, groups, 40)[0]].max()) == 12
+
+
+def test_computed_positions_follow_the_shared_prompt_forward():
+    # one group: its prompt once (width 4), completions padded to 5
+    assert computed_positions(torch.tensor([4, 4]), torch.tensor([5, 2]), torch.tensor([0, 0])) == (4 + 2 * 5, 4 + 7)
+    # two groups sharing within: prompts left-padded to 4
+    assert computed_positions(torch.tensor([4, 4, 2]), torch.tensor([1, 1, 3]), torch.tensor([0, 0, 1])) == (
+        2 * 4 + 3 * 3, 6 + 5)
+    # no prompt shared: each row computes its own prompt and completion
+    assert computed_positions(torch.tensor([4, 2]), torch.tensor([1, 3]), torch.tensor([0, 1])) == (2 * (4 + 3), 10)
+
+
+def test_micro_batch_tokens_must_be_positive():
+    with pytest.raises((ConfigError, ValueError), match="micro_batch_tokens"):
+        _config("rl.micro_batch_tokens=0")
