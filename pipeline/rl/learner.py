@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.rl.batch import Advantages, PolicyScores, RolloutBatch
+from pipeline.algorithms.advantages import Advantages
+from pipeline.rl.batch import PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
 from pipeline.algorithms.losses import mismatch_stats, truncated_is_weights, value_loss
