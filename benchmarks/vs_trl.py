@@ -233,7 +233,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     from trl import GRPOTrainer
 
     import rewards
-    from pipeline.data.prompts import render_prompt
+    from pipeline.core.tokens import render_prompt
     from pipeline.core.models import load_tokenizer, prepare_model
 
     config = rlvr_config(args)

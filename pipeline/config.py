@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from pipeline.algorithms.correction import CORRECTIONS, CorrectionSettings, TokenTruncateSettings
 from pipeline.algorithms.policy_losses import POLICY_LOSSES, PolicyLossSettings, PPOClipSettings
-from pipeline.algorithms.presets import PRESETS
+from pipeline.algorithms.presets import ALGORITHM_PRESETS
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful math solver. Think step by step, briefly, then give the final "
@@ -32,6 +32,10 @@ DEFAULT_SYSTEM_PROMPT = (
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message says where (file, line, field) and what to do."""
 
 
 class Section(BaseModel):
@@ -128,8 +132,9 @@ class RolloutConfig(Section):
     2 cores), no on GPU, where separate processes overlap scheduling with the GPU's work."""
     max_lora_rank: int = Field(16, ge=1)
     """Largest LoRA rank the engine accepts with `sync: adapter` (at least `lora.rank`)."""
-    sync_check: bool = False
-    """Verify engine/learner log-prob agreement after each sync (slow; for debugging)."""
+    sync_check_every: int = Field(10, ge=0)
+    """Every N weight syncs, check that the engine's log-probs of a fixed completion at T = 1 match the
+    learner's (mean |dlogp| < 0.05 nats) and stop the run with an error if not; 0 turns the check off."""
 
 
 AdvantageName = Literal["grpo", "dr_grpo", "rloo", "reinforce", "gae"]
@@ -187,20 +192,20 @@ class AlgorithmConfig(Section):
     def _apply_preset(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        return {**PRESETS.get(data.get("preset", "grpo"), {}), **data}
+        return {**ALGORITHM_PRESETS.get(data.get("preset", "grpo"), {}), **data}
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, name: str) -> str:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+        if name not in ALGORITHM_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(ALGORITHM_PRESETS))}")
         return name
 
     @field_validator(*TYPED_KEYS, mode="before")
     @classmethod
     def _typed_over_preset(cls, given: Any, info: ValidationInfo) -> Any:
         key = info.field_name
-        preset = PRESETS.get(info.data.get("preset", "grpo"), {})
+        preset = ALGORITHM_PRESETS.get(info.data.get("preset", "grpo"), {})
         default = cls.model_fields[key].default_factory().type
         return _typed_settings(key, default, preset.get(key), given)
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from rewards.registry import RewardFn, register
 
-__all__ = ["soft_overlong_penalty", "soft_overlong", "overlong_filter_mask"]
+__all__ = ["soft_overlong_penalty", "soft_overlong"]
 
 
 def soft_overlong_penalty(length: int, max_tokens: int, cache: int) -> float:
@@ -45,8 +45,3 @@ def soft_overlong(max_tokens: int | None = None, cache: int | None = None) -> Re
         return [soft_overlong_penalty(int(n), max_tokens, cache) for n in lengths]
 
     return reward
-
-
-def overlong_filter_mask(truncated: Sequence[bool]) -> list[bool]:
-    """Overlong filtering (§7): ``True`` = keep in the loss, ``False`` for truncated completions."""
-    return [not t for t in truncated]

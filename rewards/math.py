@@ -115,13 +115,13 @@ def verify_batch(pairs: list[tuple[str, str]], timeout: float = 5.0, workers: in
     return _judge(pool, [(as_text(answer).strip(), _gold_answer(gold)) for answer, gold in pairs])
 
 
-def answers_equivalent(a: str, b: str, timeout: float = 5.0) -> bool:
+def answers_equivalent(a: str, b: str, timeout: float = 5.0, workers: int | None = None) -> bool:
     """Symmetric equivalence of two final answers (for grouping samples for maj@k).
 
     True only if math-verify accepts each as the other (or they are identical
     after trivial normalisation); runs in the shared worker pool, never hangs.
     """
-    forward, backward = verify_batch([(a, b), (b, a)], timeout=timeout)
+    forward, backward = verify_batch([(a, b), (b, a)], timeout=timeout, workers=workers)
     return forward and backward
 
 

@@ -13,8 +13,11 @@ with). Values are the raw scalar rewards `r(x, y)`, unbounded: weight them accor
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
+from pipeline.core.models import resolve_device
+from pipeline.core.reward_model import META_FILE, load_reward_model, score
 from rewards.messages import completion_texts
 from rewards.registry import register
 
@@ -32,9 +35,6 @@ class ModelReward:
 
     def _model(self) -> tuple[Any, Any, dict[str, Any]]:
         if self._loaded is None:
-            from pipeline.core.models import resolve_device
-            from pipeline.supervised.reward_model import load_reward_model
-
             self.device = str(resolve_device(self.device))
             self._loaded = load_reward_model(self.path, device=self.device)
         return self._loaded
@@ -42,8 +42,6 @@ class ModelReward:
     def __call__(self, completions: list[str], prompt: Sequence[str] | None = None, **_: Any) -> list[float]:
         if prompt is None:
             raise ValueError("the reward_model reward needs a 'prompt' column (one prompt per completion)")
-        from pipeline.supervised.reward_model import score
-
         completions = completion_texts(completions)
         rm, tokenizer, meta = self._model()
         return score(rm, tokenizer, list(prompt), list(completions), system_prompt=meta["system_prompt"],
@@ -56,10 +54,6 @@ class ModelReward:
 @register("reward_model")
 def reward_model(path: str, batch_size: int = 8, device: str = "auto") -> ModelReward:
     """Reward-model reward (§10): ``path`` is the folder `rlvr reward-model` wrote."""
-    from pathlib import Path
-
-    from pipeline.supervised.reward_model import META_FILE
-
     if not (Path(path) / META_FILE).is_file():
         raise ValueError(f"reward_model: {path!r} is not a reward model folder (no reward_model.json); "
                          "train one with `rlvr reward-model` and pass its output folder as params.path")

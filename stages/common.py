@@ -4,7 +4,6 @@ the preflight before any model loads, logging, output folders."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -15,7 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.config import Config, ConfigError, commented_yaml, load_config, yaml_value
+from pipeline.config import Config, ConfigError, DataError, commented_yaml, load_config, yaml_value
+from pipeline.core.models import ModelError
+from pipeline.rollout import EngineUnavailable
+from pipeline.rl.data_parallel import LearnerRankError
 from stages.catalog import COMMANDS, COMMON_KEYS, STAGES
 from stages.preflight import preflight
 
@@ -150,12 +152,6 @@ def stage_dir(config: Config, stage: str) -> Path:
     return path
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argparse.ArgumentParser,
               argv: list[str] | None,
               checks: Sequence[Callable[[Config, argparse.Namespace], list[str]]] = ()) -> None:
@@ -165,11 +161,6 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
     they return without loading a model. A user-facing error (bad config, data, model, missing engine)
     exits non-zero with its one-line message instead of a traceback.
     """
-    from pipeline.rl.data_parallel import LearnerRankError
-    from pipeline.data.problems import DataError
-    from pipeline.core.models import ModelError
-    from pipeline.rollout import EngineUnavailable
-
     args = parse_stage_args(parser, argv)
     setup_logging()
     config = parse_config(args)

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from pipeline.core.checkpoint import FINAL, write_folder_atomic
+from pipeline.core.checkpoint import FINAL, write_folder_atomic, write_json_atomic
 from pipeline.config import Config, ConfigError
 from pipeline.core.models import is_adapter, load_checkpoint, prepare_model
-from stages.common import run_stage, stage_dir, stage_parser, write_json_atomic
+from stages.common import run_stage, stage_dir, stage_parser
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

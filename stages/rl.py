@@ -14,14 +14,14 @@ import argparse
 from typing import Any
 
 from pipeline.config import Config
-from stages.common import run_stage, stage_dir, stage_parser, write_json_atomic
+from pipeline.core.checkpoint import write_json_atomic
+from pipeline.rl.trainer import Trainer
+from stages.common import run_stage, stage_dir, stage_parser
 
 
 def run(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train, then write `<output_dir>/rl/metrics.json` (the last record and `output`, the trained
     weights' folder `rl/final/...`) as the finished marker."""
-    from pipeline.rl.trainer import Trainer
-
     trainer = Trainer(config, resume=resume)
     marker = stage_dir(config, "rl") / "metrics.json"
     marker.unlink(missing_ok=True)  # an earlier run's marker, withdrawn once data and model loaded

@@ -32,13 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.checkpoint import latest_checkpoint
+from pipeline.core.checkpoint import latest_checkpoint, write_json_atomic
 from pipeline.config import ClusterConfig, Config, ConfigError
 from pipeline.eval.evaluation import PAIRED, STDERR, format_difference, format_with_error
 from pipeline.core.models import is_adapter
 from stages import dpo, evaluate, prepare_model, reward_model, rl, sft
 from stages.catalog import CHAIN, COMMON_KEYS, STAGES
-from stages.common import run_stage, stage_parser, write_json_atomic
+from stages.common import run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def with_dpo_pairs(config: Config, pairs_file: str) -> Config:
 
 NOT_HASHED = frozenset({
     "output_dir", "device", "model.cache_dir", "reward.workers", "rollout.engine", "rollout.in_process",
-    "rollout.gpu_memory_utilization", "rollout.enforce_eager", "rollout.sync_check",
+    "rollout.gpu_memory_utilization", "rollout.enforce_eager", "rollout.sync_check_every",
     *(f"cluster.{key}" for key in ClusterConfig.model_fields),
 })
 """Keys that say where or with what resources a stage runs, not what it computes: changing them

@@ -1,7 +1,6 @@
 """Atomic checkpoints and the metrics record."""
 
 import json
-import random
 
 import torch
 
@@ -21,17 +20,13 @@ class _Saveable(torch.nn.Module):
         torch.save(self.state_dict(), path / "weights.pt")
 
 
-def test_save_and_load_round_trip_restores_rng(tmp_path):
+def test_save_and_load_round_trip(tmp_path):
     model = _Saveable()
-    random.seed(1)
-    torch.manual_seed(1)
     save_checkpoint(tmp_path, 3, model, {"stream": {"epoch": 0, "position": 24}})
-    expected = (random.random(), torch.rand(2))
     ckpt = latest_checkpoint(tmp_path)
     assert ckpt.name == "checkpoint-3"
     state = load_state(ckpt)
-    assert state["step"] == 3 and state["stream"]["position"] == 24
-    assert (random.random(), torch.rand(2))[0] == expected[0]
+    assert state == {"stream": {"epoch": 0, "position": 24}, "step": 3}  # no RNG state: steps reseed
     assert (ckpt / "adapter" / "weights.pt").is_file()
 
 

@@ -15,7 +15,8 @@ from pipeline.config import ConfigError, load_config
 from pipeline.core.checkpoint import latest_checkpoint, load_state
 from pipeline.core.forward import collate
 from pipeline.core.tracking import read_metrics
-from pipeline.rl.batch import Advantages, RolloutBatch
+from pipeline.algorithms.advantages import Advantages
+from pipeline.rl.batch import RolloutBatch
 from pipeline.rl.learner import Learner, _group_order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

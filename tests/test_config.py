@@ -11,7 +11,7 @@ from pipeline.config import (AdvantageName, AlgorithmConfig, Config, ConfigError
 from pipeline.algorithms.correction import (CORRECTIONS, CorrectionSettings, SequenceMaskSettings,
                                             SequenceTruncateSettings, TokenMaskSettings, TokenTruncateSettings)
 from pipeline.algorithms.policy_losses import POLICY_LOSSES, DAPOSettings, PolicyLossSettings, PPOClipSettings, SAPOSettings
-from pipeline.algorithms.presets import PRESETS
+from pipeline.algorithms.presets import ALGORITHM_PRESETS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -99,7 +99,7 @@ def test_switching_the_loss_type_drops_the_presets_settings(monkeypatch):
     config = load_config(None, ["algorithm.preset=gspo", "algorithm.policy_loss.type=dapo"])
     assert config.algorithm.policy_loss == DAPOSettings()
     # a preset with its own settings: they apply while its loss type is kept
-    monkeypatch.setitem(PRESETS, "dapo", {**PRESETS["dapo"], "policy_loss": {"type": "dapo", "eps_high": 0.3}})
+    monkeypatch.setitem(ALGORITHM_PRESETS, "dapo", {**ALGORITHM_PRESETS["dapo"], "policy_loss": {"type": "dapo", "eps_high": 0.3}})
     kept = load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.eps_low=0.1"])
     assert kept.algorithm.policy_loss == DAPOSettings(eps_low=0.1, eps_high=0.3)
     switched = load_config(None, ["algorithm.preset=dapo", "algorithm.policy_loss.type=ppo_clip",
@@ -110,13 +110,13 @@ def test_switching_the_loss_type_drops_the_presets_settings(monkeypatch):
 
 
 @pytest.mark.parametrize("loss", list(POLICY_LOSSES))
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(ALGORITHM_PRESETS))
 def test_preset_filled_keys_never_error(monkeypatch, preset, loss):
     # every preset, with settings for its loss, combined with every loss type the user may pick
-    own = PRESETS[preset]["policy_loss"]["type"]
+    own = ALGORITHM_PRESETS[preset]["policy_loss"]["type"]
     filled = {k: v.default * 1.5 if isinstance(v.default, float) else v.default
               for k, v in POLICY_LOSSES[own].settings.model_fields.items() if k != "type"}
-    monkeypatch.setitem(PRESETS, preset, {**PRESETS[preset], "policy_loss": {"type": own, **filled}})
+    monkeypatch.setitem(ALGORITHM_PRESETS, preset, {**ALGORITHM_PRESETS[preset], "policy_loss": {"type": own, **filled}})
     assert load_config(None, [f"algorithm.preset={preset}"]).algorithm.policy_loss.model_dump() \
         == {"type": own, **filled}
     config = load_config(None, [f"algorithm.preset={preset}", f"algorithm.policy_loss.type={loss}"])

@@ -12,7 +12,8 @@ import pytest
 import rewards
 from pipeline.config import DEFAULT_SYSTEM_PROMPT, load_config
 from pipeline.data.problems import DataError, Problem, load_problems
-from pipeline.data.prompts import encode_prompts, prompt_ids, prompt_text, render_prompt
+from pipeline.core.tokens import prompt_ids, prompt_text, render_prompt
+from pipeline.data.prompts import encode_prompts
 from pipeline.rollout import Completion
 from rewards.registry import _FACTORIES
 

@@ -14,7 +14,8 @@ import pytest
 from datagen import export as export_data
 from pipeline.config import DEFAULT_SYSTEM_PROMPT, DataConfig
 from pipeline.data.problems import DataError, Problem, last_boxed, load_problems, load_problems_for
-from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts, prompt_ids, render_prompt
+from pipeline.core.tokens import prompt_ids, render_prompt
+from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 

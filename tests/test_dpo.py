@@ -6,7 +6,8 @@ import math
 import torch
 
 from pipeline.config import Config
-from pipeline.supervised.dpo import dpo_loss, run_dpo
+from pipeline.algorithms.preference_losses import dpo_loss
+from stages.dpo import run_dpo
 from tests.test_reward_model import easy_pairs, write_pairs
 
 

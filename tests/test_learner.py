@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import pipeline.rl.learner
-from pipeline.rl.batch import Advantages, RolloutBatch
+from pipeline.algorithms.advantages import Advantages
+from pipeline.rl.batch import RolloutBatch
 from pipeline.config import load_config
 from pipeline.core.forward import collate
 from pipeline.rl.learner import Learner

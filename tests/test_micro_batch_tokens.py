@@ -6,7 +6,8 @@ import torch
 
 from pipeline.config import ConfigError, load_config
 from pipeline.core.forward import collate
-from pipeline.rl.batch import Advantages, RolloutBatch
+from pipeline.algorithms.advantages import Advantages
+from pipeline.rl.batch import RolloutBatch
 from pipeline.rl.learner import Learner, computed_positions, token_budget_split
 
 # three groups of four; completion lengths 1..12 spread across the groups

@@ -133,9 +133,9 @@ def test_split_by_prompt_keeps_a_prompts_pairs_together():
 def test_sampling_pairs_through_the_engine_falls_back_to_gold(tiny_model_dir, tmp_path, caplog):
     """The tiny random model answers nothing right: every pair is gold solution vs a wrong sample."""
     from pipeline.config import Config
-    from pipeline.data.preference import preference_data
     from datagen.synthetic import generate
     from pipeline.supervised.fit import start_stage
+    from stages.pairs import preference_data
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(p.to_row()) + "\n" for p in generate(10, seed=0, levels=[1])))

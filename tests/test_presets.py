@@ -8,14 +8,14 @@ from pipeline.config import AlgorithmConfig
 from pipeline.algorithms.correction import correction_weights
 from pipeline.algorithms.losses import AGG_MODES, kl_estimate
 from pipeline.algorithms.policy_losses import POLICY_LOSSES, policy_loss
-from pipeline.algorithms.presets import PRESETS
+from pipeline.algorithms.presets import ALGORITHM_PRESETS
 from pipeline.algorithms.regularisers import kl_penalty
 
 EXPECTED = {"grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"}
 
 
 def test_every_recipe_has_a_preset():
-    assert set(PRESETS) == EXPECTED
+    assert set(ALGORITHM_PRESETS) == EXPECTED
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -9,8 +9,11 @@ import torch
 
 from pipeline.config import Config, LoraConfig
 from pipeline.core.forward import collate
-from pipeline.data.preference import EncodedPair, held_out_accuracy
-from pipeline.supervised.reward_model import bradley_terry_loss, build_reward_model, last_token_index, run_reward_model
+from pipeline.algorithms.preference_losses import bradley_terry_loss
+from pipeline.core.reward_model import build_reward_model, last_token_index
+from pipeline.data.preference import EncodedPair
+from pipeline.eval.pass_at_k import held_out_accuracy
+from stages.reward_model import run_reward_model
 
 WORDS = ["apple", "river", "stone", "cloud", "green", "seven", "table", "light", "quiet", "north", "sugar", "piano"]
 
@@ -82,7 +85,7 @@ def test_reward_model_learns_easy_pairs_and_serves_as_a_reward(tiny_model_dir, t
     assert len(scores) == 16 and all(isinstance(s, float) for s in scores)
     assert sum(c > r for c, r in zip(scores[:8], scores[8:])) >= 7
     # prompts already rendered (as the RL trainer passes them) score the same as raw problems
-    from pipeline.data.prompts import render_prompt
+    from pipeline.core.tokens import render_prompt
     from pipeline.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)

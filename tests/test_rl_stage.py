@@ -255,3 +255,24 @@ def test_full_fine_tuning_ends_in_final_model(tiny_model_dir, problems_file, tmp
     result = stages.rl.run(config)
     assert result["output"] == str(tmp_path / "rl" / "final" / "model")
     assert (tmp_path / "rl" / "final" / "model" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_broken_weight_sync_stops_the_run_with_a_clear_error(tiny_model_dir, problems_file, tmp_path):
+    from pipeline.config import LoraConfig
+    from pipeline.core.models import load_policy, load_tokenizer
+    from pipeline.rollout import HFEngine, SyncError
+
+    class StaleEngine(HFEngine):
+        def update_weights(self, model) -> int:  # a broken sync: a new version, the old weights
+            self.version += 1
+            return self.version
+
+    # the engine starts with the learner's weights (a fresh adapter is the base model) and never takes new ones
+    engine = StaleEngine(load_policy(tiny_model_dir, LoraConfig()), load_tokenizer(tiny_model_dir))
+    config = _config(tiny_model_dir, problems_file, tmp_path, "rollout.engine=hf", "rollout.sync_check_every=1",
+                     "rl.lr=0.05", "rl.eval_every=0", "rollout.temperature=1.0")
+    trainer = Trainer(config, engine=engine)
+    with pytest.raises(SyncError, match=r"step 0: the rollout engine does not serve the learner's weights"):
+        trainer.train_step()
+    trainer.close()

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pipeline.rollout import HFEngine, SamplingSettings, check_sync, learner_logprobs
+from pipeline.rollout import HFEngine, SamplingSettings, SyncCheck, SyncError, check_sync, learner_logprobs
 from pipeline.rollout.weights import merged_weights
 
 CHANGED = 0.1  # nats: a LoRA B drawn from N(0, 1) moves the tiny model's log-probs this much
@@ -96,3 +96,33 @@ def test_hf_engine_serves_the_learner_module(tiny_policy_factory, tokenizer, pro
     after = check_sync(engine, policy, tokenizer, *probe)
     assert after.passed and after.mean_abs_diff < 1e-5
     assert mean_abs_diff(after.engine, before.engine) > CHANGED
+
+
+class StaleEngine(HFEngine):
+    """A broken weight sync: `update_weights` counts a new version but keeps serving the module it started with."""
+
+    def update_weights(self, model) -> int:
+        self.version += 1
+        return self.version
+
+
+def test_sync_check_passes_a_working_sync_and_stops_a_broken_one(tiny_policy_factory, tokenizer, probe):
+    policy = tiny_policy_factory(scale=0.0)
+    stale = StaleEngine(copy.deepcopy(policy), tokenizer)
+    working = HFEngine(policy, tokenizer)
+    check = SyncCheck.build(tokenizer, probe[0], every=1)
+    assert check(stale, policy, tokenizer, step=0) == {"sync/logp_diff_mean": 0.0, "sync/logp_diff_max": 0.0}
+
+    perturb_lora_b(policy, seed=2)
+    stale.update_weights(policy)
+    working.update_weights(policy)
+    assert check(working, policy, tokenizer, step=1)["sync/logp_diff_max"] == 0.0
+    with pytest.raises(SyncError, match=r"step 1: the rollout engine does not serve the learner's weights"):
+        check(stale, policy, tokenizer, step=1)
+
+
+@pytest.mark.parametrize("every, syncs, due", [(0, [1, 2, 10], []), (1, [1, 2, 3], [1, 2, 3]), (5, range(1, 11), [5, 10])])
+def test_sync_check_runs_every_n_syncs_and_never_at_zero(tokenizer, every, syncs, due):
+    check = SyncCheck.build(tokenizer, [1, 2, 3], every)
+    assert [s for s in syncs if check.due(s)] == list(due)
+    assert check.completion_ids and check.prompt_ids == [1, 2, 3]

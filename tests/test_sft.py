@@ -7,7 +7,8 @@ from pipeline.config import LoraConfig, SFTConfig
 from pipeline.data.problems import Problem
 from pipeline.core.models import load_policy, load_tokenizer
 from pipeline.supervised.sft import SFTExample, build_examples, pack, sft_loss
-from pipeline.supervised.fit import evaluate, fit, split_holdout, total_steps
+from pipeline.data.subsets import split_holdout
+from pipeline.supervised.fit import evaluate, fit, total_steps
 
 CPU = torch.device("cpu")
 

@@ -28,7 +28,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from pipeline.rl.batch import Advantages
 from pipeline.algorithms.losses import kl_estimate
 
 GROUP_MODES = ("grpo", "dr_grpo", "rloo")
@@ -37,6 +36,16 @@ WHITEN_EPS = 1e-8
 SIGNAL_RTOL = 1e-6
 """Rewards whose spread is at most `SIGNAL_RTOL * max(1, max|R|)` count as equal: float sums
 such as `0.1 + 0.2` vs `0.3` (or a float32 round trip) differ by a few ulps, not by a signal."""
+
+
+@dataclass(frozen=True)
+class Advantages:
+    """Output of an advantage estimator (§1)."""
+
+    advantages: Tensor
+    """[B] one per completion, or [B, T] per token (GAE)."""
+    returns: Tensor | None = None
+    """[B, T] value targets (GAE), else None."""
 
 
 def has_signal(rewards: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -1,6 +1,6 @@
 """Algorithm presets: each paper's recipe as values of `AlgorithmConfig` fields.
 
-`algorithm.preset: dapo` starts from PRESETS["dapo"]; keys the user sets override it. A preset
+`algorithm.preset: dapo` starts from ALGORITHM_PRESETS["dapo"]; keys the user sets override it. A preset
 names its policy loss only: the loss's settings (clip ranges, gate temperatures) default to the
 paper's values in pipeline/algorithms/policy_losses.py, the one place they live.
 Sources: docs/algorithms.md §1-9 and the papers named per entry.
@@ -8,7 +8,7 @@ Sources: docs/algorithms.md §1-9 and the papers named per entry.
 
 from typing import Any
 
-PRESETS: dict[str, dict[str, Any]] = {
+ALGORITHM_PRESETS: dict[str, dict[str, Any]] = {
     # DeepSeekMath (Shao et al. 2024): group-normalised advantage, PPO clip, KL in the loss.
     "grpo": dict(advantage="grpo", policy_loss=dict(type="ppo_clip"), loss_agg="seq-mean-token-mean",
                  kl_coef=0.04, kl_estimator="k3"),

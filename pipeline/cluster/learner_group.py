@@ -33,7 +33,8 @@ from torch import Tensor
 
 from pipeline.config import Config
 from pipeline.core.models import load_policy, resolve_device
-from pipeline.rl.batch import Advantages, PolicyScores, RolloutBatch
+from pipeline.algorithms.advantages import Advantages
+from pipeline.rl.batch import PolicyScores, RolloutBatch
 from pipeline.rl.data_parallel import LearnerRankError
 from pipeline.rl.learner import Learner
 

@@ -1,8 +1,8 @@
 """Atomic checkpoints: a run killed at any moment resumes from the last complete one.
 
 A checkpoint is a folder `checkpoint-<step>/` holding the weights (`adapter/`, peft's
-`save_pretrained`, with the tokenizer), `trainer_state.pt` (optimiser, scheduler, RNG states,
-data position, step, extras) and `run_id`, the run that wrote it. It is written complete under
+`save_pretrained`, with the tokenizer), `trainer_state.pt` (optimiser, scheduler, data
+position, step, extras; no RNG state: each step reseeds from (seed, step)) and `run_id`, the run that wrote it. It is written complete under
 a temporary name and renamed into place, then `latest` (a text file naming it) is replaced
 atomically; a folder without `latest` pointing at it is never read.
 
@@ -14,8 +14,8 @@ stable name of the trained weights (docs/design.md).
 
 from __future__ import annotations
 
+import json
 import os
-import random
 import shutil
 import tempfile
 import uuid
@@ -23,27 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from pipeline.core.models import save_weights, weights_name
 
 STATE_FILE = "trainer_state.pt"
 RUN_FILE = "run_id"
 FINAL = "final"
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def new_run_id() -> str:
@@ -60,6 +46,21 @@ def checkpoint_run(checkpoint: Path) -> str | None:
 def _step(folder: Path) -> int | None:
     _, _, number = folder.name.partition("-")
     return int(number) if number.isdigit() else None
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `path` under a temporary name beside it, then rename it into place: readers see the old
+    file or the whole new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any, indent: int = 2) -> Path:
+    """`data` as JSON (non-JSON values as `str`), written atomically (`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str))
 
 
 def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -98,13 +99,11 @@ def save_checkpoint(root: str | Path, step: int, model, state: dict[str, Any], k
         model.save_pretrained(staging / "adapter")
         if tokenizer is not None:
             tokenizer.save_pretrained(staging / "adapter")
-        torch.save({**state, "step": step, "rng": rng_state()}, staging / STATE_FILE)
+        torch.save({**state, "step": step}, staging / STATE_FILE)
         (staging / RUN_FILE).write_text(run_id)
 
     final = write_folder_atomic(root / f"checkpoint-{step}", fill)
-    pointer = root / "latest.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / "latest")
+    write_text_atomic(root / "latest", final.name)
     if keep is not None:
         _prune(root, run_id, keep, final)
     return final
@@ -122,15 +121,9 @@ def _prune(root: Path, run_id: str, keep: int, newest: Path) -> None:
 def save_final(root: str | Path, model, tokenizer) -> Path:
     """Write `root/final/adapter/` (a peft model) or `root/final/model/` (full fine-tuning) atomically,
     weights and tokenizer together. Returns the weights folder."""
-    name = "adapter" if hasattr(model, "peft_config") else "model"
-
-    def fill(staging: Path) -> None:
-        model.save_pretrained(staging / name)
-        tokenizer.save_pretrained(staging / name)
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    return write_folder_atomic(root / FINAL, fill) / name
+    return write_folder_atomic(root / FINAL, lambda staging: save_weights(model, staging, tokenizer)) / weights_name(model)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
@@ -142,7 +135,5 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
-    """The saved trainer state; restores the RNG states as a side effect."""
-    state = torch.load(checkpoint / STATE_FILE, weights_only=False)
-    set_rng_state(state["rng"])
-    return state
+    """The saved trainer state. No RNG state: the trainer reseeds every step from (seed, step)."""
+    return torch.load(checkpoint / STATE_FILE, weights_only=False)

@@ -3,7 +3,7 @@
 Layout: prompts left-padded to width P, completions right-padded to width T, so completion
 token t of every row sits at column P + t and is predicted by the hidden state at P + t - 1.
 The language-model head runs on those T positions only, and log-probabilities are read
-without a full-vocabulary log_softmax copy (`pipeline.algorithms.losses.token_logprobs`).
+without a full-vocabulary log_softmax copy (`pipeline.core.logprobs.token_logprobs`).
 
 Which distribution (docs/algorithms.md §9): the engines report the log-prob of each sampled
 token under the distribution it was drawn from, `softmax(logits / T)` restricted to the top-k /
@@ -11,7 +11,7 @@ top-p set and renormalised (vLLM runs with `logprobs_mode="processed_logprobs"`;
 records the same, `pipeline.rollout.base`). vLLM's default `raw_logprobs` would instead report
 the untruncated distribution at T = 1, which is not the behaviour policy whenever T != 1 or
 top-k / top-p is set. So the learner's forward takes the same `temperature`, `top_k` and `top_p`
-and truncates its logits the same way before the log-softmax (`pipeline.algorithms.losses.truncate_logits`):
+and truncates its logits the same way before the log-softmax (`pipeline.core.logprobs.truncate_logits`):
 logp, logp_old, logp_ref and entropy are all of that one sampling distribution, and with
 identical weights the ratio and the TIS weight are 1 on every token.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.algorithms.losses import entropy_from_logits, token_logprobs
+from pipeline.core.logprobs import entropy_from_logits, token_logprobs
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -188,6 +188,22 @@ def load_policy(
 def is_adapter(folder: str | Path) -> bool:
     """A peft adapter folder (as opposed to a full model folder)."""
     return (Path(folder) / "adapter_config.json").is_file()
+
+
+def weights_name(model: torch.nn.Module) -> str:
+    """The folder name a trained model's weights are saved under: `adapter` for a peft (LoRA)
+    model, `model` after full fine-tuning. The one place this is decided (docs/design.md)."""
+    return "adapter" if hasattr(model, "peft_config") else "model"
+
+
+def save_weights(model: torch.nn.Module, parent: str | Path, tokenizer: Any = None) -> Path:
+    """`model.save_pretrained` (and the tokenizer's, if given) into `parent/<weights_name(model)>`;
+    returns that folder, which `load_checkpoint` reads back."""
+    folder = Path(parent) / weights_name(model)
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
 
 
 def load_checkpoint(model_path: str | Path, folder: str | Path, dtype: str = "float32",

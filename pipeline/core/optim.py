@@ -1,10 +1,10 @@
-"""Optimiser, learning-rate schedule and mixed precision, shared by every training stage."""
+"""Optimiser, learning-rate schedule, mixed precision and evaluation mode, shared by every training stage."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -44,6 +44,18 @@ def autocast(device: torch.device, enabled: bool | str):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """`model.eval()` without gradients inside the block; the model's previous train/eval mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def clip_and_step(model_params: list[torch.nn.Parameter], optimizer, scheduler, max_grad_norm: float) -> float:

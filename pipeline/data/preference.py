@@ -17,20 +17,16 @@ import json
 import logging
 import math
 import random
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, RewardModelConfig
-from pipeline.data.problems import DataError, Problem, load_problems_for, read_rows
+from pipeline.config import DataError
 from pipeline.core.forward import SequenceBatch, collate
-from pipeline.eval.pass_at_k import clustered_standard_error
-from pipeline.core.models import load_policy
-from pipeline.data.prompts import encode_prompts, filter_long_prompts, prompt_ids
-from pipeline.supervised.sequences import fit_response, response_ids
-from pipeline.supervised.fit import StageSetup, split_holdout
+from pipeline.core.tokens import fit_response, prompt_ids, response_ids
+from pipeline.data.problems import Problem, read_rows
+from pipeline.data.subsets import split_holdout
 
 log = logging.getLogger(__name__)
 
@@ -166,62 +162,6 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> SequenceBatch:
     return collate(prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
 
 
-def sample_pairs(config: Config, section: RewardModelConfig, setup: StageSetup) -> list[PreferencePair]:
-    """Pairs built by sampling the starting policy (`model.adapter`, e.g. SFT) through the rollout engine.
-
-    `section.num_problems` training problems x `section.samples_per_problem` samples each, judged
-    by the accuracy reward, then paired by `pairs_from_samples` (gold fallback below half as many
-    pairs as problems).
-    """
-    import rewards
-    from pipeline.rollout import SamplingSettings, make_engine
-
-    tokenizer, system = setup.tokenizer, config.data.system_prompt
-    problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "train", seed=config.seed), system,
-                                   config.data.max_prompt_tokens)
-    if len(problems) > section.num_problems:
-        keep = sorted(random.Random(config.seed).sample(range(len(problems)), section.num_problems))
-        problems = [problems[i] for i in keep]
-    n = section.samples_per_problem
-    policy = load_policy(setup.model_path, config.lora, adapter=config.model.adapter, dtype=config.model.dtype,
-                         device=setup.device)
-    engine = make_engine(config.rollout, str(setup.model_path), device=setup.device, policy=policy)
-    log.info("sampling %d problems x %d for preference pairs", len(problems), n)
-    outputs = engine.generate(encode_prompts(tokenizer, problems, system, config.data.max_prompt_tokens),
-                              SamplingSettings.from_config(config.rollout, n=n))
-    engine.close()
-    texts = [[c.text for c in group] for group in outputs]
-    extract = config.reward.answer_extraction
-    accuracy = rewards.get("accuracy", extract=extract, timeout=config.reward.timeout)
-    try:
-        scores = accuracy([t for group in texts for t in group], answer=[p.answer for p in problems for _ in range(n)])
-    finally:
-        accuracy.close()
-    log.info("sampled accuracy %.3f", sum(scores) / len(scores))
-    correct = [[s > 0.5 for s in scores[i * n:(i + 1) * n]] for i in range(len(problems))]
-    return pairs_from_samples(problems, texts, correct, seed=config.seed, min_pairs=max(1, len(problems) // 2),
-                              pairs_per_problem=section.pairs_per_problem)
-
-
-def held_out_accuracy(outcomes: Sequence[float], pairs: Sequence[EncodedPair]) -> dict[str, Any]:
-    """Held-out pairwise accuracy and its standard error (docs/algorithms.md §10).
-
-    `outcomes`: one per pair, 1 ranked right, 0 wrong (DPO counts a tie as 0.5). Pairs of one
-    prompt (up to `pairs_per_problem` sampled pairs of a problem) are correlated, so the SE is
-    clustered by prompt (`pipeline.eval.pass_at_k.clustered_standard_error`); with one pair per prompt
-    it is the usual SE over pairs, about the binomial `sqrt(p (1 - p) / n)`. None (no SE) when
-    the pairs come from a single prompt. Returns `pairwise_accuracy`, `pairwise_accuracy_stderr`,
-    `eval_pairs` and `eval_prompts` (the clusters).
-    """
-    if len(outcomes) != len(pairs) or not pairs:
-        raise ValueError(f"{len(outcomes)} outcomes for {len(pairs)} pairs")
-    prompts = [tuple(p.prompt) for p in pairs]
-    se = clustered_standard_error(outcomes, prompts)
-    return {"pairwise_accuracy": sum(outcomes) / len(outcomes),
-            "pairwise_accuracy_stderr": None if math.isnan(se) else se,
-            "eval_pairs": len(pairs), "eval_prompts": len(set(prompts))}
-
-
 def split_by_prompt(pairs: Sequence[EncodedPair], fraction: float, seed: int) -> tuple[list[EncodedPair], list[EncodedPair]]:
     """(train, held-out) with all pairs of a prompt on the same side (no problem leaks into both)."""
     prompts = list(dict.fromkeys(tuple(p.prompt) for p in pairs))
@@ -229,16 +169,3 @@ def split_by_prompt(pairs: Sequence[EncodedPair], fraction: float, seed: int) ->
         return split_holdout(pairs, fraction, seed)
     held = set(split_holdout(prompts, fraction, seed)[1])
     return [p for p in pairs if tuple(p.prompt) not in held], [p for p in pairs if tuple(p.prompt) in held]
-
-
-def preference_data(config: Config, section: RewardModelConfig, setup: StageSetup,
-                    out: Path) -> tuple[list[EncodedPair], list[EncodedPair], dict[str, Any]]:
-    """(train, held-out) encoded pairs from `section.pairs` or by sampling; writes `out/pairs.jsonl`."""
-    pairs = load_pairs(section.pairs) if section.pairs else sample_pairs(config, section, setup)
-    save_pairs(out / "pairs.jsonl", pairs)
-    encoded = encode_pairs(setup.tokenizer, pairs, config.data.system_prompt, section.max_length)
-    train, held = split_by_prompt(encoded, section.eval_fraction, config.seed)
-    info = {"pairs_source": section.pairs or "sampled", "pairs_file": str(out / "pairs.jsonl"),
-            "train_pairs": len(train), "eval_pairs": len(held), "pair_origins": dict(Counter(p.origin for p in pairs))}
-    log.info("preference pairs: %s", info)
-    return train, held, info

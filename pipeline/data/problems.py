@@ -13,14 +13,14 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, DataError
+from pipeline.data.subsets import seeded_subset
 from rewards.code import parse_tests
 from rewards.extract import find_boxed as last_boxed  # the scanner the accuracy reward uses on completions
 
@@ -33,7 +33,7 @@ TEST_SEED_OFFSET = 1_000_003
 """`load_problems_for(..., "test")` draws reasoning-gym problems from seed + this, clear of train's."""
 
 # Our field -> the column holding it, per preset; columns are matched case-insensitively.
-PRESETS: dict[str, dict[str, str]] = {
+COLUMN_PRESETS: dict[str, dict[str, str]] = {
     "rlvr": {f: f for f in FIELDS},
     "gsm8k": {"problem": "question", "answer": "answer"},
     "math": {"problem": "problem", "answer": "answer", "solution": "solution", "level": "level"},
@@ -46,10 +46,6 @@ HUB_TIMEOUT_S = 5.0
 """How long the hub may take to answer before a hub dataset counts as unreachable."""
 GOLD_MAX_WORDS = 20
 """A gold answer of more words (or several lines) looks like a worked solution: warned about."""
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message says where (file, line, field) and what to do."""
 
 
 @dataclass
@@ -217,7 +213,7 @@ def _detect_preset(columns: Iterable[str]) -> str:
         return "math"
     raise DataError(
         f"cannot tell the column layout from the columns {sorted(cols)}; "
-        f"set data.preset ({', '.join(PRESETS)}) or map them with data.columns"
+        f"set data.preset ({', '.join(COLUMN_PRESETS)}) or map them with data.columns"
     )
 
 
@@ -233,13 +229,13 @@ def _convert(
             preset = "rlvr" if columns else _detect_preset(first)
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
-    if preset not in PRESETS:
-        raise DataError(f"data.preset: unknown preset {preset!r}; valid: auto, {', '.join(PRESETS)}")
+    if preset not in COLUMN_PRESETS:
+        raise DataError(f"data.preset: unknown preset {preset!r}; valid: auto, {', '.join(COLUMN_PRESETS)}")
     unknown = set(columns) - set(FIELDS)
     if unknown:
         raise DataError(f"data.columns: unknown field(s) {sorted(unknown)}; valid: {', '.join(FIELDS)}")
     by_lower = {c.lower(): c for c in first}
-    mapping = {f: c if c in first else by_lower.get(c.lower(), c) for f, c in PRESETS[preset].items()}
+    mapping = {f: c if c in first else by_lower.get(c.lower(), c) for f, c in COLUMN_PRESETS[preset].items()}
     mapping.update(columns)
     needed = ("problem",) if preset == "math" else REQUIRED
     for name in needed:
@@ -369,10 +365,7 @@ def _select(
             f"{where}: no problems left after filtering (levels={levels}, sources={sources}); the data has "
             f"levels {sorted({p.level for p in problems})} and sources {sorted({p.source for p in problems})}"
         )
-    if limit is not None and limit < len(kept):
-        chosen = sorted(random.Random(seed).sample(range(len(kept)), limit))
-        kept = [kept[i] for i in chosen]
-    return kept
+    return seeded_subset(kept, limit, seed)
 
 
 def load_problems(

@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.checkpoint import write_json_atomic
 from pipeline.data.problems import Problem, load_problems
 from pipeline.data.prompts import encode_prompts
 from pipeline.eval.pass_at_k import Equivalence, avg_at_n, maj_at_k, paired_difference, pass_at_k, standard_error
+from pipeline.rollout.base import SamplingSettings
+from rewards.math import answers_equivalent, extract_answer, verify_batch
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class EvalReport:
     problems: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False))
+        write_json_atomic(Path(path), asdict(self), indent=1)
 
     @classmethod
     def from_json(cls, path: str | Path) -> EvalReport:
@@ -144,9 +147,6 @@ def evaluate_problems(
     identical samples would only inflate pass@k / maj@k claims, so it decodes once, reports n=1
     and logs a warning.
     """
-    from pipeline.rollout import SamplingSettings
-    from rewards.math import extract_answer, verify_batch
-
     if temperature == 0 and n > 1:
         log.warning("eval: temperature 0 decodes greedily, so the n=%d samples per problem would be "
                     "identical; decoding once and reporting n=1", n)
@@ -173,11 +173,9 @@ def evaluate_problems(
         sample["correct"] = verdict  # no answer ("") is never correct
     settings = {"n": n, "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": max_tokens}
 
-    @functools.lru_cache(maxsize=None)
-    def equivalent(a: str, b: str) -> bool:
-        # rewards.math.answers_equivalent, on the same worker pool as the verdicts above
-        return all(verify_batch([(a, b), (b, a)], timeout=timeout, workers=workers))
-
+    # the reward's equivalence, on the same worker pool as the verdicts above
+    equivalent = functools.lru_cache(maxsize=None)(functools.partial(answers_equivalent, timeout=timeout,
+                                                                     workers=workers))
     return summarize(problems, samples, settings, k_list, equivalent)
 
 

@@ -1,4 +1,5 @@
-"""Evaluation metrics over sampled answers: pass@k, avg@n, maj@k, and their error bars (docs/algorithms.md §11).
+"""Evaluation metrics over sampled answers: pass@k, avg@n, maj@k, and their error bars (docs/algorithms.md §11);
+the held-out pairwise accuracy of preference models (§10).
 
     pass_at_k(n=16, c=3, k=4)         # unbiased estimate from n samples, c of them correct
     avg_at_n([3, 0, 16], n=16)         # mean pass@1 over problems
@@ -12,6 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from pipeline.data.preference import EncodedPair
+from rewards.math import answers_equivalent
 
 Equivalence = Callable[[str, str], bool]
 
@@ -74,8 +79,7 @@ def maj_at_k(
     """
     if not 1 <= k <= len(answers):
         raise ValueError(f"maj@k needs 1 <= k <= {len(answers)} (the number of answers), got k={k}")
-    if equivalent is None:
-        from rewards.math import answers_equivalent as equivalent
+    equivalent = equivalent or answers_equivalent
     winner = majority_answer(answers[:k], equivalent)
     return winner is not None and equivalent(winner, gold)
 
@@ -139,3 +143,22 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     mean = sum(diffs) / len(diffs)
     se = standard_error(diffs)
     return PairedDifference(mean, se, mean - Z_95 * se, mean + Z_95 * se, len(diffs))
+
+
+def held_out_accuracy(outcomes: Sequence[float], pairs: Sequence[EncodedPair]) -> dict[str, Any]:
+    """Held-out pairwise accuracy and its standard error (docs/algorithms.md §10).
+
+    `outcomes`: one per pair, 1 ranked right, 0 wrong (DPO counts a tie as 0.5). Pairs of one
+    prompt (up to `pairs_per_problem` sampled pairs of a problem) are correlated, so the SE is
+    clustered by prompt (`clustered_standard_error`); with one pair per prompt
+    it is the usual SE over pairs, about the binomial `sqrt(p (1 - p) / n)`. None (no SE) when
+    the pairs come from a single prompt. Returns `pairwise_accuracy`, `pairwise_accuracy_stderr`,
+    `eval_pairs` and `eval_prompts` (the clusters).
+    """
+    if len(outcomes) != len(pairs) or not pairs:
+        raise ValueError(f"{len(outcomes)} outcomes for {len(pairs)} pairs")
+    prompts = [tuple(p.prompt) for p in pairs]
+    se = clustered_standard_error(outcomes, prompts)
+    return {"pairwise_accuracy": sum(outcomes) / len(outcomes),
+            "pairwise_accuracy_stderr": None if math.isnan(se) else se,
+            "eval_pairs": len(pairs), "eval_prompts": len(set(prompts))}

@@ -1,5 +1,6 @@
 """What one RL step hands from stage to stage (docs/design.md, "One RL step"). Each is built
-once and never changed: the rollout batch, the old policy's scores, the advantages."""
+once and never changed: the rollout batch and the old policy's scores (the advantages:
+`pipeline.algorithms.advantages.Advantages`)."""
 
 from __future__ import annotations
 
@@ -40,16 +41,6 @@ class PolicyScores:
     """Reference policy log-probs (§5), when a KL term is used."""
     values: Tensor | None
     """V_old from the critic (PPO), else None."""
-
-
-@dataclass(frozen=True)
-class Advantages:
-    """Output of an advantage estimator (§1)."""
-
-    advantages: Tensor
-    """[B] one per completion, or [B, T] per token (GAE)."""
-    returns: Tensor | None = None
-    """[B, T] value targets (GAE), else None."""
 
 
 def build_batch(prompts: list[list[int]], completions: list[list[int]], logprobs: list[list[float]],

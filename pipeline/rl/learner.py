@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pipeline.rl.batch import Advantages, PolicyScores, RolloutBatch
+from pipeline.algorithms.advantages import Advantages
+from pipeline.rl.batch import PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.core.checkpoint import save_checkpoint
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward

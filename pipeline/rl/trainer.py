@@ -38,7 +38,7 @@ from pipeline.rl.learner import Learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.rl.reward_checks import finite_samples
-from pipeline.rollout import SamplingSettings, make_engine
+from pipeline.rollout import SamplingSettings, SyncCheck, make_engine
 from pipeline.core.tracking import MetricsWriter, console_line, plot_metrics, timed
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ class Trainer:
         self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
                                             policy=self.learner.model)
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
+        self.sync_check = SyncCheck.build(self.tokenizer, encode_prompts(
+            self.tokenizer, self.train[:1], config.data.system_prompt, config.data.max_prompt_tokens)[0],
+            config.rollout.sync_check_every)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.run_id = new_run_id()  # a resumed run keeps its checkpoint's id: pruning keys on it
@@ -232,6 +235,8 @@ class Trainer:
                 record.update(self.learner.update(batch, scores, advantages, self.shuffle))
             with timed(record, "sync"):
                 record["weights/version"] = self.engine.update_weights(self.learner.model)
+                if self.sync_check.due(self.step + 1):  # after the (step + 1)-th update
+                    record.update(self.sync_check(self.engine, self.learner.model, self.tokenizer, self.step))
             if isinstance(self.engine, RolloutPool):
                 record.update(self.engine.metrics())  # per worker: tokens/s, time, version, waits
             tokens = sum(len(c.token_ids) for g in groups for c in g.completions)

@@ -8,10 +8,10 @@
 from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
 from pipeline.rollout.factory import EngineUnavailable, make_engine, resolve_engine, resolve_sync
 from pipeline.rollout.hf_engine import HFEngine
-from pipeline.rollout.sync_check import SyncReport, check_sync, learner_logprobs
+from pipeline.rollout.sync_check import SyncCheck, SyncError, SyncReport, check_sync, learner_logprobs
 from pipeline.rollout.vllm_engine import VLLMEngine
 
 __all__ = [
-    "Completion", "EngineUnavailable", "HFEngine", "RolloutEngine", "SamplingSettings", "SyncMode", "SyncReport", "VLLMEngine",
-    "check_sync", "learner_logprobs", "make_engine", "resolve_engine", "resolve_sync",
+    "Completion", "EngineUnavailable", "HFEngine", "RolloutEngine", "SamplingSettings", "SyncCheck", "SyncError", "SyncMode", "SyncReport",
+    "VLLMEngine", "check_sync", "learner_logprobs", "make_engine", "resolve_engine", "resolve_sync",
 ]

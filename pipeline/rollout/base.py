@@ -3,7 +3,7 @@
 Log-probabilities, in every engine, are those of the distribution the token was drawn from:
 `log_softmax(logits / T)` in float32, restricted to the top-k / top-p set and renormalised
 when those are active (vLLM's `processed_logprobs`). With `top_k=-1, top_p=1` this is exactly
-the learner's `pipeline.algorithms.losses.token_logprobs(logits, ids, T)`. Greedy decoding (T = 0)
+the learner's `pipeline.core.logprobs.token_logprobs(logits, ids, T)`. Greedy decoding (T = 0)
 reports `log_softmax(logits)`, the T = 1 distribution, as the learner does.
 """
 

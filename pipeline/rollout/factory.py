@@ -8,7 +8,10 @@ from pathlib import Path
 import torch
 
 from pipeline.config import RolloutConfig
+from pipeline.core.models import load_tokenizer
 from pipeline.rollout.base import RolloutEngine, SyncMode
+from pipeline.rollout.hf_engine import HFEngine
+from pipeline.rollout.vllm_engine import VLLMEngine  # vLLM itself is imported only when an engine starts
 from pipeline.rollout.weights import is_lora
 
 DEFAULT_SYNC: dict[str, SyncMode] = {"cpu": "merged", "cuda": "adapter"}
@@ -52,9 +55,6 @@ def make_engine(config: RolloutConfig, model_path: str | Path, *, device: torch.
                 policy=None, seed: int = 0) -> RolloutEngine:
     """The configured engine, serving `policy`'s weights when given (else the base model)."""
     if resolve_engine(config.engine) == "hf":
-        from pipeline.core.models import load_tokenizer
-        from pipeline.rollout.hf_engine import HFEngine
-
         model = policy
         if model is None:
             from transformers import AutoModelForCausalLM
@@ -62,8 +62,6 @@ def make_engine(config: RolloutConfig, model_path: str | Path, *, device: torch.
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
         engine: RolloutEngine = HFEngine(model, load_tokenizer(model_path))
     else:
-        from pipeline.rollout.vllm_engine import VLLMEngine
-
         engine = VLLMEngine(model_path, config, sync=resolve_sync(config.sync, device, policy), seed=seed)
     if policy is not None:
         engine.update_weights(policy)

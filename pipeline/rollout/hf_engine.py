@@ -12,6 +12,7 @@ from torch import Tensor
 
 from pipeline.rollout.base import Completion, SamplingSettings
 from pipeline.rollout.weights import WeightsPayload, is_lora
+from pipeline.rollout.sync_check import learner_logprobs
 
 
 class _SampleRecorder:
@@ -164,8 +165,6 @@ class HFEngine:
 
     def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
                         temperature: float = 1.0) -> list[float]:
-        from pipeline.rollout.sync_check import learner_logprobs
-
         return learner_logprobs(self.model, self.pad_id, prompt_ids, completion_ids, temperature)
 
     def close(self) -> None:

@@ -1,11 +1,28 @@
-"""Does the engine serve the learner's weights? Compare both sides' log-probs of one completion."""
+"""Does the engine serve the learner's weights? Compare both sides' log-probs of one completion.
+
+    check = SyncCheck.build(tokenizer, prompt_ids, every=config.rollout.sync_check_every)
+    engine.update_weights(model)
+    record.update(check(engine, model, step))      # SyncError when the engine serves other weights
+
+After a weight sync the engine's log-probs of a fixed completion at T = 1 must match the
+learner's own (mean |dlogp| under `SYNC_TOLERANCE`, which allows a bf16 engine against an fp32
+learner); a sync that silently did nothing (a stale adapter, a failed in-place reload) would
+otherwise train on samples from old weights with importance ratios that hide it (docs/design.md,
+"Rollout engines and weight sync").
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from pipeline.core.forward import collate, completion_forward
+from pipeline.core.optim import eval_mode
+
+SYNC_PROBE = " Let me add the numbers step by step: 2 + 2 = 4. The answer is \\boxed{4}."
+"""The fixed completion `SyncCheck` scores (any text works: it is scored, not sampled)."""
 SYNC_TOLERANCE = 0.05
 """Mean absolute log-prob difference (nats) allowed between a bf16 engine and an fp32 learner."""
 
@@ -34,22 +51,14 @@ class SyncReport:
                 f"(max {self.max_abs_diff:.4f}) over {len(self.learner)} tokens")
 
 
-@torch.no_grad()
 def learner_logprobs(policy, pad_id: int, prompt_ids: list[int], completion_ids: list[int],
                      temperature: float = 1.0) -> list[float]:
     """The learner's log-probs of `completion_ids` after `prompt_ids`: its own forward pass
     (`pipeline.core.forward.completion_forward`), in the module's dtype with autocast off."""
-    from pipeline.core.forward import collate, completion_forward
-
     device = next(policy.parameters()).device
     batch = collate([list(prompt_ids)], [list(completion_ids)], pad_id).to(device)
-    training = policy.training
-    policy.eval()
-    try:
-        with torch.autocast(device.type, enabled=False):
-            out = completion_forward(policy, batch, temperature or 1.0)
-    finally:
-        policy.train(training)
+    with eval_mode(policy), torch.autocast(device.type, enabled=False):
+        out = completion_forward(policy, batch, temperature or 1.0)
     return out.logp[0, : len(completion_ids)].tolist()
 
 
@@ -67,3 +76,36 @@ def check_sync(engine, policy, tokenizer, prompt_ids: list[int], completion_ids:
     else:
         served = [engine.prompt_logprobs(prompt_ids, completion_ids, temperature)]
     return max((SyncReport(learner, each) for each in served), key=lambda report: report.mean_abs_diff)
+
+
+class SyncError(RuntimeError):
+    """The engine's log-probs disagree with the learner's after a weight sync."""
+
+
+@dataclass(frozen=True)
+class SyncCheck:
+    """`rollout.sync_check_every`: every `every` weight syncs (0: never), `check_sync` on a fixed
+    (prompt, completion) at T = 1; a mismatch stops the run with `SyncError`."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    every: int
+
+    @classmethod
+    def build(cls, tokenizer: Any, prompt_ids: list[int], every: int) -> SyncCheck:
+        """The probe: `prompt_ids` (e.g. the first training prompt) followed by `SYNC_PROBE`."""
+        completion = list(tokenizer(SYNC_PROBE, add_special_tokens=False)["input_ids"])
+        return cls(list(prompt_ids), completion, every)
+
+    def due(self, syncs: int) -> bool:
+        """Whether the check runs after the `syncs`-th weight sync (counting from 1)."""
+        return self.every > 0 and syncs % self.every == 0
+
+    def __call__(self, engine: Any, policy: Any, tokenizer: Any, step: int) -> dict[str, float]:
+        """Run the check; the `sync/logp_diff_mean` and `sync/logp_diff_max` metrics (nats), or SyncError."""
+        report = check_sync(engine, policy, tokenizer, self.prompt_ids, self.completion_ids, temperature=1.0)
+        if not report.passed:
+            raise SyncError(f"step {step}: the rollout engine does not serve the learner's weights after the "
+                            f"weight sync ({report}; tolerance {report.tolerance} nats, rollout.sync "
+                            f"= {getattr(engine, 'sync', 'n/a')}); set rollout.sync_check_every=0 to train anyway")
+        return {"sync/logp_diff_mean": report.mean_abs_diff, "sync/logp_diff_max": report.max_abs_diff}

@@ -13,16 +13,13 @@ shows a progress bar and writes one line and one metrics.jsonl record per step.
 
 Around the loop, what the three stages share: `start_stage` (seeds, device, model folder,
 tokenizer) and `finish_stage`, which writes `metrics.json` last
-and atomically: the marker that a stage finished (`stage_finished`), so a chain runner can
-skip it.
+and atomically: the marker that a stage finished, so a chain runner can skip it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,8 +33,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from pipeline.config import Config, OptimConfig, save_config
+from pipeline.core.checkpoint import write_json_atomic
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
-from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step
+from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step, eval_mode
 from pipeline.core.tracking import MetricsWriter
 
 log = logging.getLogger(__name__)
@@ -76,26 +74,8 @@ def start_stage(config: Config, out: Path) -> StageSetup:
 
 def finish_stage(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """Write `out/metrics.json` atomically, last: the stage's finished marker."""
-    tmp = out / (METRICS_FILE + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=str))
-    os.replace(tmp, out / METRICS_FILE)
+    write_json_atomic(out / METRICS_FILE, metrics)
     return metrics
-
-
-def stage_finished(out: str | Path) -> bool:
-    """Did the stage writing to `out` finish (is its `metrics.json` there)?"""
-    return (Path(out) / METRICS_FILE).is_file()
-
-
-def split_holdout(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
-    """(train, held-out): a seeded random `fraction` (at least one item, never all) held out."""
-    if len(items) < 2:
-        raise ValueError(f"need at least 2 examples to hold some out, got {len(items)}")
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(len(items) - 1, max(1, round(fraction * len(items))))
-    held = set(order[:n_eval])
-    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in sorted(held)]
 
 
 def total_steps(num_items: int, batch_size: int, epochs: float) -> int:
@@ -117,9 +97,10 @@ def step_batches(items: Sequence[T], batch_size: int, steps: int, seed: int) -> 
         yield batch
 
 
-def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """`items` in consecutive lists of `size` (the last may be shorter)."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield list(items[start:start + size])
 
 
 def _accumulate(model: torch.nn.Module, items: list[Any], loss: UnitLoss, micro_batch_size: int,
@@ -129,7 +110,7 @@ def _accumulate(model: torch.nn.Module, items: list[Any], loss: UnitLoss, micro_
     if units == 0:
         raise ValueError("a batch without any loss units (e.g. responses all truncated away)")
     totals: dict[str, float] = {"loss": 0.0}
-    for micro in _chunks(items, micro_batch_size):
+    for micro in chunks(items, micro_batch_size):
         with autocast(device, bf16):
             loss_sum, stats = loss.fn(micro)
         if backward:
@@ -143,13 +124,8 @@ def _accumulate(model: torch.nn.Module, items: list[Any], loss: UnitLoss, micro_
 def evaluate(model: torch.nn.Module, items: Sequence[Any], loss: UnitLoss, *, micro_batch_size: int,
              device: torch.device, bf16: bool | str = False) -> dict[str, float]:
     """Mean loss and statistics per unit over `items`, without gradients."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return _accumulate(model, list(items), loss, micro_batch_size, device, bf16, backward=False)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        return _accumulate(model, list(items), loss, micro_batch_size, device, bf16, backward=False)
 
 
 def fit(model: torch.nn.Module, items: Sequence[Any], loss: UnitLoss, config: OptimConfig, *,

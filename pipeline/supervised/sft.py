@@ -1,4 +1,5 @@
 """Supervised fine-tuning on worked solutions: the policy the reward model and DPO start from (§10).
+The stage (`stages/sft.py`) runs these pieces in order.
 
 An example is (prompt, response): the problem rendered with the chat template and system
 prompt, and the worked solution followed by EOS. The loss is the token-mean negative
@@ -15,25 +16,22 @@ its own segment and holds no targets. `sft.batch_size` counts examples either wa
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+import rewards
 from pipeline.config import Config
-from pipeline.data.problems import Problem, load_problems_for
 from pipeline.core.forward import collate, completion_forward
-from pipeline.algorithms.losses import token_logprobs
-from pipeline.core.models import load_policy
-from pipeline.data.prompts import prompt_ids
-from pipeline.supervised.sequences import fit_response, response_ids
-from pipeline.supervised.fit import (UnitLoss, evaluate, finish_stage, split_holdout, start_stage,
-                                 train_and_measure)
+from pipeline.core.logprobs import token_logprobs
+from pipeline.core.tokens import fit_response, prompt_ids, response_ids
+from pipeline.data.problems import Problem
+from pipeline.data.subsets import seeded_subset
+from pipeline.rollout.base import SamplingSettings
+from pipeline.supervised.fit import UnitLoss
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +132,12 @@ def sft_loss(model: torch.nn.Module, pad_id: int, device: torch.device, *, packi
 
 def with_solutions(problems: Sequence[Problem], limit: int | None, seed: int) -> list[Problem]:
     """The problems that have a worked solution; a seeded random `limit` of them, in file order."""
-    kept = [p for p in problems if p.solution.strip()]
-    if limit is not None and limit < len(kept):
-        keep = sorted(random.Random(seed).sample(range(len(kept)), limit))
-        kept = [kept[i] for i in keep]
-    return kept
+    return seeded_subset([p for p in problems if p.solution.strip()], limit, seed)
 
 
 def generation_check(engine: Any, tokenizer: Any, problems: Sequence[Problem], config: Config) -> dict[str, float]:
     """Greedy completions on `problems`: the mean format reward (with `reward.terms`' format params)
     and the rate of correct answers."""
-    import rewards
-    from pipeline.rollout import SamplingSettings
-
     prompts = [prompt_ids(tokenizer, p.problem, config.data.system_prompt) for p in problems]
     settings = SamplingSettings(n=1, temperature=0.0, top_p=1.0, top_k=-1,
                                 max_tokens=config.rollout.max_tokens, stop=list(config.rollout.stop))
@@ -162,42 +153,3 @@ def generation_check(engine: Any, tokenizer: Any, problems: Sequence[Problem], c
             getattr(fn, "close", lambda: None)()
         result[key] = sum(scores) / len(scores)
     return result
-
-
-def run_sft(config: Config, out: Path) -> dict[str, Any]:
-    """Train per `config.sft`; writes `out/adapter` (or `out/model`), metrics.jsonl and metrics.json."""
-    from pipeline.rollout import make_engine
-
-    start = time.perf_counter()
-    setup = start_stage(config, out)
-    cfg, tokenizer, device = config.sft, setup.tokenizer, setup.device
-    problems = with_solutions(load_problems_for(config.data, "train", seed=config.seed), cfg.max_examples, config.seed)
-    train_problems, held_problems = split_holdout(problems, cfg.eval_fraction, config.seed)
-    train = build_examples(tokenizer, train_problems, config.data.system_prompt, cfg.max_length)
-    held = build_examples(tokenizer, held_problems, config.data.system_prompt, cfg.max_length)
-    log.info("SFT on %d examples, %d held out (%s)", len(train), len(held), config.data.train)
-    policy = load_policy(setup.model_path, config.lora, adapter=config.model.adapter, dtype=config.model.dtype,
-                         device=device)
-    loss = sft_loss(policy, tokenizer.pad_token_id, device, packing=cfg.packing, max_length=cfg.max_length)
-    probe = train[: len(held)]  # training examples of the held-out set's size: train loss before/after
-
-    engine = make_engine(config.rollout, str(setup.model_path), device=device, policy=policy)
-    check = held_problems[:FORMAT_CHECK_PROBLEMS]
-
-    def measure() -> dict[str, float]:
-        kw = {"micro_batch_size": cfg.micro_batch_size, "device": device, "bf16": cfg.bf16_autocast}
-        losses = {"train_loss": evaluate(policy, probe, loss, **kw)["loss"],
-                  "eval_loss": evaluate(policy, held, loss, **kw)["loss"]}
-        engine.update_weights(policy)
-        return {**losses, **generation_check(engine, tokenizer, check, config)}
-
-    metrics = train_and_measure(policy, train, loss, cfg, measure=measure, out=out, device=device,
-                                batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
-                                epochs=cfg.epochs, seed=config.seed, desc="sft")
-    engine.close()
-    saved = out / ("adapter" if config.lora.enabled else "model")
-    policy.save_pretrained(saved)
-    tokenizer.save_pretrained(saved)
-    metrics.update(train_examples=len(train), eval_examples=len(held), format_check_problems=len(check),
-                   packing=cfg.packing, output=str(saved), time_s=time.perf_counter() - start)
-    return finish_stage(out, metrics)
