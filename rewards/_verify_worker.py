@@ -15,9 +15,12 @@ Two rules tighten plain math-verify (docs/rewards.md, accuracy):
   powers, radicals, ...) compare exactly: math-verify's numeric shortcut for
   them (a 15-digit ``evalf`` that chops small values, so ``2^{-98}`` = ``2^{-99}``)
   is replaced by an exact comparison, after which its symbolic check runs as
-  before. When either side holds a decimal, both are rounded to the fewest
-  decimal places written in the pair (math-verify's ``float_rounding``), so
-  ``0.33`` = ``\\frac{1}{3}`` and ``0.0000001`` != ``0.0000002``.
+  before. When either side holds a decimal, both are rounded (math-verify's
+  ``float_rounding``) to the gold's written decimal places when the gold is a
+  decimal (the gold decides: ``1.0`` != ``0.95``, ``0.0000001`` != ``0.0000002``),
+  else to the answer's (``0.33`` = ``\\frac{1}{3}``). A decimal answer of zeros
+  (``0.0``) rounds nothing away: it matches only a gold that is zero, so writing
+  fewer digits never earns credit.
 
 Protocol, one line per message: the parent writes a JSON list of
 ``[index, answer, gold]`` items; the worker answers ``ready`` once after its
@@ -39,6 +42,7 @@ from sympy.matrices import MatrixBase
 _GOLD_CACHE_SIZE = 256
 _LATEX_ONLY = [LatexExtractionConfig()]
 _DECIMAL = re.compile(r"\d*\.(\d+)")
+_ZERO_DECIMAL = re.compile(r"[-+]?0*\.0+")
 _DEFAULT_ROUNDING = 6  # math-verify's float_rounding; used only when a decimal appears without a literal
 _library_numeric_eq = grader.sympy_numeric_eq
 
@@ -74,10 +78,20 @@ def decimal_places(*texts: str) -> int:
     return min(places) if places else _DEFAULT_ROUNDING
 
 
+def comparison_places(answer: str, gold: str) -> int:
+    """Decimal places both sides are rounded to: the gold's when it writes a decimal, else the
+    answer's; an all-zero decimal answer (``0.00``) gets none rounded away."""
+    if _DECIMAL.search(gold):
+        return decimal_places(gold)
+    if _ZERO_DECIMAL.fullmatch(answer.strip().strip("$").strip()):
+        return _DEFAULT_ROUNDING
+    return decimal_places(answer)
+
+
 def equivalent(answer: str, gold: str, gold_parsed: list, soft_timeout: int) -> bool:
     """Verdict for ``answer`` against ``gold`` (already parsed as ``gold_parsed``); never raises."""
     try:
-        return bool(verify(gold_parsed, _parse(answer, soft_timeout), float_rounding=decimal_places(answer, gold),
+        return bool(verify(gold_parsed, _parse(answer, soft_timeout), float_rounding=comparison_places(answer, gold),
                            timeout_seconds=soft_timeout))
     except (Exception, TimeoutException):
         return False

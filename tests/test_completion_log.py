@@ -125,3 +125,20 @@ def test_two_step_rl_run_logs_completions_and_eval_stderr(tiny_model_dir, tmp_pa
     assert [r["step"] for r in evaluated] == [0, 2]
     for r in evaluated:  # SE over the 3 held-out problems of per-problem accuracy (2 samples each)
         assert isinstance(r["eval/accuracy_stderr"], float) and 0.0 <= r["eval/accuracy_stderr"] <= 0.5
+
+
+def test_a_term_that_did_not_apply_is_logged_as_none():
+    # a reward may return None for a sample (TRL's "not applicable"); the log keeps it as null
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipeline.core.tracking import completion_rows, completions_markdown
+
+    completion = SimpleNamespace(text="4", token_ids=[1, 2], finish_reason="stop")
+    group = SimpleNamespace(prompt_ids=[5], completions=[completion, completion], rewards=[1.0, 0.0],
+                            components={"accuracy": [1.0, 0.0], "mine": [None, 0.5]})
+    tokenizer = SimpleNamespace(decode=lambda ids, skip_special_tokens=False: "prompt")
+    rows = completion_rows(0, [group], torch.tensor([1.0, -1.0]), tokenizer, 2)
+    assert sorted(row["rewards"]["mine"] is None for row in rows) == [False, True]
+    assert "mine n/a" in completions_markdown(rows)

@@ -148,7 +148,8 @@ def completion_rows(step: int, groups: Sequence[Any], advantages: torch.Tensor, 
             "step": step, "group": gi, "sample": j,
             "prompt": tokenizer.decode(group.prompt_ids, skip_special_tokens=False),
             "completion": completion.text, "reward": float(group.rewards[j]),
-            "rewards": {name: float(values[j]) for name, values in group.components.items()},
+            "rewards": {name: None if values[j] is None else float(values[j])  # None: the term did not apply
+                        for name, values in group.components.items()},
             "advantage": float(advantage), "length": len(completion.token_ids),
             "finish_reason": completion.finish_reason,
         })
@@ -164,7 +165,8 @@ def completions_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
     parts = []
     for row in rows:
-        terms = ", ".join(f"{name} {value:.3g}" for name, value in row["rewards"].items())
+        terms = ", ".join(f"{name} {'n/a' if value is None else format(value, '.3g')}"
+                          for name, value in row["rewards"].items())
         parts.append(
             f"**step {row['step']}, group {row['group']}, sample {row['sample']}**: reward {row['reward']:.3f}"
             f" ({terms}), advantage {row['advantage']:+.3f}, {row['length']} tokens ({row['finish_reason']})"
