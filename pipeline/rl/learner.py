@@ -8,7 +8,8 @@ Its part of one RL step (docs/design.md, "One RL step"), data flowing one way:
    adapter, else a frozen copy), and `V_old` for PPO. When the update is on-policy (one epoch,
    one mini-batch, no critic) `logp_old` is the first forward's detached log-probs: no extra pass.
 2. `update(batch, scores, advantages) -> stats`: `ppo_epochs` x mini-batches of whole groups, each
-   one optimiser step with gradient accumulation over micro-batches normalised over the whole
+   one optimiser step with gradient accumulation over micro-batches (`rl.micro_batch_size` rows,
+   or `rl.micro_batch_tokens` computed positions: `token_budget_split`) normalised over the whole
    mini-batch (§4), clipping, AdamW. The loss is the policy loss (pipeline/algorithms/policy_losses.py)
    plus the KL, entropy and value terms the config asks for. Rows that cannot change the loss
    are not computed (§13): with no KL, entropy or value term every loss term is a multiple of
