@@ -2,7 +2,7 @@
 model FLOPs utilisation, generation against the bandwidth bound, and padding.
 
     .venv/bin/python benchmarks/roofline.py [--adapter runs/bench/sft/adapter] [--prompts 4 --samples 8
-        --max-tokens 160] [--micro-batch-tokens 2048] [--gen-prompts 16 --hf-prompts 2] [--profile] [--tiny]
+        --max-tokens 160] [--micro-batch-tokens 512] [--gen-prompts 16 --hf-prompts 2] [--profile] [--tiny]
 
 One process, in this order (a busy machine moves every rate: the load average is printed; ratios
 measured side by side in one run are what to compare):
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--micro-batch-tokens", type=int, default=2048)
+    parser.add_argument("--micro-batch-tokens", type=int, default=512)
     parser.add_argument("--gen-prompts", type=int, default=16, help="prompts for gen_vs_hf (the issue: 64)")
     parser.add_argument("--hf-prompts", type=int, default=2, help="of those, prompts HF generate runs")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over one more update")

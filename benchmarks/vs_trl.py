@@ -48,7 +48,8 @@ Differences that remain:
   special tokens on, and SmolLM2's tokenizer adds none).
 
 The reward gap of an earlier trial (TRL mean training reward 0.29 vs rlvr 0.60 from the same SFT
-start, 4 steps of 8 x 8): the two systems did not see the same problems. rlvr's trainer reads
+start, 4 steps of 8 x 8): the two systems did not see the same problems (found by reading both
+sides; the race was not re-run after the fix). rlvr's trainer reads
 `rl.levels` (configs/demo.yaml: level 1, one-step arithmetic) for its prompt stream, and the
 benchmark drew TRL's problems from `data.levels` (levels 1-2), so TRL trained on a harder mix
 (levels 1-2 train: 2400 + 1800 problems). `training_problems` now applies `rl.levels` as the

@@ -340,9 +340,10 @@ class RLConfig(OptimConfig):
     """Completions per forward/backward pass (gradient accumulation within a mini-batch)."""
     micro_batch_tokens: int | None = Field(None, ge=1)
     """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`):
-    a mini-batch's rows are ordered by completion length and filled into micro-batches while the
-    positions they compute (distinct prompts x prompt width + rows x completion width, padding
-    included) stay within it, so rows of similar length share a micro-batch and little is padding.
+    a mini-batch's rows are ordered by completion length and cut into the fewest micro-batches of at
+    most this many computed positions (distinct prompts x prompt width + rows x completion width,
+    padding included), among those the ones computing the fewest positions: rows of similar
+    length share a pass. A smaller budget: more passes, less padding.
     The update is the same (the loss is normalised over the mini-batch, docs/algorithms.md §4).
     None = `micro_batch_size` rows per pass."""
     ppo_epochs: int = Field(1, ge=1)

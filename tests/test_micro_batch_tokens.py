@@ -1,6 +1,8 @@
 """`rl.micro_batch_tokens`: micro-batches filled to a token budget compute less padding and
 leave the update unchanged (the loss is normalised over the mini-batch, docs/algorithms.md §4)."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -73,8 +75,23 @@ def test_split_covers_every_row_once_within_the_budget():
             cost, real = computed_positions(prompt[part], lengths[part], groups[part])
             assert real <= cost
             assert cost <= budget or len(part) == 1, (budget, part)
-    assert len(token_budget_split(prompt, lengths, groups, 1000)) == 1
     assert len(token_budget_split(prompt, lengths, groups, 1)) == 12
+
+    def total(parts):
+        return sum(computed_positions(prompt[p], lengths[p], groups[p])[0] for p in parts)
+
+    everything = computed_positions(prompt, lengths, groups)[0]  # 3 * 4 + 12 * 12 = 156
+    fixed = total(list(torch.arange(12).split(4)))  # one group per pass: 4+48 + 2+44 + 3+40 = 141
+    assert (everything, fixed) == (156, 141)
+    order = sorted(range(12), key=lambda i: (-int(lengths[i]), int(groups[i]), i))
+    assert [p.tolist() for p in token_budget_split(prompt, lengths, groups, 1000)] == [order]  # it fits: one pass
+    # a budget of 100: the fewest passes, then the fewest positions, as brute force over the runs finds
+    parts = token_budget_split(prompt, lengths, groups, 100)
+    runs = [[torch.tensor(order[a:b]) for a, b in zip((0,) + cuts, cuts + (12,))]
+            for k in range(12) for cuts in itertools.combinations(range(1, 12), k)]
+    fitting = [r for r in runs if all(computed_positions(prompt[p], lengths[p], groups[p])[0] <= 100 for p in r)]
+    assert (len(parts), total(parts)) == min((len(r), total(r)) for r in fitting)
+    assert total(parts) < fixed  # fewer positions than one group per pass (141)
     # longest first: the first micro-batch holds the longest completion
     assert int(lengths[token_budget_split(prompt, lengths, groups, 40)[0]].max()) == 12
 

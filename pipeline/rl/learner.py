@@ -8,7 +8,8 @@ Its part of one RL step (docs/design.md, "One RL step"), data flowing one way:
    adapter, else a frozen copy), and `V_old` for PPO. When the update is on-policy (one epoch,
    one mini-batch, no critic) `logp_old` is the first forward's detached log-probs: no extra pass.
 2. `update(batch, scores, advantages) -> stats`: `ppo_epochs` x mini-batches of whole groups, each
-   one optimiser step with gradient accumulation over micro-batches normalised over the whole
+   one optimiser step with gradient accumulation over micro-batches (`rl.micro_batch_size` rows,
+   or `rl.micro_batch_tokens` computed positions: `token_budget_split`) normalised over the whole
    mini-batch (§4), clipping, AdamW. The loss is the policy loss (pipeline/algorithms/policy_losses.py)
    plus the KL, entropy and value terms the config asks for. Rows that cannot change the loss
    are not computed (§13): with no KL, entropy or value term every loss term is a multiple of
@@ -78,21 +79,44 @@ def computed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, group
 
 def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor,
                        budget: int) -> list[Tensor]:
-    """Micro-batches (positions into the given [n] rows) whose computed positions stay within
-    `budget` (`rl.micro_batch_tokens`; verl's dynamic batch size): rows by completion length,
-    longest first (a group's rows of one length together), each micro-batch filled until the
-    next row would take it over the budget. A row over the budget on its own is a micro-batch.
+    """Micro-batches (positions into the given [n] rows) of at most `budget` computed positions
+    each (`rl.micro_batch_tokens`; verl's dynamic batch size): the fewest passes, and among those
+    the fewest computed positions (`computed_positions`: padding, and prompts computed once per
+    micro-batch). A smaller budget gives more, narrower passes and less padding.
+
+    Rows are ordered by completion length, longest first (a group's rows of one length
+    together); the micro-batches are runs of that order, found by dynamic programming over the
+    run ends: O(n^2) for n rows.
+    A row over the budget on its own is a micro-batch.
     """
     order = sorted(range(len(groups)), key=lambda i: (-int(completion_lengths[i]), int(groups[i]), i))
-    parts: list[list[int]] = []
-    for i in order:
-        trial = parts[-1] + [i] if parts else [i]
-        if len(trial) > 1 and computed_positions(prompt_lengths[trial], completion_lengths[trial],
-                                                 groups[trial])[0] <= budget:
-            parts[-1] = trial
-        else:
-            parts.append([i])
-    return [torch.tensor(part) for part in parts]
+    prompt = [int(prompt_lengths[i]) for i in order]
+    width = [max(1, int(completion_lengths[i])) for i in order]
+    group = [int(groups[i]) for i in order]
+    best: list[tuple[int, int]] = [(0, 0)] + [(2**62, 0)] * len(order)  # (passes, positions)
+    start = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        seen: set[int] = set()
+        widest_prompt = 0
+        for first in range(end - 1, -1, -1):  # the run order[first:end]; its longest completion is first
+            seen.add(group[first])
+            widest_prompt = max(widest_prompt, prompt[first])
+            rows = end - first
+            if len(seen) == rows:
+                cost = rows * (widest_prompt + width[first])
+            else:
+                cost = len(seen) * widest_prompt + rows * width[first]
+            if cost > budget and rows > 1:
+                break
+            total = (best[first][0] + 1, best[first][1] + cost)
+            if total < best[end]:
+                best[end], start[end] = total, first
+    parts: list[Tensor] = []
+    end = len(order)
+    while end:
+        parts.append(torch.tensor(order[start[end]:end]))
+        end = start[end]
+    return parts[::-1]
 
 
 class Learner:
