@@ -257,6 +257,12 @@ def test_full_fine_tuning_ends_in_final_model(tiny_model_dir, problems_file, tmp
     assert (tmp_path / "rl" / "final" / "model" / "config.json").is_file()
 
 
+@rewards.register("stub_alternating")
+def _alternating(**_params):
+    """0, 1, 0, 1, ...: every group has reward variance, so every step updates the policy."""
+    return lambda completions, **_columns: [float(i % 2) for i in range(len(completions))]
+
+
 @pytest.mark.slow
 def test_a_broken_weight_sync_stops_the_run_with_a_clear_error(tiny_model_dir, problems_file, tmp_path):
     from pipeline.config import LoraConfig
@@ -271,8 +277,13 @@ def test_a_broken_weight_sync_stops_the_run_with_a_clear_error(tiny_model_dir, p
     # the engine starts with the learner's weights (a fresh adapter is the base model) and never takes new ones
     engine = StaleEngine(load_policy(tiny_model_dir, LoraConfig()), load_tokenizer(tiny_model_dir))
     config = _config(tiny_model_dir, problems_file, tmp_path, "rollout.engine=hf", "rollout.sync_check_every=1",
-                     "rl.lr=0.05", "rl.eval_every=0", "rollout.temperature=1.0")
+                     "rl.lr=0.05", "rl.eval_every=0", "rollout.temperature=1.0", "reward.terms=[{name: stub_alternating}]")
     trainer = Trainer(config, engine=engine)
     with pytest.raises(SyncError, match=r"step 0: the rollout engine does not serve the learner's weights"):
         trainer.train_step()
     trainer.close()
+
+    working = Trainer(config.model_copy(update={"output_dir": str(tmp_path / "working")}))  # its own HF engine
+    record = working.train_step()
+    working.close()
+    assert record["sync/logp_diff_max"] == 0.0  # the HF engine serves the learner's module itself
