@@ -156,6 +156,10 @@ def test_fast_paths_skip_the_workers():
     ("\\sqrt{3+2\\sqrt{2}}", "1+\\sqrt{2}", 1.0), ("0.5x", "\\frac{x}{2}", 1.0),
     ("\\frac{1}{2^{98}}", "2^{-98}", 1.0), ("\\sqrt{8}", "2\\sqrt{2}", 1.0), ("\\pi", "\\frac{22}{7}", 0.0),
     ("1.0000001", "1", 0.0), ("0.5", "0.50", 1.0),
+    # fewer digits never earn credit: the gold's written precision decides, zeros round nothing away
+    ("0.0", "0.04", 0.0), ("0.0", "\\frac{1}{36}", 0.0), ("0.00", "10^{-3}", 0.0), ("0.0", "e^{-5}", 0.0),
+    ("0.1", "0.123456", 0.0), ("1.0", "0.95", 0.0), ("0.00", "0.001", 0.0), ("0.3", "0.34", 0.0),
+    ("0.03", "\\frac{1}{36}", 1.0), ("0.0", "0", 1.0), ("0.123456", "0.123456", 1.0),
 ])
 def test_tolerance_is_the_written_precision(accuracy, answer, gold, expected):
     assert accuracy([f"So the answer is $\\boxed{{{answer}}}$."], answer=[gold]) == [expected]
