@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,23 +110,31 @@ def test_export_refuses_a_bad_checkpoint_before_loading(tmp_path, monkeypatch, a
     assert words in str(exit_info.value)
 
 
+_SERVE = """
+import json, sys
+from pipeline.config import RolloutConfig
+from pipeline.rollout import SamplingSettings, VLLMEngine
+engine = VLLMEngine(sys.argv[1], RolloutConfig(gpu_memory_utilization=0.05, max_model_len=256, dtype="float32"),
+                    sync="merged")
+(group,) = engine.generate([[1, 5, 9]], SamplingSettings(n=1, temperature=0.0, max_tokens=4))
+engine.close()
+print(json.dumps(group[0].token_ids))
+"""
+"""Greedy decoding of [1, 5, 9] by vLLM serving the folder argv[1]; prints the token ids as JSON."""
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_vllm_serves_the_exported_folder(trained_adapter, tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
-    from pipeline.config import RolloutConfig
-    from pipeline.rollout import SamplingSettings, VLLMEngine
-
     policy, adapter = trained_adapter
     out = stages.export.export_model(adapter, tiny_model_dir, tmp_path / "export" / "model", dtype="float32")
-    # in its own process: closing a second in-process engine tears down vLLM's process-wide
-    # parallel state, which the session's shared engines (conftest.py) still use
-    engine = VLLMEngine(out, RolloutConfig(gpu_memory_utilization=0.05, max_model_len=256, dtype="float32",
-                                           in_process=False), sync="merged")
-    try:
-        (group,) = engine.generate([[1, 5, 9]], SamplingSettings(n=1, temperature=0.0, max_tokens=4))
-    finally:
-        engine.close()
+    # A child process serves the folder: vLLM's parallel state is process-wide, and closing a second
+    # engine in this process would tear it down under the session's shared engines (conftest.py).
+    served = subprocess.run([sys.executable, "-c", _SERVE, str(out)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, timeout=600)
+    assert served.returncode == 0, served.stderr[-2000:]
+    token_ids = json.loads(served.stdout.strip().splitlines()[-1])
     with torch.no_grad():  # greedy decoding of the adapter itself gives the same tokens
         expected = policy.generate(input_ids=torch.tensor([[1, 5, 9]]), max_new_tokens=4, do_sample=False)
-    assert group[0].token_ids == expected[0, 3:].tolist()[: len(group[0].token_ids)]
+    assert token_ids == expected[0, 3:].tolist()[: len(token_ids)]
