@@ -94,7 +94,7 @@ def test_fewer_groups_per_mini_batch_than_ranks_is_a_config_error(override):
     _config(*override.split(), "cluster.learner_workers=1")  # one process takes any mini-batch
 
 
-STEPS = 8
+STEPS = 40  # long enough that the kill lands mid-run even when every step is fast (all rewards 0)
 
 
 def _run(out, problems, model_dir, *extra, address, log):
@@ -103,8 +103,8 @@ def _run(out, problems, model_dir, *extra, address, log):
             f"data.train={problems}", f"data.test={problems}", f"rl.steps={STEPS}", "rl.prompts_per_step=2",
             "rl.group_size=2", "rl.mini_batch_size=4", "rl.micro_batch_size=2", "rl.eval_every=0",
             "rl.save_every=1", "rollout.engine=hf", "rollout.max_tokens=8", "rollout.temperature=1.0",
-            "reward.workers=1", "rl.bf16_autocast=false", *extra]
-    env = {**os.environ, "PYTHONPATH": REPO, "RAY_ADDRESS": address}
+            "reward.workers=1", "rl.bf16_autocast=false", f"cluster.address={address}", *extra]
+    env = {**os.environ, "PYTHONPATH": REPO}
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
