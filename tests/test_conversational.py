@@ -14,8 +14,8 @@ from pipeline.config import DEFAULT_SYSTEM_PROMPT, load_config
 from pipeline.data.problems import DataError, Problem, load_problems
 from pipeline.core.tokens import prompt_ids, prompt_text, render_prompt
 from pipeline.data.prompts import encode_prompts
-from pipeline.rollout import Completion
 from rewards.registry import _FACTORIES
+from canned_engine import CannedEngine
 
 ADD = [{"role": "user", "content": "Add 3 and 4."}]
 
@@ -125,21 +125,6 @@ TEXTS = ["<think>\n3 + 4 = 7\n</think>\n<answer>\\boxed{7}</answer>", "I think i
          "<think>\nhm\n</think>\n<answer>\\boxed{7}</answer>", "no idea"]
 
 
-class _TextEngine:
-    """Canned completions: completion j of every prompt is TEXTS[j]."""
-
-    version = 0
-
-    def generate(self, prompts, sampling):
-        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], TEXTS[j % len(TEXTS)], "stop") for j in range(sampling.n)]
-                for p in prompts]
-
-    def update_weights(self, model):
-        self.version += 1
-        return self.version
-
-    def close(self):
-        pass
 
 
 @pytest.fixture
@@ -181,7 +166,7 @@ def test_trl_and_open_r1_rewards_run_unchanged_on_conversational_data(tiny_model
     config = _config(tiny_model_dir, data, tmp_path, "data.columns={problem: prompt, answer: solution}",
                      "reward.terms=[{name: trl_format}, {name: open_r1_accuracy}, {name: record_call}, "
                      "{name: picky_call}, {name: format, weight: 0.1, params: {answer: answer_tag, think_tags: true}}]")
-    trainer = Trainer(config, engine=_TextEngine())
+    trainer = Trainer(config, engine=CannedEngine(lambda j: TEXTS[j % len(TEXTS)]))
     trainer.run()
     trainer.close()
     call = next(c for c in recorded if "completions" in c)
@@ -210,7 +195,7 @@ def test_gsm8k_rows_give_the_normalised_answer_and_rendered_prompts(tiny_model_d
             for i in range(2)]
     config = _config(tiny_model_dir, _jsonl(tmp_path / "gsm8k.jsonl", rows), tmp_path,
                      "reward.terms=[{name: record_call}, {name: accuracy}]")
-    trainer = Trainer(config, engine=_TextEngine())
+    trainer = Trainer(config, engine=CannedEngine(lambda j: TEXTS[j % len(TEXTS)]))
     groups, _ = trainer.rollout()
     trainer.close()
     call = recorded[0]

@@ -11,9 +11,9 @@ import rewards
 import rewards.sandbox
 from pipeline.config import load_config
 from pipeline.data.problems import DataError, load_problems
-from pipeline.rollout import Completion
 from pipeline.core.tracking import read_metrics
 from rewards.code import TestSuite, extract_code, outputs_match, parse_tests, values_match
+from canned_engine import CannedEngine
 
 DOUBLE = "```python\nprint(2 * int(input()))\n```"
 CASES = [{"input": "1\n", "output": "2\n"}, {"input": "5", "output": "10"}, {"input": "7", "output": "15"}]
@@ -291,21 +291,6 @@ def test_unsandboxed_opt_in(no_namespaces, caplog):
 # ---- in the RL stage ------------------------------------------------------------------------
 
 
-class _CodeEngine:
-    """Canned completions: odd completions hold a program doubling its input, even ones no code."""
-
-    version = 0
-
-    def generate(self, prompts, sampling):
-        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], DOUBLE if j % 2 else "no code", "stop")
-                 for j in range(sampling.n)] for p in prompts]
-
-    def update_weights(self, model):
-        self.version += 1
-        return self.version
-
-    def close(self):
-        pass
 
 
 def _code_config(tiny_model_dir, tmp_path, code_params="{timeout: 2.0}"):
@@ -325,7 +310,7 @@ def test_first_metrics_record_carries_the_sandbox_level(tiny_model_dir, tmp_path
     from pipeline.rl.trainer import Trainer
 
     config = _code_config(tiny_model_dir, tmp_path, "{timeout: 2.0, allow_unsandboxed: true}")
-    trainer = Trainer(config, engine=_CodeEngine())
+    trainer = Trainer(config, engine=CannedEngine(lambda j: DOUBLE if j % 2 else "no code"))
     trainer.run()
     trainer.close()
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
@@ -340,7 +325,7 @@ def test_weak_isolation_refuses_before_the_model_loads(tiny_model_dir, tmp_path,
 
     monkeypatch.setattr(pipeline.rl.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match="allow_unsandboxed"):
-        Trainer(_code_config(tiny_model_dir, tmp_path), engine=_CodeEngine())
+        Trainer(_code_config(tiny_model_dir, tmp_path), engine=CannedEngine(lambda j: DOUBLE if j % 2 else "no code"))
 
 
 def test_a_hostile_return_value_scores_zero(code_reward):

@@ -10,7 +10,7 @@ import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, group_advantages
 from pipeline.config import ConfigError, load_config
 from pipeline.rl.reward_checks import NonFiniteRewardError, finite_samples
-from pipeline.rollout import Completion
+from canned_engine import CannedEngine
 
 NAN, INF = float("nan"), float("inf")
 
@@ -45,21 +45,6 @@ def test_mask_policy_flags_the_non_finite_samples():
 
 # --- the trainer: error before any update, or masked samples that leave the weights finite
 
-class _CannedEngine:
-    """Completion j of every prompt is the text `answer j` (tokens 100 + j, EOS)."""
-
-    version = 0
-
-    def generate(self, prompts, sampling):
-        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], f"answer {j}", "stop") for j in range(sampling.n)]
-                for p in prompts]
-
-    def update_weights(self, model):
-        self.version += 1
-        return self.version
-
-    def close(self):
-        pass
 
 
 @rewards.register("stub_nan_second")
@@ -89,7 +74,7 @@ def _trainer(tiny_model_dir, problems_file, tmp_path, *overrides):
         "rl.mini_batch_size=8", "rl.micro_batch_size=8", "rl.eval_every=0", "rl.lr=1e-2",
         "rollout.max_tokens=4", "reward.workers=1", "rl.bf16_autocast=false",
         "reward.terms=[{name: stub_nan_second}, {name: format, weight: 0.1}]", *overrides])
-    return Trainer(config, engine=_CannedEngine())
+    return Trainer(config, engine=CannedEngine())
 
 
 def test_non_finite_reward_is_an_error_by_default(tiny_model_dir, problems_file, tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import rewards
 import stages.rl
 from pipeline.config import load_config
-from pipeline.rollout import Completion
 from pipeline.core.tracking import read_metrics
 from pipeline.rl.trainer import Group, Trainer, sample_groups
+from canned_engine import CannedEngine
 
 PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"]
 
@@ -84,21 +84,6 @@ def test_two_steps_through_vllm_for_each_preset(shared_engine, tiny_model_dir, p
     assert (tmp_path / "rl" / "metrics.png").is_file()
 
 
-class _StubEngine:
-    """Canned completions: completion j of every prompt is the text `answer j`."""
-
-    version = 0
-
-    def generate(self, prompts, sampling):
-        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], f"answer {j}", "stop") for j in range(sampling.n)]
-                for p in prompts]
-
-    def update_weights(self, model):
-        self.version += 1
-        return self.version
-
-    def close(self):
-        pass
 
 
 @rewards.register("stub_half_uniform")
@@ -115,7 +100,7 @@ def test_dynamic_sampling_drops_uniform_groups(tiny_model_dir, problems_file, tm
     config = _config(tiny_model_dir, problems_file, tmp_path, "algorithm.preset=dapo",
                      "algorithm.max_num_gen_batches=5", "rl.prompts_per_step=4", "rl.mini_batch_size=16",
                      "reward.terms=[{name: stub_half_uniform}]")
-    trainer = Trainer(config, engine=_StubEngine())
+    trainer = Trainer(config, engine=CannedEngine())
     groups, stats = trainer.rollout()
     assert len(groups) == 4 and all(g.has_signal for g in groups)
     assert stats["sampling/gen_batches"] >= 2  # half the prompts have no signal: one batch is not enough
@@ -172,7 +157,7 @@ def test_rl_levels_narrow_the_problems_rl_trains_and_evaluates_on(tiny_model_dir
     leveled.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i), "level": 1 + i % 2})
                                + "\n" for i in range(16)))
     config = _config(tiny_model_dir, leveled, tmp_path, "data.levels=[1, 2]", "rl.levels=[2]")
-    trainer = Trainer(config, engine=_StubEngine())
+    trainer = Trainer(config, engine=CannedEngine())
     assert {p.level for p in trainer.train} == {p.level for p in trainer.test} == {2}
     trainer.close()
 
@@ -207,7 +192,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_f
 
 def test_evaluation_of_step_s_sees_the_policy_after_s_updates(tiny_model_dir, problems_file, tmp_path, monkeypatch):
     config = _config(tiny_model_dir, problems_file, tmp_path, "rl.steps=2", "rl.eval_every=1")
-    trainer = Trainer(config, engine=_StubEngine())
+    trainer = Trainer(config, engine=CannedEngine())
     pushed_at_start = trainer.engine.version
     monkeypatch.setattr(trainer, "evaluate",
                         lambda: {"eval/accuracy": float(trainer.engine.version - pushed_at_start)})
@@ -225,7 +210,7 @@ def test_a_new_run_into_an_earlier_runs_folder_loses_nothing(tiny_model_dir, pro
     from pipeline.core.checkpoint import latest_checkpoint
     from pipeline.rl.trainer import Trainer
 
-    monkeypatch.setattr(pipeline.rl.trainer, "make_engine", lambda *a, **k: _StubEngine())
+    monkeypatch.setattr(pipeline.rl.trainer, "make_engine", lambda *a, **k: CannedEngine())
     base = ("rl.eval_every=0", "reward.terms=[{name: stub_half_uniform}]")
     stages.rl.run(_config(tiny_model_dir, problems_file, tmp_path, *base, "rl.steps=2", "rl.keep_checkpoints=1"))
     out = tmp_path / "rl"
@@ -249,7 +234,7 @@ def test_a_new_run_into_an_earlier_runs_folder_loses_nothing(tiny_model_dir, pro
 def test_full_fine_tuning_ends_in_final_model(tiny_model_dir, problems_file, tmp_path, monkeypatch):
     import pipeline.rl.trainer
 
-    monkeypatch.setattr(pipeline.rl.trainer, "make_engine", lambda *a, **k: _StubEngine())
+    monkeypatch.setattr(pipeline.rl.trainer, "make_engine", lambda *a, **k: CannedEngine())
     config = _config(tiny_model_dir, problems_file, tmp_path, "rl.eval_every=0", "rl.steps=1", "lora.enabled=false",
                      "reward.terms=[{name: stub_half_uniform}]")
     result = stages.rl.run(config)
