@@ -1,0 +1,151 @@
+"""Error messages a user can act on: every valid key, and the key a TRL or verl user probably meant."""
+
+from __future__ import annotations
+
+import difflib
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.config.schema import Config
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of `model`; a union of sections (`algorithm.policy_loss`) gives each member's keys."""
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        for sub in _sections_of(field.annotation):
+            keys.extend(_valid_keys(sub, f"{prefix}{name}."))
+    return list(dict.fromkeys(keys))
+
+
+def _sections_of(annotation: Any) -> list[type[BaseModel]]:
+    """The section classes a field holds: itself, or the members of a (discriminated) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return [sub for arg in get_args(annotation) for sub in _sections_of(arg)]
+    return []
+
+
+STAGE_SECTIONS = ("rl", "sft", "reward_model", "dpo", "eval")
+"""Sections that belong to one stage; `{stage}` in FOREIGN_NAMES stands for one of them."""
+
+_OWN_BATCH = {"rl": "rl.micro_batch_size", "sft": "sft.micro_batch_size",
+              "reward_model": "reward_model.batch_size", "dpo": "dpo.batch_size"}
+_SAMPLING = {"eval": "eval.{leaf}", "*": "rollout.{leaf}"}
+
+FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
+    # TRL (GRPOConfig, SFTConfig, DPOConfig, RewardConfig, peft) and verl names -> ours. A dict maps
+    # the stage's section (or "*": any other) to the key; `{stage}` is the stage's own section.
+    "num_generations": "rl.group_size", "rollout.n": "rl.group_size", "n": {"eval": "eval.n", "*": "rl.group_size"},
+    "beta": {"dpo": "dpo.beta", "*": "algorithm.kl_coef"},
+    "kl_coef": "algorithm.kl_coef", "kl_loss_coef": "algorithm.kl_coef", "init_kl_coef": "algorithm.kl_coef",
+    "use_kl_loss": "algorithm.kl_coef", "kl_loss_type": "algorithm.kl_estimator", "kl_penalty": "algorithm.kl_estimator",
+    "use_kl_in_reward": "algorithm.kl_in_reward", "entropy_coeff": "algorithm.entropy_coef",
+    "learning_rate": "{stage}.lr", "lr": "{stage}.lr",
+    "max_completion_length": {"eval": "eval.max_tokens", "*": "rollout.max_tokens"},
+    "max_response_length": {"eval": "eval.max_tokens", "*": "rollout.max_tokens"},
+    "response_length": {"eval": "eval.max_tokens", "*": "rollout.max_tokens"},
+    "max_new_tokens": {"eval": "eval.max_tokens", "*": "rollout.max_tokens"},
+    "max_prompt_length": "data.max_prompt_tokens", "max_length": "{stage}.max_length",
+    "max_seq_length": "{stage}.max_length",
+    "epsilon": "algorithm.policy_loss.eps", "epsilon_low": "algorithm.policy_loss.eps_low",
+    "epsilon_high": "algorithm.policy_loss.eps_high", "clip_ratio": "algorithm.policy_loss.eps",
+    "cliprange": "algorithm.policy_loss.eps", "clip_ratio_low": "algorithm.policy_loss.eps_low",
+    "clip_ratio_high": "algorithm.policy_loss.eps_high", "clip_ratio_c": "algorithm.policy_loss.dual_clip_c",
+    "delta": "algorithm.policy_loss.dual_clip_c",
+    # our own flat keys before the losses' typed settings (algorithm.eps_high -> algorithm.policy_loss.eps_high)
+    **{f"algorithm.{key}": f"algorithm.policy_loss.{key}"
+       for key in ("eps", "eps_low", "eps_high", "dual_clip_c", "tau_pos", "tau_neg")},
+    # our own flat keys before the corrections' typed settings (algorithm.tis_cap -> algorithm.correction.cap)
+    "algorithm.tis": "algorithm.correction", "algorithm.tis_cap": "algorithm.correction.cap",
+    "algorithm.tis_lower": "algorithm.correction.lower", "algorithm.tis_upper": "algorithm.correction.upper",
+    # TRL (vllm_importance_sampling_*), verl (rollout_correction.rollout_is/rs*, tis_imp_ratio_cap), ms-swift
+    "vllm_importance_sampling_correction": "algorithm.correction",
+    "vllm_importance_sampling_mode": "algorithm.correction",
+    "vllm_importance_sampling_cap": "algorithm.correction.cap",
+    "rollout_correction": "algorithm.correction", "rollout_is": "algorithm.correction",
+    "rollout_rs": "algorithm.correction", "rollout_is_threshold": "algorithm.correction.cap",
+    "rollout_rs_threshold": "algorithm.correction.upper",
+    "rollout_rs_threshold_lower": "algorithm.correction.lower", "tis_imp_ratio_cap": "algorithm.correction.cap",
+    "rollout_importance_sampling_mode": "algorithm.correction",
+    "rollout_importance_sampling_threshold": "algorithm.correction.cap",
+    "temperature": _SAMPLING, "top_p": _SAMPLING, "top_k": "rollout.top_k",
+    "per_device_train_batch_size": _OWN_BATCH, "ppo_micro_batch_size": "rl.micro_batch_size",
+    "ppo_micro_batch_size_per_gpu": "rl.micro_batch_size", "micro_batch_size": _OWN_BATCH,
+    "gradient_accumulation_steps": {"rl": "rl.mini_batch_size", "*": "{stage}.batch_size"},
+    "ppo_mini_batch_size": "rl.mini_batch_size",
+    "use_dynamic_bsz": "rl.micro_batch_tokens", "ppo_max_token_len_per_gpu": "rl.micro_batch_tokens",
+    "train_batch_size": {"rl": "rl.prompts_per_step", "*": "{stage}.batch_size"},
+    "generation_batch_size": "rl.prompts_per_step",
+    "batch_size": {"rl": "rl.prompts_per_step", "*": "{stage}.batch_size"},
+    "num_train_epochs": {"rl": "rl.steps", "*": "{stage}.epochs"},
+    "total_epochs": {"rl": "rl.steps", "*": "{stage}.epochs"},
+    "epochs": {"rl": "rl.steps", "*": "{stage}.epochs"},
+    "max_steps": "rl.steps", "total_training_steps": "rl.steps",
+    "num_iterations": "rl.ppo_epochs", "ppo_epochs": "rl.ppo_epochs",
+    "warmup_ratio": "{stage}.warmup_steps", "lr_warmup_steps": "{stage}.warmup_steps",
+    "lr_scheduler_type": "{stage}.lr_schedule", "bf16": "{stage}.bf16_autocast",
+    "grad_clip": "{stage}.max_grad_norm",
+    "loss_type": "algorithm.loss_agg", "loss_agg_mode": "algorithm.loss_agg",
+    "adv_estimator": "algorithm.advantage", "scale_rewards": "algorithm.advantage",
+    "norm_adv_by_std_in_grpo": "algorithm.advantage",
+    "mask_truncated_completions": "algorithm.overlong_filter", "overlong_filtering": "algorithm.overlong_filter",
+    "reward_funcs": "reward.terms", "reward_weights": "reward.terms",
+    "model_name_or_path": "model.name", "model_path": "model.name", "torch_dtype": "model.dtype",
+    "lora_r": "lora.rank", "r": "lora.rank", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "lora_target_modules": "lora.target_modules", "use_peft": "lora.enabled",
+    "use_vllm": "rollout.engine", "vllm_mode": "rollout.engine",
+    "vllm_gpu_memory_utilization": "rollout.gpu_memory_utilization",
+    "vllm_max_model_length": "rollout.max_model_len",
+    "save_steps": "rl.save_every", "save_freq": "rl.save_every", "eval_steps": "rl.eval_every",
+    "test_freq": "rl.eval_every", "seed": {"eval": "eval.seed", "*": "seed"},
+    "dataset_name": {"eval": "eval.dataset", "*": "data.train"}, "train_files": "data.train",
+    "val_files": "data.test", "eval_dataset": "data.test", "dataset_train_split": "data.split",
+}
+
+
+def _hints(key: str, valid: list[str], section: str | None) -> list[str]:
+    """Valid keys a user probably meant by the unknown `key`, for the stage whose own section is `section`.
+
+    In order: a TRL/verl name (FOREIGN_NAMES), the same name under another section, a close spelling.
+    The section the key was written under (`dpo.beta`) wins over the stage's.
+    """
+    parts = key.split(".")
+    leaf, where = parts[-1], parts[0] if len(parts) > 1 and parts[0] in STAGE_SECTIONS else section
+    entry = FOREIGN_NAMES.get(".".join(parts[-2:])) or FOREIGN_NAMES.get(leaf)
+    if entry is not None:
+        options = [entry] if isinstance(entry, str) else (
+            [entry.get(where, entry.get("*", ""))] if where else list(entry.values()))
+        found = []
+        for option in options:
+            stages = [where] if where and "{stage}" in option else STAGE_SECTIONS
+            found += [option.format(stage=s, leaf=leaf) for s in stages]
+        found = [k for k in dict.fromkeys(found) if k in valid]
+        if found:
+            return found
+    same_leaf = [k for k in valid if k.endswith("." + leaf) or k == leaf]
+    if same_leaf:
+        own = [k for k in same_leaf if k.split(".")[0] == where]
+        return own or same_leaf
+    return difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+
+
+def explain(error: ValidationError, section: str | None = None) -> str:
+    lines = []
+    valid = _valid_keys(Config)
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        if item["type"] == "extra_forbidden":
+            close = _hints(key, valid, section)
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            lines.append(f"unknown key {key!r}{hint}")
+        else:
+            where = f"{key}: " if key else ""
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}{message} (got {item.get('input')!r})")
+    return "; ".join(lines)
+

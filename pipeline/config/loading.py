@@ -1,0 +1,123 @@
+"""Config files in and out: YAML recipes plus `key=value` overrides, and commented YAML back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.config.algorithm import TYPED_KEYS
+from pipeline.config.base import ConfigError
+from pipeline.config.hints import explain
+from pipeline.config.schema import Config
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[leaf] = _parse_scalar(raw)
+    return tree
+
+
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _parse_scalar(raw: str) -> Any:
+    """YAML parsing, plus `2e-6` as a float (YAML 1.1 reads exponents without a dot as text)."""
+    value = yaml.safe_load(raw) if raw else ""
+    if isinstance(value, str) and _EXPONENT.fullmatch(value):
+        return float(value)
+    return value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _typed_as_mapping(data: dict[str, Any]) -> dict[str, Any]:
+    """`algorithm.policy_loss: dapo` as `{type: dapo}` (likewise `correction`), so
+    `algorithm.policy_loss.eps_high=0.3` given elsewhere merges into it instead of replacing it."""
+    algorithm = data.get("algorithm")
+    if not isinstance(algorithm, dict):
+        return data
+    named = {key: {"type": algorithm[key]} for key in TYPED_KEYS if isinstance(algorithm.get(key), str)}
+    return {**data, "algorithm": {**algorithm, **named}} if named else data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                section: str | None = None) -> Config:
+    """Load a YAML recipe (optional), apply `key=value` overrides, validate everything.
+
+    `section` is the running stage's own section (`rl`, `dpo`, ...): an unknown key's hint
+    points there (`learning_rate` -> `dpo.lr` under `rlvr dpo`). Raises ConfigError.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data = _merge(_typed_as_mapping(data), _typed_as_mapping(parse_overrides(overrides or [])))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(source + explain(exc, section)) from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
+
+
+def commented_yaml(config: BaseModel, keys: Sequence[str] | None = None) -> str:
+    """`config` as YAML that `load_config` reads back, each key under a comment (its docstring).
+
+    `keys` selects and orders the top-level keys (default: all), e.g. the sections a stage reads.
+    """
+    lines: list[str] = []
+    _emit_yaml(config, list(keys) if keys is not None else list(type(config).model_fields), "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def _emit_yaml(model: BaseModel, names: list[str], indent: str, lines: list[str]) -> None:
+    fields, plain = type(model).model_fields, model.model_dump()
+    for name in names:
+        description = fields[name].description or ""
+        lines += [f"{indent}# {line.strip()}".rstrip() for line in description.splitlines()]
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:")
+            _emit_yaml(value, list(type(value).model_fields), indent + "  ", lines)
+        else:
+            lines.append(f"{indent}{name}: {yaml_value(plain[name])}")
+
+
+def yaml_value(value: Any) -> str:
+    """A plain value as one line of YAML flow style (`[1, 2]`, `null`, `runs/demo`)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"), sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...")

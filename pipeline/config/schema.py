@@ -1,0 +1,72 @@
+"""`Config`: the root of the schema, one field per section, and the checks that span sections."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.algorithm import AlgorithmConfig
+from pipeline.config.base import Section
+from pipeline.config.sections import (ClusterConfig, DataConfig, LoraConfig, ModelConfig, RewardConfig,
+                                      RolloutConfig)
+from pipeline.config.stages import DPOConfig, EvalConfig, RewardModelConfig, RLConfig, SFTConfig
+
+
+class Config(Section):
+    """Everything a stage reads: top-level keys and one section per concern."""
+
+    output_dir: str = "runs/demo"
+    """Each stage writes its own folder under this one (sft/, rl/, eval/, ...)."""
+    seed: int = 0
+    """Seed of data selection, sampling and initialisation."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the learner runs; `auto`: cuda when available."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The base model and the checkpoint a stage starts from."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """The LoRA adapter every training stage trains."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Training and held-out problems."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    """Sampling completions and weight sync."""
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    """The RL algorithm (preset plus overrides)."""
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    """The verifiable reward."""
+    rl: RLConfig = Field(default_factory=RLConfig)
+    """The RL stage."""
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    """The SFT stage."""
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    """The reward-model stage."""
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    """The DPO stage."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """The eval stage."""
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Where the work runs: rollout workers and learner ranks (one of each: this process, no Ray)."""
+
+    @model_validator(mode="after")
+    def _check_algorithm(self) -> Config:
+        if self.algorithm.group_advantage and self.rl.group_size < 2:
+            raise ValueError(
+                f"rl.group_size={self.rl.group_size}: advantage {self.algorithm.advantage!r} "
+                "compares completions within a group and needs rl.group_size >= 2"
+            )
+        ranks, groups = self.cluster.learner_workers, self.rl.mini_batch_size / self.rl.group_size
+        if ranks > 1 and not (groups.is_integer() and groups >= ranks):
+            raise ValueError(
+                f"cluster.learner_workers={ranks}: each rank computes whole groups of every mini-batch, so "
+                f"rl.mini_batch_size={self.rl.mini_batch_size} must be a multiple of "
+                f"rl.group_size={self.rl.group_size} holding at least {ranks} groups"
+            )
+        if self.rollout.temperature == 0 and self.rl.group_size > 1:
+            raise ValueError(
+                f"rollout.temperature=0 decodes greedily: the rl.group_size={self.rl.group_size} "
+                "completions of a prompt would be identical (no learning signal); set "
+                "rollout.temperature > 0"
+            )
+        return self
+
+
