@@ -57,8 +57,8 @@ from benchmarks.rollout import math_problems, timed_generate  # noqa: E402
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.core.models import bf16_is_native, resolve_device  # noqa: E402
-from pipeline.rl.batch import RolloutBatch  # noqa: E402
-from pipeline.rl.learner import Learner, computed_positions  # noqa: E402
+from pipeline.learner.batch import RolloutBatch  # noqa: E402
+from pipeline.learner.learner import Learner, computed_positions  # noqa: E402
 from pipeline.rl.trainer import Trainer  # noqa: E402
 
 

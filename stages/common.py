@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pipeline.config import Config, ConfigError, DataError, commented_yaml, load_config, yaml_value
 from pipeline.core.models import ModelError
 from pipeline.rollout import EngineUnavailable
-from pipeline.rl.data_parallel import LearnerRankError
+from pipeline.learner.data_parallel import LearnerRankError
 from stages.catalog import COMMANDS, COMMON_KEYS, STAGES
 from stages.preflight import preflight
 

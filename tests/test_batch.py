@@ -1,4 +1,4 @@
-"""The rollout batch one RL step hands on (pipeline/rl/batch.py): layout, engine log-probs, rewards,
+"""The rollout batch one RL step hands on (pipeline/learner/batch.py): layout, engine log-probs, rewards,
 and DAPO's overlong filter (docs/algorithms.md §7)."""
 
 import dataclasses
@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.rl.batch import build_batch
+from pipeline.learner.batch import build_batch
 
 PROMPTS = [[5, 6], [5, 6], [7], [7]]
 COMPLETIONS = [[10, 11, 12], [13], [14, 15], [16, 17, 18]]

@@ -16,8 +16,8 @@ from pipeline.core.checkpoint import latest_checkpoint, load_state
 from pipeline.core.forward import collate
 from pipeline.core.tracking import read_metrics
 from pipeline.algorithms.advantages import Advantages
-from pipeline.rl.batch import RolloutBatch
-from pipeline.rl.learner import Learner, _group_order
+from pipeline.learner.batch import RolloutBatch
+from pipeline.learner.learner import Learner, _group_order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANKS = ["cluster.learner_workers=2", "cluster.cpus_per_learner_worker=0.5", "cluster.collective_timeout_s=20"]

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-import pipeline.rl.learner
+import pipeline.learner.learner
 from pipeline.algorithms.advantages import Advantages
-from pipeline.rl.batch import RolloutBatch
+from pipeline.learner.batch import RolloutBatch
 from pipeline.config import load_config
 from pipeline.core.forward import collate
-from pipeline.rl.learner import Learner
+from pipeline.learner.learner import Learner
 
 
 def _config(*overrides):
@@ -259,7 +259,7 @@ def _first_gradient(model_dir, monkeypatch, entropy_coef):
         optimizer.zero_grad()
         return 0.0
 
-    monkeypatch.setattr(pipeline.rl.learner, "clip_and_step", capture)
+    monkeypatch.setattr(pipeline.learner.learner, "clip_and_step", capture)
     torch.manual_seed(0)
     learner = Learner(_config("algorithm.preset=dapo", f"algorithm.entropy_coef={entropy_coef}"), str(model_dir),
                       torch.device("cpu"), 10)

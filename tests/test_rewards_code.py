@@ -320,10 +320,10 @@ def test_first_metrics_record_carries_the_sandbox_level(tiny_model_dir, tmp_path
 
 
 def test_weak_isolation_refuses_before_the_model_loads(tiny_model_dir, tmp_path, no_namespaces, monkeypatch):
-    import pipeline.rl.learner
+    import pipeline.learner.learner
     from pipeline.rl.trainer import Trainer
 
-    monkeypatch.setattr(pipeline.rl.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(pipeline.learner.learner, "load_policy", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match="allow_unsandboxed"):
         Trainer(_code_config(tiny_model_dir, tmp_path), engine=CannedEngine(lambda j: DOUBLE if j % 2 else "no code"))
 

@@ -1,7 +1,7 @@
 """The data-parallel learner on Ray (docs/design.md, "Scaling out").
 
 `LearnerGroup` starts `cluster.learner_workers` ranks, each a Ray actor (`LearnerRank`) holding a
-`pipeline.rl.learner.Learner`, placed by one placement group and joined by torch.distributed
+`pipeline.learner.learner.Learner`, placed by one placement group and joined by torch.distributed
 (gloo on CPU, NCCL on GPU, `timeout=cluster.collective_timeout_s`). It has the Learner's
 interface as the trainer uses it, so the one-way step reads the same:
 
@@ -10,7 +10,7 @@ interface as the trainer uses it, so the one-way step reads the same:
     engine.update_weights(group.model)        # a replica here, refreshed from rank 0 after each update
 
 The batch goes through the object store once per step; every rank holds all of it and draws the
-same shuffle order (pipeline/rl/data_parallel.py). Rank 0 writes checkpoints in one Learner's
+same shuffle order (pipeline/learner/data_parallel.py). Rank 0 writes checkpoints in one Learner's
 format, so a run resumes with any number of ranks. A rank that dies (or a collective that times
 out) stops the run with `LearnerRankError`: an update needs every rank, and the last checkpoint
 is where `--resume` continues.
@@ -34,9 +34,9 @@ from torch import Tensor
 from pipeline.config import Config
 from pipeline.core.models import load_policy, resolve_device
 from pipeline.algorithms.advantages import Advantages
-from pipeline.rl.batch import PolicyScores, RolloutBatch
-from pipeline.rl.data_parallel import LearnerRankError
-from pipeline.rl.learner import Learner
+from pipeline.learner.batch import PolicyScores, RolloutBatch
+from pipeline.learner.data_parallel import LearnerRankError
+from pipeline.learner.learner import Learner
 
 ACTOR_PREFIX = "rlvr-learner"
 """Ranks are named actors `<prefix>-<group id>-<rank>` (ray.util.list_named_actors finds them)."""

@@ -1,1 +1,3 @@
-"""The RL step: trainer loop, learner, rollout batch (docs/design.md, "One RL step")."""
+"""The RL loop: rollouts, rewards, advantages and the learner's update, one step after another
+(docs/design.md, "One RL step"). It drives pipeline/learner and pipeline/rollout, or their Ray
+versions in pipeline/cluster."""

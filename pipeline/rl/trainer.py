@@ -28,13 +28,13 @@ from tqdm import tqdm
 import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
 from pipeline.cluster import RayRuntime, RolloutPool, make_pool, uses_pool
-from pipeline.rl.batch import RolloutBatch, build_batch
+from pipeline.learner.batch import RolloutBatch, build_batch
 from pipeline.core.checkpoint import checkpoint_run, latest_checkpoint, load_state, new_run_id, save_final
 from pipeline.config import Config, save_config
 from pipeline.data.problems import load_problems_for
 from pipeline.eval.evaluation import evaluate_problems
 from pipeline.cluster.learner_group import LearnerGroup
-from pipeline.rl.learner import Learner
+from pipeline.learner.learner import Learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.rl.reward_checks import finite_samples

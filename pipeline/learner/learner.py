@@ -19,7 +19,7 @@ Every forward computes a group's shared prompt once (`shared_prompt_forward`).
 
 As one of W data-parallel ranks (`rank`, `world_size`; pipeline/cluster/learner_group.py) it scores
 and computes its share of whole groups (`shard_groups`), normalises by the whole mini-batch, and
-sums gradients over the ranks before each step (pipeline/rl/data_parallel.py): every rank takes the
+sums gradients over the ranks before each step (pipeline/learner/data_parallel.py): every rank takes the
 one-process step.
 """
 
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from pipeline.algorithms.advantages import Advantages
-from pipeline.rl.batch import PolicyScores, RolloutBatch
+from pipeline.learner.batch import PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.core.checkpoint import save_checkpoint
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
@@ -41,7 +41,7 @@ from pipeline.core.models import load_policy
 from pipeline.core.optim import autocast, build_optimizer, build_scheduler, clip_and_step
 from pipeline.algorithms.policy_losses import policy_loss
 from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
-from pipeline.rl.data_parallel import all_reduce_gradients, gather_objects, shard_groups
+from pipeline.learner.data_parallel import all_reduce_gradients, gather_objects, shard_groups
 
 
 def _mean_stats(parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
