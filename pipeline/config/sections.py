@@ -169,8 +169,12 @@ class ClusterConfig(Section):
     gpus_per_learner_worker: float = Field(0.0, ge=0.0)
     """GPUs Ray reserves for each learner rank."""
     colocate: bool = False
-    """One rollout worker and one learner rank share each GPU (equal counts required); the engine
-    releases its memory during the update (vLLM sleep mode). False: separate pools."""
+    """One rollout worker and one learner rank share each GPU: one Ray bundle per GPU holds rollout
+    worker i and learner rank i (equal counts; `gpus_per_rollout_worker + gpus_per_learner_worker`
+    at most 1, both set, e.g. 0.5 each; without GPUs both 0 and the pair shares its bundle's CPUs).
+    The engine sleeps through each update (vLLM sleep mode) and wakes before the next generation.
+    At one of each without an address: the single process, its engine sleeping the same way.
+    False: separate pools."""
     collective_timeout_s: float = Field(60.0, gt=0.0)
     """A gradient all-reduce whose peer died fails after this many seconds (not gloo's 30 minutes)."""
     rollout_timeout_s: float = Field(600.0, gt=0.0)
@@ -191,8 +195,19 @@ class ClusterConfig(Section):
 
     @model_validator(mode="after")
     def _check_colocate(self) -> "ClusterConfig":
-        if self.colocate and self.rollout_workers != self.learner_workers:
-            raise ValueError(f"colocate needs rollout_workers == learner_workers "
+        """docs/design.md, "Scaling out": a colocated pair shares one bundle, one GPU or none."""
+        if not self.colocate:
+            return self
+        if self.rollout_workers != self.learner_workers:
+            raise ValueError(f"colocate needs rollout_workers == learner_workers, one pair per GPU "
                              f"(got {self.rollout_workers} and {self.learner_workers})")
+        gpus = (self.gpus_per_rollout_worker, self.gpus_per_learner_worker)
+        if (gpus[0] > 0) != (gpus[1] > 0):
+            raise ValueError(f"colocate shares each GPU between a rollout worker and a learner rank: set both "
+                             f"gpus_per_rollout_worker and gpus_per_learner_worker (e.g. 0.5 each) or neither "
+                             f"(got {gpus[0]:g} and {gpus[1]:g})")
+        if sum(gpus) > 1:
+            raise ValueError(f"colocate puts a rollout worker and a learner rank on one GPU: "
+                             f"gpus_per_rollout_worker + gpus_per_learner_worker must be at most 1 "
+                             f"(got {gpus[0]:g} + {gpus[1]:g})")
         return self
-
