@@ -1,7 +1,8 @@
 """The data-parallel learner on Ray (docs/design.md, "Scaling out").
 
 `LearnerGroup` starts `cluster.learner_workers` ranks, each a Ray actor (`LearnerRank`) holding a
-`pipeline.learner.learner.Learner`, placed by one placement group and joined by torch.distributed
+`pipeline.learner.learner.Learner`, placed by one placement group (its own, or with `cluster.colocate`
+the run's colocated `Bundles`: rank i in bundle i, next to rollout worker i) and joined by torch.distributed
 (gloo on CPU, NCCL on GPU, `timeout=cluster.collective_timeout_s`). It has the Learner's
 interface as the trainer uses it, so the one-way step reads the same:
 
@@ -27,11 +28,10 @@ from typing import Any
 import ray
 import torch
 import torch.distributed as dist
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from torch import Tensor
 
-from pipeline.config import Config
+from pipeline.cluster.placement import Bundles
+from pipeline.config import ClusterConfig, Config
 from pipeline.core.models import load_policy, resolve_device
 from pipeline.algorithms.advantages import Advantages
 from pipeline.learner.batch import PolicyScores, RolloutBatch
@@ -103,38 +103,44 @@ class LearnerGroup:
     """`cluster.learner_workers` data-parallel ranks behind the Learner's interface. Ray must be
     running (or is started locally by the first actor); the ranks stop on `close`."""
 
-    def __init__(self, config: Config, model_path: str, device: torch.device, total_updates: int):
-        """Place and start the ranks, join them, and load the replica `model` on `device` (what the
-        engine syncs from and the final weights are saved from). Raises LearnerRankError when the
-        cluster cannot place the ranks within `cluster.collective_timeout_s` or a rank fails to start."""
+    def __init__(self, config: Config, model_path: str, device: torch.device, total_updates: int,
+                 bundles: Bundles | None = None):
+        """Place and start the ranks (rank i in bundle i of `bundles` when given, else in a PACK
+        placement group of the group's own), join them, and load the replica `model` on `device`
+        (what the engine syncs from and the final weights are saved from). Raises LearnerRankError
+        when the cluster cannot place the ranks within `cluster.collective_timeout_s` or a rank
+        fails to start."""
         cluster = config.cluster
         self.config = config
         self.world_size = cluster.learner_workers
         self.name = f"{ACTOR_PREFIX}-{uuid.uuid4().hex[:8]}"
-        bundle = {"CPU": cluster.cpus_per_learner_worker}
-        if cluster.gpus_per_learner_worker:
-            bundle["GPU"] = cluster.gpus_per_learner_worker
-        self.placement = placement_group([bundle] * self.world_size, strategy="PACK")
+        self.placement = None
         self.ranks: list = []
-        try:
-            ray.get(self.placement.ready(), timeout=cluster.collective_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            self.close()
-            raise LearnerRankError(
-                f"cluster.learner_workers={self.world_size}: Ray could not place {self.world_size} ranks of "
-                f"{bundle} within cluster.collective_timeout_s={cluster.collective_timeout_s:g}s "
-                f"(available: {ray.available_resources()})") from None
+        if bundles is None:
+            bundles = self._own_placement(cluster)
         self.ranks = [
             _RemoteRank.options(
                 name=f"{self.name}-{rank}", num_cpus=cluster.cpus_per_learner_worker,
-                num_gpus=cluster.gpus_per_learner_worker,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, rank),
+                num_gpus=cluster.gpus_per_learner_worker, scheduling_strategy=bundles.strategy(rank),
             ).remote(config, model_path, total_updates, rank, self.world_size)
             for rank in range(self.world_size)]
         self._call("join", self._call("rendezvous", ranks=[0])[0])
         self.model = load_policy(model_path, config.lora, config.model.adapter, config.model.dtype, device).eval()
         self._pull_weights()
         self._sent: tuple[RolloutBatch, ray.ObjectRef] | None = None
+
+    def _own_placement(self, cluster: ClusterConfig) -> Bundles:
+        """A placement group of the ranks alone (`self.placement`, freed on `close`)."""
+        bundle = {"CPU": cluster.cpus_per_learner_worker}
+        if cluster.gpus_per_learner_worker:
+            bundle["GPU"] = cluster.gpus_per_learner_worker
+        self.placement = Bundles.place([bundle] * self.world_size, cluster.collective_timeout_s)
+        if self.placement is None:
+            raise LearnerRankError(
+                f"cluster.learner_workers={self.world_size}: Ray could not place {self.world_size} ranks of "
+                f"{bundle} within cluster.collective_timeout_s={cluster.collective_timeout_s:g}s "
+                f"(available: {ray.available_resources()})")
+        return self.placement
 
     # ------------------------------------------------------------------ calls on the ranks
 
@@ -208,10 +214,24 @@ class LearnerGroup:
         return self._call("save_checkpoint", root, step, state, options, ranks=[0])[0]
 
     def close(self) -> None:
-        """Stop the ranks and free their placement (idempotent)."""
+        """Stop the ranks and free their own placement (idempotent; shared bundles stay)."""
         for rank in self.ranks:
             ray.kill(rank)
         self.ranks = []
         if self.placement is not None:
-            remove_placement_group(self.placement)
+            self.placement.close()
             self.placement = None
+
+
+def uses_learner_group(cluster: ClusterConfig) -> bool:
+    """The learner is Ray ranks: more than one, or colocated on Ray (rank 0 shares bundle 0 with
+    rollout worker 0, so even one rank is an actor)."""
+    return cluster.learner_workers > 1 or (cluster.colocate and cluster.uses_ray)
+
+
+def make_learner(config: Config, model_path: str, device: torch.device, total_updates: int,
+                 bundles: Bundles | None = None) -> Learner | LearnerGroup:
+    """The run's learner: a `LearnerGroup` when `uses_learner_group`, else this process's `Learner`."""
+    if uses_learner_group(config.cluster):
+        return LearnerGroup(config, model_path, device, total_updates, bundles)
+    return Learner(config, model_path, device, total_updates)

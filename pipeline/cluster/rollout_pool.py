@@ -30,6 +30,7 @@ import ray
 import torch
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
+from pipeline.cluster.placement import Bundles
 from pipeline.config import ClusterConfig, Config, ConfigError, RolloutConfig
 from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
 from pipeline.rollout.factory import make_engine, resolve_sync
@@ -64,16 +65,19 @@ class EngineBuilder(Protocol):
 @dataclass(frozen=True)
 class EngineSpec:
     """A rollout worker's engine: `make_engine(rollout, model_path)` on `device`, serving the base
-    weights until the first `load_weights`; worker `index` seeds with `seed + index`."""
+    weights until the first `load_weights`; worker `index` seeds with `seed + index`; `sleep_mode`:
+    the engine can free its GPU memory between generations (`cluster.colocate`)."""
 
     model_path: str
     rollout: RolloutConfig
     device: str = "cpu"
     seed: int = 0
+    sleep_mode: bool = False
 
     def build(self, index: int) -> RolloutEngine:
         torch.manual_seed(self.seed + index)  # the HF engine samples from torch's global generator
-        return make_engine(self.rollout, self.model_path, device=self.device, seed=self.seed + index)
+        return make_engine(self.rollout, self.model_path, device=self.device, seed=self.seed + index,
+                           sleep_mode=self.sleep_mode)
 
 
 class RolloutWorker:
@@ -113,6 +117,13 @@ class RolloutWorker:
                         temperature: float = 1.0) -> list[float]:
         return self.engine.prompt_logprobs(prompt_ids, completion_ids, temperature)
 
+    def sleep(self) -> None:
+        """Free the engine's GPU memory until `wake_up` (colocated: the learner rank's turn)."""
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
     def close(self) -> None:
         self.engine.close()
 
@@ -133,19 +144,24 @@ def shard_groups(costs: list[float], workers: int) -> list[list[int]]:
 class RolloutPool:
     """`cluster.rollout_workers` engines as Ray actors, one `RolloutEngine` to the trainer."""
 
-    def __init__(self, builder: EngineBuilder, cluster: ClusterConfig, *, sync: SyncMode) -> None:
+    def __init__(self, builder: EngineBuilder, cluster: ClusterConfig, *, sync: SyncMode,
+                 bundles: Bundles | None = None) -> None:
         """`sync`: the payload the engines load (`resolve_sync` for the policy and the workers'
-        device). Starts the actors and waits until each engine is built; ConfigError when the
-        Ray cluster has fewer CPUs or GPUs than the workers ask for (they would wait forever)."""
+        device); `bundles`: worker i runs in bundle i (`cluster.colocate`). Starts the actors and
+        waits until each engine is built; ConfigError when the Ray cluster has fewer CPUs or
+        GPUs than the workers ask for (they would wait forever)."""
         have = ray.cluster_resources()
         for unit, each in (("CPU", cluster.cpus_per_rollout_worker), ("GPU", cluster.gpus_per_rollout_worker)):
             if cluster.rollout_workers * each > have.get(unit, 0.0):
                 raise ConfigError(f"cluster.rollout_workers: {cluster.rollout_workers} workers x {each:g} {unit} "
                                   f"need more than the Ray cluster's {have.get(unit, 0.0):g} {unit}s")
-        worker = ray.remote(RolloutWorker).options(
-            num_cpus=cluster.cpus_per_rollout_worker, num_gpus=cluster.gpus_per_rollout_worker,
-            max_restarts=MAX_RESTARTS, max_task_retries=0)
-        self.workers = [worker.remote(builder, i) for i in range(cluster.rollout_workers)]
+        worker = ray.remote(RolloutWorker)
+        options = dict(num_cpus=cluster.cpus_per_rollout_worker, num_gpus=cluster.gpus_per_rollout_worker,
+                       max_restarts=MAX_RESTARTS, max_task_retries=0)
+        placed = [{} if bundles is None else {"scheduling_strategy": bundles.strategy(i)}
+                  for i in range(cluster.rollout_workers)]
+        self.workers = [worker.options(**options, **placed[i]).remote(builder, i)
+                        for i in range(cluster.rollout_workers)]
         self.sync = sync
         self.timeout_s = cluster.rollout_timeout_s
         self.version = 0
@@ -210,6 +226,15 @@ class RolloutPool:
         results = self._call({w: ("prompt_logprobs", (prompt_ids, completion_ids, temperature))
                               for w in range(len(self.workers))})
         return [results[w] for w in range(len(self.workers))]
+
+    def sleep(self) -> None:
+        """Every worker's engine frees its GPU memory (colocated: during the learner's update);
+        it still loads pushed weights. `pipeline.cluster.colocate.UpdateSleep` decides when."""
+        self._call({w: ("sleep", ()) for w in range(len(self.workers))})
+
+    def wake_up(self) -> None:
+        """Every worker's engine takes its memory back, ready to generate."""
+        self._call({w: ("wake_up", ()) for w in range(len(self.workers))})
 
     def worker_versions(self) -> list[int]:
         """The weight version each worker serves now (asked of each one)."""
@@ -320,15 +345,17 @@ def uses_pool(cluster: ClusterConfig) -> bool:
     return cluster.rollout_workers > 1 or cluster.address is not None
 
 
-def make_pool(config: Config, model_path: str, *, policy=None) -> RolloutPool:
+def make_pool(config: Config, model_path: str, *, policy=None, bundles: Bundles | None = None) -> RolloutPool:
     """`cluster.rollout_workers` workers building `config.rollout`'s engine on the device
-    `gpus_per_rollout_worker` asks for (Ray must be up: `RayRuntime.start`); serves `policy`
-    when given. The sync mode is resolved once, for the policy and the workers' device."""
+    `gpus_per_rollout_worker` asks for (Ray must be up: `RayRuntime.start`), worker i in bundle i
+    of `bundles` (colocated, with engines that can sleep); serves `policy` when given. The sync
+    mode is resolved once, for the policy and the workers' device."""
     cluster = config.cluster
     device = "cuda" if cluster.gpus_per_rollout_worker > 0 else "cpu"
     sync = resolve_sync(config.rollout.sync, device, policy)
-    spec = EngineSpec(model_path, config.rollout.model_copy(update={"sync": sync}), device, config.seed)
-    pool = RolloutPool(spec, cluster, sync=sync)
+    spec = EngineSpec(model_path, config.rollout.model_copy(update={"sync": sync}), device, config.seed,
+                      sleep_mode=cluster.colocate)
+    pool = RolloutPool(spec, cluster, sync=sync, bundles=bundles)
     if policy is not None:
         pool.update_weights(policy)
     return pool

@@ -1,13 +1,16 @@
 """Ray for one run (docs/design.md, "Scaling out"): join a cluster or start a private one.
 
     ray_runtime = RayRuntime.start(config.cluster)   # None at 1/1 without an address: no Ray
+    ray_runtime.bundles                              # with cluster.colocate: one bundle per pair
     ...
     ray_runtime.close()                              # undoes only what `start` did
 
 `cluster.address`: unset (a worker count above 1) or `local` starts a private Ray on this machine,
 sized to the workers asked for; `auto` joins the cluster `ray start` made here; `ray://host:port`
 (Ray Client) or `host:port` (a GCS address) joins that one. A process that already has Ray up
-(the test session, a notebook) is joined as it is, and left running.
+(the test session, a notebook) is joined as it is, and left running. With `cluster.colocate` the
+run's colocated bundles (`pipeline.cluster.colocate.colocated_bundles`) are reserved here, before
+any actor starts, and freed on `close`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import logging
 import os
 from dataclasses import dataclass
 
+import ray
+
+from pipeline.cluster.colocate import colocated_bundles
+from pipeline.cluster.placement import Bundles
 from pipeline.config import ClusterConfig
 
 log = logging.getLogger(__name__)
@@ -37,29 +44,38 @@ class RayRuntime:
     address: str
     """The cluster's GCS address (`host:port`), which other processes can join."""
     owned: bool
+    bundles: Bundles | None = None
+    """With `cluster.colocate`: the bundles rollout worker i and learner rank i share."""
 
     @classmethod
     def start(cls, cluster: ClusterConfig) -> RayRuntime | None:
-        """Ray as `cluster` asks for, or None when it asks for the single process (no Ray)."""
+        """Ray as `cluster` asks for, or None when it asks for the single process (no Ray).
+        ConfigError when colocated bundles do not fit the cluster (`colocated_bundles`)."""
         if not cluster.uses_ray:
             return None
-        import ray
-
         if ray.is_initialized():
-            return cls(ray.get_runtime_context().gcs_address, owned=False)
-        quiet = dict(logging_level=logging.WARNING, include_dashboard=False)
-        if cluster.address in (None, "local"):
-            ray.init(address="local", num_cpus=private_cpus(cluster), **quiet)
+            runtime = cls(ray.get_runtime_context().gcs_address, owned=False)
         else:
-            ray.init(address=cluster.address, **quiet)
-        runtime = cls(ray.get_runtime_context().gcs_address, owned=True)
-        log.info("ray: %s (%s)", runtime.address, "private" if cluster.address in (None, "local") else "joined")
+            quiet = dict(logging_level=logging.WARNING, include_dashboard=False)
+            if cluster.address in (None, "local"):
+                ray.init(address="local", num_cpus=private_cpus(cluster), **quiet)
+            else:
+                ray.init(address=cluster.address, **quiet)
+            runtime = cls(ray.get_runtime_context().gcs_address, owned=True)
+            log.info("ray: %s (%s)", runtime.address, "private" if cluster.address in (None, "local") else "joined")
+        if cluster.colocate:
+            try:
+                runtime.bundles = colocated_bundles(cluster)
+            except Exception:
+                runtime.close()
+                raise
         return runtime
 
     def close(self) -> None:
-        """Disconnect (and stop a private Ray) if this run connected; otherwise nothing."""
-        import ray
-
+        """Free the colocated bundles; disconnect (and stop a private Ray) if this run connected."""
+        if self.bundles is not None:
+            self.bundles.close()
+            self.bundles = None
         if self.owned and ray.is_initialized():
             ray.shutdown()
         self.owned = False

