@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 import ray
+import torch
 
 from pipeline.cluster.placement import Bundles
 from pipeline.config import ClusterConfig, ConfigError
@@ -56,6 +57,13 @@ def colocated_bundles(cluster: ClusterConfig) -> Bundles:
     return bundles
 
 
+def release_cached_memory() -> None:
+    """Give the blocks PyTorch's caching allocator keeps after an update back to the GPU, so the
+    engine waking on it can map its KV cache (nothing on CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class UpdateSleep:
     """The RL loop's one colocation decision: with `colocate`, the engine sleeps from the end of a
     step's generation through the learner's score, update and the weight push (an engine loads
@@ -72,6 +80,8 @@ class UpdateSleep:
             self.engine.sleep()
 
     def after_sync(self) -> None:
-        """After the new weights were pushed: the engine takes its memory back."""
+        """After the new weights were pushed: the engine takes its memory back (this process's
+        learner, in a single colocated process, first hands back what its allocator cached)."""
         if self.engine is not None:
+            release_cached_memory()
             self.engine.wake_up()

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from pipeline.cluster.colocate import release_cached_memory
 from pipeline.cluster.placement import Bundles
 from pipeline.config import ClusterConfig, Config
 from pipeline.core.models import load_policy, resolve_device
@@ -80,6 +81,8 @@ class LearnerRank:
         """The update from shuffle state `shuffle`; returns its stats and the shuffle's next state."""
         generator = torch.Generator().set_state(shuffle)
         stats = self.learner.update(batch, scores, advantages, generator)
+        if self.config.cluster.colocate:
+            release_cached_memory()  # the engine sharing this GPU wakes next
         return stats, generator.get_state()
 
     def trainable_weights(self) -> dict[str, Tensor]:
@@ -231,7 +234,9 @@ def uses_learner_group(cluster: ClusterConfig) -> bool:
 
 def make_learner(config: Config, model_path: str, device: torch.device, total_updates: int,
                  bundles: Bundles | None = None) -> Learner | LearnerGroup:
-    """The run's learner: a `LearnerGroup` when `uses_learner_group`, else this process's `Learner`."""
+    """The run's learner: a `LearnerGroup` when `uses_learner_group` (its replica in host memory:
+    the driver computes nothing with it, and on a GPU it would crowd a colocated pair), else this
+    process's `Learner` on `device`."""
     if uses_learner_group(config.cluster):
-        return LearnerGroup(config, model_path, device, total_updates, bundles)
+        return LearnerGroup(config, model_path, torch.device("cpu"), total_updates, bundles)
     return Learner(config, model_path, device, total_updates)
