@@ -207,26 +207,38 @@ def test_a_hung_worker_is_timed_out_restarted_and_its_shard_generated_again(pool
     assert pool.worker_versions() == [pool.version, pool.version]
 
 
-@pytest.mark.slow
-def test_cli_rl_with_two_rollout_workers(ray_address, tiny_model_dir, tmp_path):
+def run_rl_cli(overrides: list[str], ray_address: str, model_dir: Path, tmp_path: Path) -> list[dict]:
+    """`rlvr rl configs/demo.yaml` on the tiny model for two steps, as a user types it, joining the test
+    run's Ray, with `overrides` (two rollout workers: the caller's); asserts it exits 0 and leaves a
+    final adapter, and returns the records of metrics.jsonl."""
     problems = tmp_path / "problems.jsonl"
     problems.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "answer": str(2 * i), "level": 1})
                                 + "\n" for i in range(8)))
-    argv = ["rl", "configs/demo.yaml", "cluster.rollout_workers=2", "rollout.engine=hf",
-            f"cluster.address={ray_address}", "cluster.cpus_per_rollout_worker=0.5",
-            f"model.name={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", f"data.train={problems}",
-            f"data.test={problems}", "rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=4",
-            "rl.mini_batch_size=8", "rl.micro_batch_size=4", "rl.eval_every=0", "rl.save_every=0",
+    argv = ["rl", "configs/demo.yaml", *overrides, "rollout.engine=hf",
+            f"cluster.address={ray_address}", f"model.name={model_dir}", f"output_dir={tmp_path / 'run'}",
+            f"data.train={problems}", f"data.test={problems}", "rl.steps=2", "rl.prompts_per_step=2",
+            "rl.group_size=4", "rl.mini_batch_size=8", "rl.micro_batch_size=4", "rl.eval_every=0", "rl.save_every=0",
             "rollout.max_tokens=12", "reward.workers=1", "rl.bf16_autocast=false"]
     rlvr = Path(sys.executable).with_name("rlvr")
     command = [str(rlvr), *argv] if rlvr.exists() else [sys.executable, "-m", "stages.cli", *argv]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "run" / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert (tmp_path / "run" / "rl" / "final" / "adapter").is_dir()
+    return [json.loads(line) for line in (tmp_path / "run" / "rl" / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_workers_served_each_version(records: list[dict], workers: int) -> None:
+    """Steps 0 and 1 updated; every worker reported the version the step pushed."""
     assert [r["step"] for r in records] == [0, 1, 2]
     for record in records[:2]:
         version = record["weights/version"]
-        assert [record[f"rollout/worker{w}/version"] for w in (0, 1)] == [version, version]
+        assert [record[f"rollout/worker{w}/version"] for w in range(workers)] == [version] * workers
         assert record["idle/learner_waiting_rollouts_s"] > 0
-    assert (tmp_path / "run" / "rl" / "final" / "adapter").is_dir()
+
+
+@pytest.mark.slow
+def test_cli_rl_with_two_rollout_workers(ray_address, tiny_model_dir, tmp_path):
+    records = run_rl_cli(["cluster.rollout_workers=2", "cluster.cpus_per_rollout_worker=0.5"], ray_address,
+                         tiny_model_dir, tmp_path)
+    assert_workers_served_each_version(records, 2)

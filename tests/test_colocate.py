@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from canned_engine import CannedEngine
+from test_cluster_rollout import assert_workers_served_each_version, run_rl_cli
 from pipeline.cluster import EngineSpec, RayRuntime, RolloutPool, UpdateSleep
 from pipeline.cluster.colocate import colocated_bundle
 from pipeline.cluster.learner_group import LearnerGroup, make_learner, uses_learner_group
@@ -186,6 +187,14 @@ def test_colocated_pairs_share_bundles_and_the_workers_sleep_through_a_push(ray_
             if part is not None:
                 part.close()
     assert runtime.bundles is None
+
+
+@pytest.mark.slow
+def test_cli_rl_colocated_on_cpu_bundles(ray_address, tiny_model_dir, tmp_path):
+    """Two pairs, as a user types it: ranks and workers in shared bundles, engines asleep in updates."""
+    records = run_rl_cli([*PAIRS, "cluster.cpus_per_rollout_worker=0.25", "cluster.cpus_per_learner_worker=0.25",
+                          "cluster.collective_timeout_s=120"], ray_address, tiny_model_dir, tmp_path)
+    assert_workers_served_each_version(records, 2)
 
 
 class FakeLLM:
