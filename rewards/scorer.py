@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from rewards.registry import RewardFn, accepted_params, get, validate
 
-__all__ = ["RewardResult", "RewardScorer", "TrainerState", "check_terms", "component_stats"]
+__all__ = ["RewardResult", "RewardScorer", "TrainerState", "check_terms", "component_stats", "term_label"]
 
 SHARED_SETTINGS = ("workers", "timeout", "max_tokens")
 """The scorer's settings handed to every term whose factory takes them."""
@@ -147,12 +148,24 @@ class _Term:
         return self.reward(completions=completions, **kwargs)
 
 
+def term_label(name: str, taken: Sequence[str]) -> str:
+    """A term's name in metrics and TensorBoard tags (``reward/<label>/mean``): a registered name as is,
+    ``module:fn`` and ``path/file.py:fn`` as ``fn``; characters a tag cannot hold as ``_``; a label
+    already in ``taken`` gets ``_2``, ``_3``, ..."""
+    base = re.sub(r"[^\w.-]", "_", name.rpartition(":")[2]) or "reward"
+    label, n = base, 2
+    while label in taken:
+        label, n = f"{base}_{n}", n + 1
+    return label
+
+
 class RewardScorer:
     """Builds each term with ``rewards.get`` and returns totals plus components per batch.
 
     ``workers``, ``timeout`` and ``max_tokens`` are shared settings handed to every
     term whose factory takes that parameter, unless the term's params set it.
-    A term listed twice is logged as ``name``, ``name#2``, ...
+    Each term is logged under ``term_label`` (a file or module reward under its function's name; a
+    term listed twice as ``name``, ``name_2``, ...).
     """
 
     def __init__(self, terms: Iterable[Any], workers: int | None = None, timeout: float = 5.0,
@@ -166,10 +179,8 @@ class RewardScorer:
                 for key, value in shared.items():
                     if value is not None and key not in params and (accepted is None or key in accepted):
                         params[key] = value
-                label, n = name, 2
-                while label in (t.label for t in self._terms):
-                    label, n = f"{name}#{n}", n + 1
                 reward = get(name, **params)
+                label = term_label(name, [t.label for t in self._terms])
                 self._terms.append(_Term(label, weight, reward, *_call_columns(reward)))
         except Exception:
             self.close()
