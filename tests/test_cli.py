@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config
+import rewards
+from pipeline.config import Config, load_config
 from stages import cli, sft
 from stages.catalog import CHAIN, COMMANDS, STAGES
 
@@ -236,3 +237,28 @@ def test_example_command_passes_dry_run(command, tmp_path, monkeypatch, capsys):
         assert exc.code in (0, None), f"{command}: {exc.code}"
     out = capsys.readouterr().out
     assert "dry run: every check passed" in out or "usage" in out
+
+
+def _doc_block(text: str, first_line: str) -> str:
+    """The fenced code block of `text` whose first line is `first_line`."""
+    return next(block for block in re.findall(r"```\w*\n(.*?)```", text, re.S) if block.startswith(first_line))
+
+
+def test_the_documented_reward_file_example_works_from_another_folder(workdir, capsys):
+    """docs/rewards.md's worked example as written: my_rewards.py next to the recipe, the recipe run from
+    another working directory; the relative file path resolves from the recipe's folder."""
+    tmp_path, overrides = workdir
+    docs = (REPO / "docs" / "rewards.md").read_text()
+    recipe = tmp_path / "recipes"
+    recipe.mkdir()
+    (recipe / "my_rewards.py").write_text(_doc_block(docs, "# my_rewards.py"))
+    (recipe / "config.yaml").write_text(_doc_block(docs, "reward:\n  terms:\n    - {name: accuracy"))
+    cli.main(["rl", str(recipe / "config.yaml"), *overrides, "--dry-run"])
+    assert "dry run: every check passed" in capsys.readouterr().out
+    config = load_config(recipe / "config.yaml")
+    assert config.reward.terms[1].name == f"{recipe / 'my_rewards.py'}:len_penalty"
+    with rewards.RewardScorer(config.reward.terms[1:]) as scorer:
+        assert scorer(["x" * 1001, "short"]).components == {"len_penalty": [-1.0, 0.0]}
+    # on the command line the path is the working directory's
+    message = _fails(["rl", *overrides, "reward.terms=[{name: 'my_rewards.py:len_penalty'}]", "--dry-run"])
+    assert "file 'my_rewards.py' not found" in message

@@ -78,6 +78,28 @@ def _typed_as_mapping(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "algorithm": {**algorithm, **named}} if named else data
 
 
+def _reward_files_from(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A recipe's `reward.terms` naming `path/file.py:function` with a relative path, made absolute from
+    `folder` (the recipe's own), so a reward file next to the recipe is found from any working
+    directory (overrides on the command line stay relative to it). docs/rewards.md."""
+    reward = data.get("reward")
+    terms = reward.get("terms") if isinstance(reward, dict) else None
+    if not isinstance(terms, list):
+        return data
+    rebased = [{**term, "name": _rebased(term["name"], folder)}
+               if isinstance(term, dict) and isinstance(term.get("name"), str) else term for term in terms]
+    return {**data, "reward": {**reward, "terms": rebased}}
+
+
+def _rebased(name: str, folder: Path) -> str:
+    """`file.py:fn` (a file: ends in .py or holds a `/`; rewards/registry.py) relative to `folder`."""
+    source, sep, function = name.rpartition(":")
+    is_file = source.endswith(".py") or "/" in source
+    if not sep or not is_file or Path(source).expanduser().is_absolute():
+        return name
+    return f"{(folder / source).resolve()}:{function}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 section: str | None = None) -> Config:
     """Load a YAML recipe (optional), apply `key=value` overrides, validate everything.
@@ -96,6 +118,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = _reward_files_from(data, path.parent)
     data = _merge(_typed_as_mapping(data), _typed_as_mapping(parse_overrides(overrides or [])))
     try:
         return Config.model_validate(data)
