@@ -138,13 +138,18 @@ class _Term:
     accepts: set[str] | None
     requires: set[str]
 
-    def __call__(self, completions: list[Any], columns: dict[str, Any]) -> Any:
-        """The reward called TRL's way: keyword arguments only, the columns it names (all with ``**kwargs``)."""
-        kwargs = columns if self.accepts is None else {k: v for k, v in columns.items() if k in self.accepts}
-        missing = sorted(self.requires - set(kwargs) - {"completions"})
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """``ValueError`` naming the columns the reward requires (parameters without a default) that
+        ``columns`` lacks."""
+        missing = sorted(self.requires - set(columns) - {"completions"})
         if missing:
             raise ValueError(f"reward {self.label!r} needs column(s) {', '.join(map(repr, missing))}, which this "
                              f"data does not have; columns: completions, {', '.join(sorted(columns))}")
+
+    def __call__(self, completions: list[Any], columns: dict[str, Any]) -> Any:
+        """The reward called TRL's way: keyword arguments only, the columns it names (all with ``**kwargs``)."""
+        self.check_columns(columns)
+        kwargs = columns if self.accepts is None else {k: v for k, v in columns.items() if k in self.accepts}
         return self.reward(completions=completions, **kwargs)
 
 
@@ -173,13 +178,16 @@ class RewardScorer:
         shared = dict(zip(SHARED_SETTINGS, (workers, timeout, max_tokens)))
         self._terms: list[_Term] = []
         try:
-            for term in terms:
+            for index, term in enumerate(terms):
                 name, weight, params = _term_fields(term)
                 accepted = accepted_params(name)
                 for key, value in shared.items():
                     if value is not None and key not in params and (accepted is None or key in accepted):
                         params[key] = value
-                reward = get(name, **params)
+                try:
+                    reward = get(name, **params)
+                except (ValueError, TypeError) as exc:  # a factory refusing a parameter's value
+                    raise ValueError(f"reward.terms[{index}] ({name}): {exc}") from None
                 label = term_label(name, [t.label for t in self._terms])
                 self._terms.append(_Term(label, weight, reward, *_call_columns(reward)))
         except Exception:
@@ -187,6 +195,12 @@ class RewardScorer:
             raise
         if not self._terms:
             raise ValueError("RewardScorer needs at least one reward term")
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """Before any scoring: ``ValueError`` naming the first term that requires a column (a parameter
+        without a default, e.g. the code reward's ``tests``) missing from ``columns``."""
+        for term in self._terms:
+            term.check_columns(columns)
 
     def __call__(self, completions: list[Any], **columns: Any) -> RewardResult:
         """Score ``completions`` (strings, or TRL message lists); ``columns`` are keyword lists with one

@@ -14,7 +14,7 @@ import yaml
 
 import rewards
 from pipeline.config import Config, load_config
-from stages import cli, sft
+from stages import cli, evaluate, export, rl, sft
 from stages.catalog import CHAIN, COMMANDS, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,9 @@ def no_training(monkeypatch):
         raise AssertionError("the stage started although a check should have failed")
 
     monkeypatch.setattr(sft, "run_sft", refuse)
+    monkeypatch.setattr(rl, "Trainer", refuse)
+    monkeypatch.setattr(evaluate, "run_eval", refuse)
+    monkeypatch.setattr(export, "export_model", refuse)
 
 
 def _fails(argv: list[str]) -> str:
@@ -105,6 +108,37 @@ def test_data_errors_name_the_key(workdir, no_training):
     assert _fails(["rl", *overrides, "data.test=datasets/tset.jsonl"]).startswith("rlvr rl: data.test: ")
     assert _fails(["eval", *overrides, "eval.dataset=nope.jsonl"]).startswith("rlvr eval: eval.dataset: ")
     assert _fails(["dpo", *overrides, "dpo.pairs=pairs.jsonl"]).startswith("rlvr dpo: dpo.pairs: ")
+
+
+@pytest.mark.parametrize("stage, terms, message", [
+    ("rl", "[{name: accuracy, params: {extract: boxd}}]",
+     "reward.terms[0] (accuracy): unknown extract mode 'boxd'; valid: boxed, answer_tag, last_number"),
+    ("eval", "[{name: accuracy, params: {correct: abc}}]", "reward.terms[0] (accuracy): could not convert"),
+    ("rl", "[{name: accuracy}, {name: format, params: {answer: box}}]",
+     "reward.terms[1] (format): unknown answer style 'box'"),
+    ("rl", "[{name: soft_overlong, params: {cache: 4096}}]",
+     "reward.terms[0] (soft_overlong): soft_overlong needs 1 <= cache <= max_tokens (256), got 4096"),
+    ("rl", "[{name: code, params: {float_tolerance: -1, allow_unsandboxed: true}}]",
+     "reward.terms[0] (code): float_tolerance must be >= 0"),
+    ("rl", "[{name: reward_model, params: {path: nowhere}}]",
+     "reward.terms[0] (reward_model): reward_model: 'nowhere' is not a reward model folder"),
+    ("rl", "[{name: code, params: {allow_unsandboxed: true}}]",
+     "reward 'code' needs column(s) 'tests', which this data does not have"),
+])
+def test_reward_parameter_values_and_columns_are_checked_before_a_model_loads(workdir, no_training, stage,
+                                                                              terms, message):
+    """The factories build in the preflight (as RL builds them), so a bad value or a missing column fails there."""
+    _, overrides = workdir
+    assert message in _fails([stage, *overrides, f"reward.terms={terms}", "--dry-run"])
+    assert message in _fails([stage, *overrides, f"reward.terms={terms}"])
+
+
+def test_a_reward_model_the_chain_trains_first_is_not_required_before_the_run(workdir, capsys):
+    tmp_path, overrides = workdir
+    terms = f"reward.terms=[{{name: reward_model, params: {{path: {tmp_path / 'run' / 'reward_model' / 'model'}}}}}]"
+    cli.main(["run", *overrides, terms, "--dry-run"])
+    assert "dry run: every check passed" in capsys.readouterr().out
+    assert "not a reward model folder" in _fails(["rl", *overrides, terms, "--dry-run"])
 
 
 def test_unreachable_hub_dataset_fails_in_the_preflight(workdir, no_training, monkeypatch):
