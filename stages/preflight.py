@@ -6,6 +6,7 @@ and returns lines for the dry run's summary. See docs/design.md.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,33 +35,57 @@ def check_output_dir(config: Config) -> list[str]:
     return [f"output_dir: {path}/ ({'exists' if path.is_dir() else 'will be created'})"]
 
 
-def _checkpoints_under(folder: Path) -> list[str]:
-    """Adapter or model folders at most two levels below `folder`, newest checkpoint last."""
-    found = [p.parent for pattern in ("*/", "*/*/") for name in ("adapter_config.json", "config.json")
-             for p in folder.glob(pattern + name)]
-    return sorted({str(p) for p in found}, key=lambda s: (len(s), s))[-MAX_HINTS:]
+def _checkpoints_in(folder: Path) -> list[Path]:
+    """Trained checkpoints at most four levels below `folder`: LoRA adapter folders, and full model
+    folders that a stage wrote (named `model`, not the reward model's)."""
+    found = [p.parent for depth in range(1, 5) for p in folder.glob("*/" * depth + "adapter_config.json")]
+    found += [p.parent for depth in range(2, 5) for p in folder.glob("*/" * (depth - 1) + "model/config.json")
+              if STAGES["reward-model"].folder not in p.relative_to(folder).parts]
+    return sorted(set(found))
+
+
+def _run_folder(path: Path) -> Path | None:
+    """The output_dir holding `path`: its nearest existing ancestor with a stage's folder in it."""
+    folders = [stage.folder for stage in STAGES.values() if stage.folder]
+    for ancestor in [path, *path.parents][:-1]:  # never the filesystem root
+        if ancestor.is_dir() and any((ancestor / name).is_dir() for name in folders):
+            return ancestor
+    return None
+
+
+def _candidates(path: Path) -> list[str]:
+    """Checkpoints the user may have meant by `path`: those inside it (an existing folder), else those of
+    the run folder (output_dir) holding it, closest name first; none outside a run folder."""
+    full = path.resolve()
+    inside = _checkpoints_in(full) if full.is_dir() else []
+    run = _run_folder(full.parent if full.is_dir() else full)
+    found = inside or (_checkpoints_in(run) if run is not None else [])
+    ranked = sorted(found, key=lambda p: -difflib.SequenceMatcher(None, str(p), str(full)).ratio())
+    return [str(p if path.is_absolute() or not p.is_relative_to(Path.cwd()) else p.relative_to(Path.cwd()))
+            for p in ranked[:MAX_HINTS]]
 
 
 def check_checkpoint(folder: str, key: str, *, adapter_only: bool = False) -> str:
     """What `folder` is ("LoRA adapter" or "model folder"); ModelError naming `key` when it is neither.
 
-    The error lists the checkpoints found below the folder (or below its nearest existing parent).
+    The error lists the checkpoints inside the folder, or in the run folder (output_dir) holding it.
     """
     path = Path(folder).expanduser()
     if path.is_dir() and is_adapter(path):
         return "LoRA adapter"
     if path.is_dir() and not adapter_only and (path / "config.json").is_file():
         return "model folder"
-    if not path.is_dir():
-        parent = next((p for p in path.parents if p.is_dir()), Path("."))
-        found, problem = _checkpoints_under(parent), f"checkpoint folder not found: {folder}"
+    if path.exists() and not path.is_dir():
+        problem = f"{folder} is a file, not a checkpoint folder"
+    elif not path.exists():
+        problem = f"checkpoint folder not found: {folder}"
     elif adapter_only and (path / "config.json").is_file():
-        found, problem = [], (f"{folder} is a full model folder, not a LoRA adapter (no adapter_config.json); "
-                              f"start from it with model.name={folder}")
+        raise ModelError(f"{key}: {folder} is a full model folder, not a LoRA adapter (no adapter_config.json); "
+                         f"start from it with model.name={folder}")
     else:
-        found = _checkpoints_under(path)
         needs = "adapter_config.json" if adapter_only else "adapter_config.json or config.json"
         problem = f"{folder} is not a checkpoint folder (no {needs})"
+    found = _candidates(path)
     hint = f" (found: {', '.join(found)})" if found else ""
     raise ModelError(f"{key}: {problem}{hint}")
 

@@ -110,6 +110,33 @@ def test_data_errors_name_the_key(workdir, no_training):
     assert _fails(["dpo", *overrides, "dpo.pairs=pairs.jsonl"]).startswith("rlvr dpo: dpo.pairs: ")
 
 
+def _adapter(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    return folder
+
+
+def test_checkpoint_not_found_lists_only_checkpoints_of_the_same_run(workdir, no_training):
+    """The hint lists adapters and stage-written models of the output_dir the path points into (closest
+    first), never base models or folders elsewhere; a path outside any run gets no hint."""
+    tmp_path, overrides = workdir
+    run = tmp_path / "run"
+    _adapter(run / "rl" / "final" / "adapter"), _adapter(run / "sft" / "adapter")
+    (run / "reward_model" / "model").mkdir(parents=True)
+    (run / "reward_model" / "model" / "config.json").write_text("{}")
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "config.json").write_text("{}")
+    _adapter(tmp_path / "other_run" / "sft" / "adapter")
+    message = _fails(["eval", *overrides, "--compare", "base", "rl=run/rl/final/adaptr", "--dry-run"])
+    assert message.endswith(f"checkpoint 'rl': checkpoint folder not found: run/rl/final/adaptr "
+                            f"(found: run/rl/final/adapter, run/sft/adapter)")
+    for missing in ("/nonexistent", "nowhere/adapter", str(tmp_path / "elsewhere" / "adapter")):
+        message = _fails(["eval", *overrides, "--compare", "base", f"x={missing}", "--dry-run"])
+        assert message.endswith(f"checkpoint folder not found: {missing}"), message
+        message = _fails(["rl", *overrides, f"model.adapter={missing}", "--dry-run"])
+        assert message.endswith(f"model.adapter: checkpoint folder not found: {missing}"), message
+
+
 @pytest.mark.parametrize("stage, terms, message", [
     ("rl", "[{name: accuracy, params: {extract: boxd}}]",
      "reward.terms[0] (accuracy): unknown extract mode 'boxd'; valid: boxed, answer_tag, last_number"),
