@@ -35,6 +35,34 @@ def check_output_dir(config: Config) -> list[str]:
     return [f"output_dir: {path}/ ({'exists' if path.is_dir() else 'will be created'})"]
 
 
+def written_paths(stage: str) -> list[str]:
+    """The paths under output_dir that `stage` (a catalog command) writes, from the catalog's `writes`
+    and folders (a folder ends in `/`); templated ones (`checkpoint-<step>/`) left out."""
+    info = COMMANDS[stage]
+    folders = [f"{STAGES[name].folder}/" for name in (CHAIN if stage == "run" else (stage,))
+               if STAGES[name].folder]
+    tokens = [token.strip("(),") for entry in info.writes for token in entry.split()]
+    return list(dict.fromkeys(folders + [t for t in tokens if "/" in t and "<" not in t] +
+                              [t for t in tokens if t.endswith(".json") and "/" not in t]))
+
+
+def check_output_paths(config: Config, stage: str) -> list[str]:
+    """No file stands where `stage` writes a folder (`output_dir/rl` a file), nor a folder where it
+    writes a file: ConfigError naming the path, instead of a FileExistsError once the stage runs."""
+    root = Path(config.output_dir).expanduser()
+    for written in written_paths(stage):
+        path = root / written
+        folders = [*reversed(path.parents[:len(path.parents) - len(root.parents) - 1])]
+        for folder in folders + ([path] if written.endswith("/") else []):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"output_dir: {folder} is a file, but `rlvr {stage}` writes the folder "
+                                  f"{folder}/ there; move it away or choose another output_dir")
+        if not written.endswith("/") and path.is_dir():
+            raise ConfigError(f"output_dir: {path} is a folder, but `rlvr {stage}` writes a file there; move it "
+                              "away or choose another output_dir")
+    return []
+
+
 def _checkpoints_in(folder: Path) -> list[Path]:
     """Trained checkpoints at most four levels below `folder`: LoRA adapter folders, and full model
     folders that a stage wrote (named `model`, not the reward model's)."""
@@ -199,7 +227,7 @@ def preflight(config: Config, stage: str) -> list[str]:
     Raises ConfigError, DataError or ModelError (one line) at the first problem found.
     """
     stages = CHAIN if stage == "run" else (stage,)
-    lines = check_output_dir(config)
+    lines = check_output_dir(config) + check_output_paths(config, stage)
     if "model" in COMMANDS[stage].sections:
         lines += check_model(config)
     if "reward" in COMMANDS[stage].sections:

@@ -90,6 +90,24 @@ def test_output_dir_that_is_a_file(workdir, no_training, inside):
     assert f"output_dir: {tmp_path / 'taken'} is a file, not a folder" in message
 
 
+@pytest.mark.parametrize("stage, taken, folder", [
+    ("rl", "rl", True), ("rl", "rl/final", True), ("rl", "rl/final/adapter", True), ("sft", "sft", True),
+    ("dpo", "dpo/adapter", True), ("eval", "eval", True), ("export", "export/model", True),
+    ("run", "reward_model", True), ("rl", "rl/metrics.json", False), ("run", "manifest.json", False),
+])
+def test_a_file_where_a_stage_writes_a_folder(workdir, no_training, stage, taken, folder):
+    """A file where the stage writes a folder (or a folder where it writes a file): one line naming the
+    path before anything runs, not a FileExistsError."""
+    tmp_path, overrides = workdir
+    path = tmp_path / "run" / taken
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("a file") if folder else path.mkdir()
+    args = [stage, *overrides, "--overwrite"] + (["--checkpoint", str(tmp_path)] if stage == "export" else [])
+    for dry_run in ([], ["--dry-run"]):
+        message = _fails(args + dry_run)
+        assert f"output_dir: {path} is a {'file' if folder else 'folder'}, but `rlvr {stage}` writes" in message
+
+
 def test_sft_on_data_without_worked_solutions(workdir, no_training):
     tmp_path, overrides = workdir
     bare = _jsonl(tmp_path / "bare.jsonl", [{k: v for k, v in row.items() if k != "solution"} for row in ROWS])
