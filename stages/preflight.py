@@ -15,8 +15,9 @@ import rewards
 from pipeline.config import Config, ConfigError, RewardModelConfig, RewardTerm
 from pipeline.data.problems import DataError, Problem, load_problems_for
 from pipeline.eval.evaluation import load_eval_problems
-from pipeline.core.models import ModelError, is_adapter, model_source
+from pipeline.core.models import ModelError, is_adapter, model_source, resolve_device
 from pipeline.data.preference import load_pairs
+from pipeline.rollout import resolve_engine, resolve_sync
 from pipeline.supervised.sft import with_solutions
 from stages.catalog import CHAIN, COMMANDS, STAGES
 
@@ -221,6 +222,21 @@ def check_rewards(config: Config, stage: str) -> list[str]:
     return [line]
 
 
+def check_engine(config: Config) -> list[str]:
+    """RL's rollout engine resolves (vLLM installed when asked for, else EngineUnavailable) and, pushing
+    LoRA adapters (`rollout.sync`; `auto` resolved for the device, as the engine will), accepts lora.rank."""
+    engine = resolve_engine(config.rollout.engine)
+    if engine != "vllm":
+        return [f"rollout.engine: {config.rollout.engine} ({engine})"]
+    device = resolve_device(config.device)
+    sync = resolve_sync(config.rollout.sync, device)
+    try:
+        config.check_lora_rank(sync)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (rollout.sync={config.rollout.sync}: {sync} on {device.type})") from None
+    return [f"rollout.engine: {config.rollout.engine} ({engine}, {sync} sync on {device.type})"]
+
+
 def preflight(config: Config, stage: str) -> list[str]:
     """Run every model-free check of `stage` (a catalog command); the dry run's summary lines.
 
@@ -232,6 +248,8 @@ def preflight(config: Config, stage: str) -> list[str]:
         lines += check_model(config)
     if "reward" in COMMANDS[stage].sections:
         lines += check_rewards(config, stage)
+    if stage in ("rl", "run"):
+        lines += check_engine(config)
     for name in stages:
         if name in STAGE_CHECKS:
             lines += STAGE_CHECKS[name](config)

@@ -155,6 +155,15 @@ def test_checkpoint_not_found_lists_only_checkpoints_of_the_same_run(workdir, no
         assert message.endswith(f"model.adapter: checkpoint folder not found: {missing}"), message
 
 
+def test_lora_rank_over_the_engine_limit_where_sync_auto_resolves_to_adapter(workdir, no_training):
+    """`rollout.sync: auto` is adapter on a GPU: decided in the preflight, naming both keys."""
+    pytest.importorskip("vllm")
+    _, overrides = workdir
+    message = _fails(["rl", *overrides, "device=cuda", "rollout.engine=vllm", "lora.rank=32", "--dry-run"])
+    assert "lora.rank=32 exceeds rollout.max_lora_rank=16" in message and "(rollout.sync=auto: adapter on cuda)" in message
+    assert "lora.rank=32" in _fails(["run", *overrides, "device=cuda", "rollout.engine=vllm", "lora.rank=32", "--dry-run"])
+
+
 @pytest.mark.parametrize("stage, terms, message", [
     ("rl", "[{name: accuracy, params: {extract: boxd}}]",
      "reward.terms[0] (accuracy): unknown extract mode 'boxd'; valid: boxed, answer_tag, last_number"),

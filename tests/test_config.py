@@ -450,3 +450,26 @@ def test_commented_yaml_round_trips_and_comments_every_key():
     assert "  lr: 3.0e-06" in lines  # the preset applied, the override kept
     only = commented_yaml(config, ["seed", "rl"])
     assert set(yaml.safe_load(only)) == {"seed", "rl"}
+
+
+@pytest.mark.parametrize("overrides, keys", [
+    (["rollout.max_tokens=2048"], ("rollout.max_tokens=2048", "rollout.max_model_len=1024")),
+    (["rollout.max_tokens=700"], ("data.max_prompt_tokens=384", "rollout.max_tokens=700", "rollout.max_model_len=1024")),
+    (["data.max_prompt_tokens=900"], ("data.max_prompt_tokens=900", "rollout.max_model_len=1024")),
+    (["rollout.max_model_len=512"], ("rollout.max_tokens=256", "rollout.max_model_len=512")),
+    (["eval.max_tokens=1000"], ("eval.max_tokens=1000", "rollout.max_model_len=1024")),
+    (["lora.rank=32", "rollout.sync=adapter"], ("lora.rank=32", "rollout.max_lora_rank=16")),
+])
+def test_lengths_and_lora_rank_must_fit_the_engine(overrides, keys):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert all(key in str(info.value) for key in keys), str(info.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["rollout.max_tokens=640"], ["rollout.max_model_len=2048", "rollout.max_tokens=1664"],
+    ["lora.rank=32", "rollout.sync=merged"], ["lora.rank=32", "rollout.sync=adapter", "rollout.max_lora_rank=32"],
+    ["lora.rank=32", "rollout.sync=adapter", "lora.enabled=false"],
+])
+def test_lengths_and_lora_rank_that_fit_load(overrides):
+    load_config(None, overrides)
