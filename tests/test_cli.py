@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 import rewards
 from pipeline.config import Config, load_config
 from stages import cli, evaluate, export, rl, sft
 from stages.catalog import CHAIN, COMMANDS, STAGES
+from stages.common import first_sentence
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i), "solution": f"{i} + {i} = {2 * i}. \\boxed{{{2 * i}}}",
@@ -268,6 +270,22 @@ def test_stage_help_lists_keys_defaults_and_writes(capsys):
         cli.main(["sft", "--help"])
     out = capsys.readouterr().out
     assert "sft.lr = 0.0002" in out and "algorithm." not in out and "sft/adapter/" in out
+
+
+@pytest.mark.parametrize("stage", list(COMMANDS))
+def test_stage_help_shows_each_keys_first_sentence_whole(stage, capsys):
+    """No key's help stops mid-sentence: its docstring's first sentence is there in full (wrapped)."""
+    with pytest.raises(SystemExit):
+        cli.main([stage, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    sections = [Config.model_fields[name].annotation for name in COMMANDS[stage].sections if "." not in name]
+    for section in sections:
+        for name, field in section.model_fields.items():
+            if isinstance(getattr(section(), name, None), BaseModel):
+                continue  # a nested section (the policy loss's settings) is listed key by key
+            sentence = first_sentence(field.description)
+            assert sentence and " ".join(sentence.split()) in out, f"{name}: {sentence}"
+            assert sentence.endswith((".", ")", "`")) or sentence == " ".join(field.description.split()), sentence
 
 
 def test_rlvr_help_and_run_help_agree_on_the_chain(capsys):
