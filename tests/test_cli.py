@@ -15,6 +15,10 @@ from pydantic import BaseModel
 
 import rewards
 from pipeline.config import Config, load_config
+from pipeline.data.problems import load_problems_for
+from pipeline.data.subsets import split_holdout
+from pipeline.eval.evaluation import load_eval_problems
+from pipeline.supervised.sft import with_solutions
 from stages import cli, evaluate, export, rl, sft
 from stages.catalog import CHAIN, COMMANDS, STAGES
 from stages.common import first_sentence
@@ -368,3 +372,22 @@ def test_the_documented_reward_file_example_works_from_another_folder(workdir, c
     # on the command line the path is the working directory's
     message = _fails(["rl", *overrides, "reward.terms=[{name: 'my_rewards.py:len_penalty'}]", "--dry-run"])
     assert "file 'my_rewards.py' not found" in message
+
+
+def test_the_readmes_demo_numbers_are_what_the_code_selects():
+    """The CPU-demo paragraph's SFT, preference and evaluation counts, recomputed from the shipped data
+    by the stages' own selection code (no model)."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    used, trained, held = map(int, re.search(r"SFT on (\d+) worked solutions of levels 1-2 "
+                                             r"\(`sft.max_examples`; (\d+) trained on, (\d+) held out\)", text).groups())
+    config = load_config(REPO / "configs" / "demo.yaml")
+    data = config.data.model_copy(update={"train": str(REPO / config.data.train)})
+    solved = with_solutions(load_problems_for(data, "train", seed=config.seed), config.sft.max_examples, config.seed)
+    train, held_out = split_holdout(solved, config.sft.eval_fraction, config.seed)
+    assert (used, trained, held) == (len(solved), len(train), len(held_out))
+    assert f"({config.reward_model.num_problems} level 1-2 problems x {config.reward_model.samples_per_problem} " \
+           f"samples" in text and f"at most {config.reward_model.pairs_per_problem} pairs a problem" in text
+    eval_problems = load_eval_problems(str(REPO / config.eval.dataset), split=config.eval.split,
+                                       levels=config.eval.levels, limit=config.eval.problems, seed=config.eval.seed)
+    assert f"the same {len(eval_problems)} held-out level-1 problems, avg@{config.eval.n}" in text
+    assert f"{config.rl.steps} steps x {config.rl.prompts_per_step} prompts x {config.rl.group_size} samples" in text
