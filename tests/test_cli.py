@@ -307,15 +307,22 @@ def test_rlvr_help_and_run_help_agree_on_the_chain(capsys):
 
 
 def _example_commands() -> list[str]:
-    texts = [(REPO / "README.md").read_text()]
+    """Every `rlvr` command of the README and the stages' docstrings: lines that start with one, and
+    inline code spans naming a stage (`rlvr run configs/demo.yaml` in a sentence)."""
+    readme = (REPO / "README.md").read_text()
+    texts = [readme]
     texts += [ast.get_docstring(ast.parse(path.read_text())) or "" for path in sorted((REPO / "stages").glob("*.py"))]
     commands = [line.strip().split(" #")[0].strip() for text in texts for line in text.splitlines()
                 if line.strip().startswith("rlvr ")]
+    commands += [span for span in re.findall(r"`(rlvr [^`]+)`", readme) if span.split()[1] in COMMANDS]
     return list(dict.fromkeys(commands))
 
 
 def _create_inputs(argv: list[str], root: Path) -> None:
-    """Stand-ins for a prior stage's outputs the command names (runs/...): pairs files, adapter folders."""
+    """Stand-ins for a prior stage's outputs the command names (runs/...): pairs files, adapter folders;
+    `rlvr export` without --checkpoint reads RL's final adapter."""
+    if argv[0] == "export" and "--checkpoint" not in argv:
+        argv = [*argv, "runs/demo/rl/final/adapter"]
     for token in argv:
         value = token.split("=", 1)[-1]
         if not value.startswith("runs/"):
