@@ -7,6 +7,7 @@ and returns lines for the dry run's summary. See docs/design.md.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -222,19 +223,41 @@ def check_rewards(config: Config, stage: str) -> list[str]:
     return [line]
 
 
+def engine_and_sync(config: Config) -> tuple[str, str | None]:
+    """The rollout engine (`vllm`/`hf`) and, for vLLM, the weight sync (`adapter`/`merged`), resolved for
+    the device as the engine will resolve them; EngineUnavailable when vLLM is asked for but missing."""
+    engine = resolve_engine(config.rollout.engine)
+    return engine, resolve_sync(config.rollout.sync, resolve_device(config.device)) if engine == "vllm" else None
+
+
+def check_adapter_rank(config: Config, folder: str, key: str) -> None:
+    """A LoRA adapter folder vLLM will serve with adapter sync has a rank within rollout.max_lora_rank;
+    ConfigError naming `key` and the limit otherwise."""
+    settings = Path(folder) / "adapter_config.json"
+    if engine_and_sync(config)[1] != "adapter" or not settings.is_file():
+        return
+    rank = json.loads(settings.read_text()).get("r")
+    if isinstance(rank, int) and rank > config.rollout.max_lora_rank:
+        raise ConfigError(f"{key}: {folder} is a LoRA adapter of rank {rank}, above rollout.max_lora_rank="
+                          f"{config.rollout.max_lora_rank}, the largest rank vLLM accepts with adapter sync "
+                          f"(rollout.sync={config.rollout.sync}); raise rollout.max_lora_rank to at least {rank}")
+
+
 def check_engine(config: Config) -> list[str]:
     """RL's rollout engine resolves (vLLM installed when asked for, else EngineUnavailable) and, pushing
-    LoRA adapters (`rollout.sync`; `auto` resolved for the device, as the engine will), accepts lora.rank."""
-    engine = resolve_engine(config.rollout.engine)
-    if engine != "vllm":
+    LoRA adapters (`rollout.sync`; `auto` resolved for the device, as the engine will), accepts lora.rank
+    and the rank of `model.adapter`, the adapter RL starts from."""
+    engine, sync = engine_and_sync(config)
+    if sync is None:
         return [f"rollout.engine: {config.rollout.engine} ({engine})"]
-    device = resolve_device(config.device)
-    sync = resolve_sync(config.rollout.sync, device)
+    device = resolve_device(config.device).type
     try:
         config.check_lora_rank(sync)
     except ValueError as exc:
-        raise ConfigError(f"{exc} (rollout.sync={config.rollout.sync}: {sync} on {device.type})") from None
-    return [f"rollout.engine: {config.rollout.engine} ({engine}, {sync} sync on {device.type})"]
+        raise ConfigError(f"{exc} (rollout.sync={config.rollout.sync}: {sync} on {device})") from None
+    if config.model.adapter is not None:
+        check_adapter_rank(config, config.model.adapter, "model.adapter")
+    return [f"rollout.engine: {config.rollout.engine} ({engine}, {sync} sync on {device})"]
 
 
 def preflight(config: Config, stage: str) -> list[str]:

@@ -164,10 +164,21 @@ def test_checkpoint_not_found_lists_only_checkpoints_of_the_same_run(workdir, no
 def test_lora_rank_over_the_engine_limit_where_sync_auto_resolves_to_adapter(workdir, no_training):
     """`rollout.sync: auto` is adapter on a GPU: decided in the preflight, naming both keys."""
     pytest.importorskip("vllm")
-    _, overrides = workdir
+    tmp_path, overrides = workdir
     message = _fails(["rl", *overrides, "device=cuda", "rollout.engine=vllm", "lora.rank=32", "--dry-run"])
     assert "lora.rank=32 exceeds rollout.max_lora_rank=16" in message and "(rollout.sync=auto: adapter on cuda)" in message
     assert "lora.rank=32" in _fails(["run", *overrides, "device=cuda", "rollout.engine=vllm", "lora.rank=32", "--dry-run"])
+    # an adapter's own rank: the one RL starts from, the ones eval serves
+    wide = _adapter(tmp_path / "wide")
+    (wide / "adapter_config.json").write_text(json.dumps({"r": 32}))
+    gpu = ["device=cuda", "rollout.engine=vllm", "--dry-run"]
+    message = _fails(["rl", *overrides, f"model.adapter={wide}", *gpu])
+    assert message.endswith(f"model.adapter: {wide} is a LoRA adapter of rank 32, above rollout.max_lora_rank=16, the "
+                            "largest rank vLLM accepts with adapter sync (rollout.sync=auto); raise "
+                            "rollout.max_lora_rank to at least 32")
+    assert f"checkpoint 'x': {wide} is a LoRA adapter of rank 32" in _fails(
+        ["eval", *overrides, "--compare", "base", f"x={wide}", *gpu])
+    cli.main(["eval", *overrides, "--compare", "base", f"x={wide}", "rollout.max_lora_rank=32", *gpu])
 
 
 @pytest.mark.parametrize("stage, terms, message", [
