@@ -152,8 +152,8 @@ def test_checkpoint_not_found_lists_only_checkpoints_of_the_same_run(workdir, no
     (tmp_path / "models" / "base" / "config.json").write_text("{}")
     _adapter(tmp_path / "other_run" / "sft" / "adapter")
     message = _fails(["eval", *overrides, "--compare", "base", "rl=run/rl/final/adaptr", "--dry-run"])
-    assert message.endswith(f"checkpoint 'rl': checkpoint folder not found: run/rl/final/adaptr "
-                            f"(found: run/rl/final/adapter, run/sft/adapter)")
+    assert message.endswith("checkpoint 'rl': checkpoint folder not found: run/rl/final/adaptr "
+                            "(found: run/rl/final/adapter, run/sft/adapter)")
     for missing in ("/nonexistent", "nowhere/adapter", str(tmp_path / "elsewhere" / "adapter")):
         message = _fails(["eval", *overrides, "--compare", "base", f"x={missing}", "--dry-run"])
         assert message.endswith(f"checkpoint folder not found: {missing}"), message
