@@ -307,9 +307,8 @@ class CodeReward:
             return float(passed == len(suite))
         return passed / len(suite)
 
-    def __call__(self, completions: list[Any], tests: Sequence[Any] | None = None, **_: Any) -> list[float]:
-        if tests is None:
-            raise ValueError("the code reward needs a 'tests' column")
+    def __call__(self, completions: list[Any], tests: Sequence[Any], **_: Any) -> list[float]:
+        """``tests``: one test suite per completion (a required column: the scorer checks the data has it)."""
         if len(tests) != len(completions):
             raise ValueError(f"'tests' has {len(tests)} items for {len(completions)} completions")
         completions = completion_texts(completions)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from rewards.registry import RewardFn, accepted_params, get, validate
 
-__all__ = ["RewardResult", "RewardScorer", "TrainerState", "check_terms", "component_stats"]
+__all__ = ["RewardResult", "RewardScorer", "TrainerState", "check_terms", "component_stats", "term_label"]
 
 SHARED_SETTINGS = ("workers", "timeout", "max_tokens")
 """The scorer's settings handed to every term whose factory takes them."""
@@ -137,14 +138,30 @@ class _Term:
     accepts: set[str] | None
     requires: set[str]
 
-    def __call__(self, completions: list[Any], columns: dict[str, Any]) -> Any:
-        """The reward called TRL's way: keyword arguments only, the columns it names (all with ``**kwargs``)."""
-        kwargs = columns if self.accepts is None else {k: v for k, v in columns.items() if k in self.accepts}
-        missing = sorted(self.requires - set(kwargs) - {"completions"})
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """``ValueError`` naming the columns the reward requires (parameters without a default) that
+        ``columns`` lacks."""
+        missing = sorted(self.requires - set(columns) - {"completions"})
         if missing:
             raise ValueError(f"reward {self.label!r} needs column(s) {', '.join(map(repr, missing))}, which this "
                              f"data does not have; columns: completions, {', '.join(sorted(columns))}")
+
+    def __call__(self, completions: list[Any], columns: dict[str, Any]) -> Any:
+        """The reward called TRL's way: keyword arguments only, the columns it names (all with ``**kwargs``)."""
+        self.check_columns(columns)
+        kwargs = columns if self.accepts is None else {k: v for k, v in columns.items() if k in self.accepts}
         return self.reward(completions=completions, **kwargs)
+
+
+def term_label(name: str, taken: Sequence[str]) -> str:
+    """A term's name in metrics and TensorBoard tags (``reward/<label>/mean``): a registered name as is,
+    ``module:fn`` and ``path/file.py:fn`` as ``fn``; characters a tag cannot hold as ``_``; a label
+    already in ``taken`` gets ``_2``, ``_3``, ..."""
+    base = re.sub(r"[^\w.-]", "_", name.rpartition(":")[2]) or "reward"
+    label, n = base, 2
+    while label in taken:
+        label, n = f"{base}_{n}", n + 1
+    return label
 
 
 class RewardScorer:
@@ -152,7 +169,8 @@ class RewardScorer:
 
     ``workers``, ``timeout`` and ``max_tokens`` are shared settings handed to every
     term whose factory takes that parameter, unless the term's params set it.
-    A term listed twice is logged as ``name``, ``name#2``, ...
+    Each term is logged under ``term_label`` (a file or module reward under its function's name; a
+    term listed twice as ``name``, ``name_2``, ...).
     """
 
     def __init__(self, terms: Iterable[Any], workers: int | None = None, timeout: float = 5.0,
@@ -160,22 +178,29 @@ class RewardScorer:
         shared = dict(zip(SHARED_SETTINGS, (workers, timeout, max_tokens)))
         self._terms: list[_Term] = []
         try:
-            for term in terms:
+            for index, term in enumerate(terms):
                 name, weight, params = _term_fields(term)
                 accepted = accepted_params(name)
                 for key, value in shared.items():
                     if value is not None and key not in params and (accepted is None or key in accepted):
                         params[key] = value
-                label, n = name, 2
-                while label in (t.label for t in self._terms):
-                    label, n = f"{name}#{n}", n + 1
-                reward = get(name, **params)
+                try:
+                    reward = get(name, **params)
+                except (ValueError, TypeError) as exc:  # a factory refusing a parameter's value
+                    raise ValueError(f"reward.terms[{index}] ({name}): {exc}") from None
+                label = term_label(name, [t.label for t in self._terms])
                 self._terms.append(_Term(label, weight, reward, *_call_columns(reward)))
         except Exception:
             self.close()
             raise
         if not self._terms:
             raise ValueError("RewardScorer needs at least one reward term")
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """Before any scoring: ``ValueError`` naming the first term that requires a column (a parameter
+        without a default, e.g. the code reward's ``tests``) missing from ``columns``."""
+        for term in self._terms:
+            term.check_columns(columns)
 
     def __call__(self, completions: list[Any], **columns: Any) -> RewardResult:
         """Score ``completions`` (strings, or TRL message lists); ``columns`` are keyword lists with one

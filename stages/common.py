@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,25 @@ def _section_lines(prefix: str, section: BaseModel) -> list[str]:
     return lines
 
 
+HELP_DOC_WIDTH = 60
+"""Characters per line of a key's help text (wrapped; the first sentence of its docstring)."""
+
+
+def first_sentence(description: str | None) -> str:
+    """The docstring's first sentence, whole (it may span lines): up to a `.` (not `e.g.`) before a
+    capital or a backtick, or the end."""
+    text = " ".join((description or "").split())
+    return re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=\.)\s+(?=[A-Z`])", text, maxsplit=1)[0]
+
+
 def _key_line(key: str, value: Any, description: str | None) -> str:
+    """`  key = default   First sentence of its docstring,` wrapped in a column (a long key: the text below)."""
     shown = yaml_value(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    doc = description.splitlines()[0] if description else ""
-    return f"  {key} = {shown}\n      {doc}" if len(key) + len(shown) > 44 else f"  {key + ' = ' + shown:<47} {doc}"
+    doc = textwrap.wrap(first_sentence(description), HELP_DOC_WIDTH, break_on_hyphens=False) or [""]
+    if len(key) + len(shown) > 44:
+        return "\n".join([f"  {key} = {shown}", *(f"      {line}" for line in doc)])
+    return "\n".join([f"  {key + ' = ' + shown:<47} {doc[0]}", *(f"{'':<50}{line}" for line in doc[1:])])
 
 
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_]\w*(\.\w+)+")

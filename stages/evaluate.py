@@ -22,7 +22,7 @@ from pipeline.eval.evaluation import (PAIRED, EvalReport, compare_markdown, eval
 from pipeline.core.models import load_checkpoint, load_tokenizer, prepare_model, resolve_device
 from pipeline.rollout import make_engine
 from stages.common import run_stage, stage_dir, stage_parser
-from stages.preflight import check_checkpoint
+from stages.preflight import check_adapter_rank, check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def run_eval(config: Config, adapters: dict[str, str | None], reference: str | N
     """
     if reference is not None and reference not in adapters:
         raise ValueError(f"reference checkpoint {reference!r} is not among {', '.join(adapters)}")
-    check_checkpoints(adapters)
+    check_checkpoints(config, adapters)
     cfg, out = config.eval, stage_dir(config, "eval")
     model_path = prepare_model(config.model.name, config.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
@@ -107,10 +107,16 @@ def _write(report: EvalReport, folder: Path, label: str) -> None:
     log.info("eval: wrote %s and %s", folder / "report.json", folder / "summary.md")
 
 
-def check_checkpoints(adapters: dict[str, str | None]) -> list[str]:
-    """Each checkpoint is an adapter or model folder (ModelError naming the first that is not)."""
-    return [f"checkpoint {label}: {path} ({check_checkpoint(path, f'checkpoint {label!r}')})"
-            for label, path in adapters.items() if path is not None]
+def check_checkpoints(config: Config, adapters: dict[str, str | None]) -> list[str]:
+    """Each checkpoint is an adapter or model folder that the engine accepts (an adapter's rank within
+    rollout.max_lora_rank with adapter sync); ModelError or ConfigError naming the first that is not."""
+    lines = []
+    for label, path in adapters.items():
+        if path is not None:
+            what = check_checkpoint(path, f"checkpoint {label!r}")
+            check_adapter_rank(config, path, f"checkpoint {label!r}")
+            lines.append(f"checkpoint {label}: {path} ({what})")
+    return lines
 
 
 def checkpoints(config: Config, args: argparse.Namespace) -> dict[str, str | None]:
@@ -139,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage(main_with, build_parser(), argv, checks=[lambda config, args: check_checkpoints(checkpoints(config, args))])
+    run_stage(main_with, build_parser(), argv, checks=[lambda config, args: check_checkpoints(config, checkpoints(config, args))])
 
 
 if __name__ == "__main__":

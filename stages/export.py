@@ -22,6 +22,7 @@ from pipeline.core.checkpoint import FINAL, write_folder_atomic, write_json_atom
 from pipeline.config import Config, ConfigError
 from pipeline.core.models import is_adapter, load_checkpoint, prepare_model
 from stages.common import run_stage, stage_dir, stage_parser
+from stages.preflight import check_checkpoint
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -35,15 +36,13 @@ def default_checkpoint(config: Config) -> Path:
     raise ConfigError(f"no trained weights in {final}/: run `rlvr rl` first, or pass --checkpoint FOLDER")
 
 
-def checked_checkpoint(folder: str | Path) -> Path:
-    """`folder` if it is a LoRA adapter or a model folder; ConfigError (one line) otherwise."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f"--checkpoint: folder not found: {folder}")
-    if not (is_adapter(folder) or (folder / "config.json").is_file()):
-        raise ConfigError(f"--checkpoint: {folder} is neither a LoRA adapter (adapter_config.json) "
-                          "nor a model folder (config.json)")
-    return folder
+def checkpoint_of(config: Config, args: argparse.Namespace) -> Path:
+    """`--checkpoint` when it is an adapter or model folder (ModelError naming it otherwise), else
+    `default_checkpoint`; run in the preflight, before any model loads."""
+    if args.checkpoint is None:
+        return default_checkpoint(config)
+    check_checkpoint(args.checkpoint, "--checkpoint")
+    return Path(args.checkpoint)
 
 
 def base_model(config: Config, checkpoint: Path) -> Path:
@@ -85,7 +84,7 @@ def export_model(checkpoint: str | Path, base: str | Path, out: str | Path, dtyp
 
 
 def main_with(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    checkpoint = checked_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(config)
+    checkpoint = checkpoint_of(config, args)
     base = base_model(config, checkpoint)
     folder = stage_dir(config, "export")
     out = export_model(checkpoint, base, folder / "model", args.dtype)
@@ -105,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage(main_with, build_parser(), argv)
+    run_stage(main_with, build_parser(), argv, checks=[lambda config, args: [f"checkpoint: {checkpoint_of(config, args)}"]])
 
 
 if __name__ == "__main__":

@@ -6,18 +6,21 @@ and returns lines for the dry run's summary. See docs/design.md.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import rewards
-from pipeline.config import Config, ConfigError, RewardModelConfig
+from pipeline.config import Config, ConfigError, RewardModelConfig, RewardTerm
 from pipeline.data.problems import DataError, Problem, load_problems_for
 from pipeline.eval.evaluation import load_eval_problems
-from pipeline.core.models import ModelError, is_adapter, model_source
+from pipeline.core.models import ModelError, is_adapter, model_source, resolve_device
 from pipeline.data.preference import load_pairs
+from pipeline.rollout import resolve_engine, resolve_sync
 from pipeline.supervised.sft import with_solutions
-from stages.catalog import CHAIN, COMMANDS
+from stages.catalog import CHAIN, COMMANDS, STAGES
 
 MAX_HINTS = 3
 
@@ -34,33 +37,85 @@ def check_output_dir(config: Config) -> list[str]:
     return [f"output_dir: {path}/ ({'exists' if path.is_dir() else 'will be created'})"]
 
 
-def _checkpoints_under(folder: Path) -> list[str]:
-    """Adapter or model folders at most two levels below `folder`, newest checkpoint last."""
-    found = [p.parent for pattern in ("*/", "*/*/") for name in ("adapter_config.json", "config.json")
-             for p in folder.glob(pattern + name)]
-    return sorted({str(p) for p in found}, key=lambda s: (len(s), s))[-MAX_HINTS:]
+def written_paths(stage: str) -> list[str]:
+    """The paths under output_dir that `stage` (a catalog command) writes, from the catalog's `writes`
+    and folders (a folder ends in `/`); templated ones (`checkpoint-<step>/`) left out."""
+    info = COMMANDS[stage]
+    folders = [f"{STAGES[name].folder}/" for name in (CHAIN if stage == "run" else (stage,))
+               if STAGES[name].folder]
+    tokens = [token.strip("(),") for entry in info.writes for token in entry.split()]
+    return list(dict.fromkeys(folders + [t for t in tokens if "/" in t and "<" not in t] +
+                              [t for t in tokens if t.endswith(".json") and "/" not in t]))
+
+
+def check_output_paths(config: Config, stage: str) -> list[str]:
+    """No file stands where `stage` writes a folder (`output_dir/rl` a file), nor a folder where it
+    writes a file: ConfigError naming the path, instead of a FileExistsError once the stage runs."""
+    root = Path(config.output_dir).expanduser()
+    for written in written_paths(stage):
+        path = root / written
+        folders = [*reversed(path.parents[:len(path.parents) - len(root.parents) - 1])]
+        for folder in folders + ([path] if written.endswith("/") else []):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"output_dir: {folder} is a file, but `rlvr {stage}` writes the folder "
+                                  f"{folder}/ there; move it away or choose another output_dir")
+        if not written.endswith("/") and path.is_dir():
+            raise ConfigError(f"output_dir: {path} is a folder, but `rlvr {stage}` writes a file there; move it "
+                              "away or choose another output_dir")
+    return []
+
+
+def _checkpoints_in(folder: Path) -> list[Path]:
+    """Trained checkpoints at most four levels below `folder`: LoRA adapter folders, and full model
+    folders that a stage wrote (named `model`, not the reward model's)."""
+    found = [p.parent for depth in range(1, 5) for p in folder.glob("*/" * depth + "adapter_config.json")]
+    found += [p.parent for depth in range(2, 5) for p in folder.glob("*/" * (depth - 1) + "model/config.json")
+              if STAGES["reward-model"].folder not in p.relative_to(folder).parts]
+    return sorted(set(found))
+
+
+def _run_folder(path: Path) -> Path | None:
+    """The output_dir holding `path`: its nearest existing ancestor with a stage's folder in it."""
+    folders = [stage.folder for stage in STAGES.values() if stage.folder]
+    for ancestor in [path, *path.parents][:-1]:  # never the filesystem root
+        if ancestor.is_dir() and any((ancestor / name).is_dir() for name in folders):
+            return ancestor
+    return None
+
+
+def _candidates(path: Path) -> list[str]:
+    """Checkpoints the user may have meant by `path`: those inside it (an existing folder), else those of
+    the run folder (output_dir) holding it, closest name first; none outside a run folder."""
+    full = path.resolve()
+    inside = _checkpoints_in(full) if full.is_dir() else []
+    run = _run_folder(full.parent if full.is_dir() else full)
+    found = inside or (_checkpoints_in(run) if run is not None else [])
+    ranked = sorted(found, key=lambda p: -difflib.SequenceMatcher(None, str(p), str(full)).ratio())
+    return [str(p if path.is_absolute() or not p.is_relative_to(Path.cwd()) else p.relative_to(Path.cwd()))
+            for p in ranked[:MAX_HINTS]]
 
 
 def check_checkpoint(folder: str, key: str, *, adapter_only: bool = False) -> str:
     """What `folder` is ("LoRA adapter" or "model folder"); ModelError naming `key` when it is neither.
 
-    The error lists the checkpoints found below the folder (or below its nearest existing parent).
+    The error lists the checkpoints inside the folder, or in the run folder (output_dir) holding it.
     """
     path = Path(folder).expanduser()
     if path.is_dir() and is_adapter(path):
         return "LoRA adapter"
     if path.is_dir() and not adapter_only and (path / "config.json").is_file():
         return "model folder"
-    if not path.is_dir():
-        parent = next((p for p in path.parents if p.is_dir()), Path("."))
-        found, problem = _checkpoints_under(parent), f"checkpoint folder not found: {folder}"
+    if path.exists() and not path.is_dir():
+        problem = f"{folder} is a file, not a checkpoint folder"
+    elif not path.exists():
+        problem = f"checkpoint folder not found: {folder}"
     elif adapter_only and (path / "config.json").is_file():
-        found, problem = [], (f"{folder} is a full model folder, not a LoRA adapter (no adapter_config.json); "
-                              f"start from it with model.name={folder}")
+        raise ModelError(f"{key}: {folder} is a full model folder, not a LoRA adapter (no adapter_config.json); "
+                         f"start from it with model.name={folder}")
     else:
-        found = _checkpoints_under(path)
         needs = "adapter_config.json" if adapter_only else "adapter_config.json or config.json"
         problem = f"{folder} is not a checkpoint folder (no {needs})"
+    found = _candidates(path)
     hint = f" (found: {', '.join(found)})" if found else ""
     raise ModelError(f"{key}: {problem}{hint}")
 
@@ -131,13 +186,78 @@ STAGE_CHECKS: dict[str, Callable[[Config], list[str]]] = {
 """The data each stage reads. `rlvr run` runs those of every stage in CHAIN."""
 
 
-def check_rewards(config: Config) -> list[str]:
-    """`reward.terms`: every name resolves (registered, `module:fn` or `file.py:fn`) and takes its params."""
+RL_COLUMNS = ("prompts", "prompt", "completion_ids", "problem", "answer", "solution", "lengths", "truncated",
+              "trainer_state", "step")
+"""The columns RL hands every reward besides the data's own (pipeline/rl/trainer.py `Trainer._score`)."""
+
+
+def _built_by_the_chain(config: Config, term: RewardTerm, stage: str) -> bool:
+    """A `reward_model` term reading the reward model `rlvr run` trains first (not there before the run)."""
+    folder = Path(config.output_dir) / STAGES["reward-model"].folder
+    path = term.params.get("path")
+    return (stage == "run" and term.name == "reward_model" and isinstance(path, str)
+            and folder.resolve() in (Path(path).resolve(), *Path(path).resolve().parents))
+
+
+def check_rewards(config: Config, stage: str) -> list[str]:
+    """`reward.terms`: every name resolves (registered, `module:fn` or `file.py:fn`), takes its params and
+    builds with their values (the factories check them: `extract: boxd`, the code sandbox), as RL builds
+    them; for RL, the data has every column a reward requires (the code reward's `tests`)."""
+    line = f"reward.terms: {', '.join(term.name for term in config.reward.terms)}"
+    terms = [term for term in config.reward.terms if not _built_by_the_chain(config, term, stage)]
     try:
         rewards.check_terms(config.reward.terms)
+        scorer = rewards.RewardScorer(terms, workers=config.reward.workers, timeout=config.reward.timeout,
+                                      max_tokens=config.rollout.max_tokens) if terms else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return [f"reward.terms: {', '.join(term.name for term in config.reward.terms)}"]
+    if scorer is None:
+        return [line]
+    with scorer:
+        if stage in ("rl", "run"):
+            problems = _problems(config, "train", config.rl.levels)[0]
+            try:
+                scorer.check_columns({*RL_COLUMNS, *(key for p in problems for key in p.extra)})
+            except ValueError as exc:
+                raise DataError(f"data.train: {config.data.train}: {exc}") from None
+    return [line]
+
+
+def engine_and_sync(config: Config) -> tuple[str, str | None]:
+    """The rollout engine (`vllm`/`hf`) and, for vLLM, the weight sync (`adapter`/`merged`), resolved for
+    the device as the engine will resolve them; EngineUnavailable when vLLM is asked for but missing."""
+    engine = resolve_engine(config.rollout.engine)
+    return engine, resolve_sync(config.rollout.sync, resolve_device(config.device)) if engine == "vllm" else None
+
+
+def check_adapter_rank(config: Config, folder: str, key: str) -> None:
+    """A LoRA adapter folder vLLM will serve with adapter sync has a rank within rollout.max_lora_rank;
+    ConfigError naming `key` and the limit otherwise."""
+    settings = Path(folder) / "adapter_config.json"
+    if engine_and_sync(config)[1] != "adapter" or not settings.is_file():
+        return
+    rank = json.loads(settings.read_text()).get("r")
+    if isinstance(rank, int) and rank > config.rollout.max_lora_rank:
+        raise ConfigError(f"{key}: {folder} is a LoRA adapter of rank {rank}, above rollout.max_lora_rank="
+                          f"{config.rollout.max_lora_rank}, the largest rank vLLM accepts with adapter sync "
+                          f"(rollout.sync={config.rollout.sync}); raise rollout.max_lora_rank to at least {rank}")
+
+
+def check_engine(config: Config) -> list[str]:
+    """RL's rollout engine resolves (vLLM installed when asked for, else EngineUnavailable) and, pushing
+    LoRA adapters (`rollout.sync`; `auto` resolved for the device, as the engine will), accepts lora.rank
+    and the rank of `model.adapter`, the adapter RL starts from."""
+    engine, sync = engine_and_sync(config)
+    if sync is None:
+        return [f"rollout.engine: {config.rollout.engine} ({engine})"]
+    device = resolve_device(config.device).type
+    try:
+        config.check_lora_rank(sync)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (rollout.sync={config.rollout.sync}: {sync} on {device})") from None
+    if config.model.adapter is not None:
+        check_adapter_rank(config, config.model.adapter, "model.adapter")
+    return [f"rollout.engine: {config.rollout.engine} ({engine}, {sync} sync on {device})"]
 
 
 def preflight(config: Config, stage: str) -> list[str]:
@@ -146,11 +266,13 @@ def preflight(config: Config, stage: str) -> list[str]:
     Raises ConfigError, DataError or ModelError (one line) at the first problem found.
     """
     stages = CHAIN if stage == "run" else (stage,)
-    lines = check_output_dir(config)
+    lines = check_output_dir(config) + check_output_paths(config, stage)
     if "model" in COMMANDS[stage].sections:
         lines += check_model(config)
     if "reward" in COMMANDS[stage].sections:
-        lines += check_rewards(config)
+        lines += check_rewards(config, stage)
+    if stage in ("rl", "run"):
+        lines += check_engine(config)
     for name in stages:
         if name in STAGE_CHECKS:
             lines += STAGE_CHECKS[name](config)

@@ -1,8 +1,8 @@
 """The typed config: YAML + overrides, presets, and errors that name the key."""
 
-from pathlib import Path
-
+import re
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -174,11 +174,11 @@ def test_a_setting_the_correction_does_not_use_names_it():
 
 
 @pytest.mark.parametrize("key, expected", [("tis=token_mask", "algorithm.correction"),
-                                           ("tis_cap=3", "algorithm.correction.cap"),
-                                           ("tis_lower=0.5", "algorithm.correction.lower"),
-                                           ("tis_upper=5", "algorithm.correction.upper")])
+                                           ("tis_cap=3", "algorithm.correction={type: token_truncate, cap: ..."),
+                                           ("tis_lower=0.5", "algorithm.correction={type: token_mask, lower: ..."),
+                                           ("tis_upper=5", "algorithm.correction={type: token_mask, upper: ...")])
 def test_the_flat_tis_keys_are_gone(key, expected):
-    with pytest.raises(ConfigError, match=f"unknown key 'algorithm.{key.split('=')[0]}' \\(did you mean '{expected}'"):
+    with pytest.raises(ConfigError, match=re.escape(f"unknown key 'algorithm.{key.split('=')[0]}' (did you mean '{expected}")):
         load_config(None, [f"algorithm.{key}"])
 
 
@@ -340,25 +340,25 @@ def test_every_field_has_a_docstring():
     ("reward_model", "reward_model.learning_rate=1e-6", "'reward_model.lr'"),
     ("rl", "max_completion_length=128", "'rollout.max_tokens'"),
     ("eval", "max_completion_length=128", "'eval.max_tokens'"),
-    ("rl", "epsilon_high=0.28", "'algorithm.policy_loss.eps_high'"),
-    ("rl", "algorithm.clip_ratio_high=0.28", "'algorithm.policy_loss.eps_high'"),
-    ("rl", "epsilon=0.2", "'algorithm.policy_loss.eps'"),
-    ("rl", "clip_ratio_c=3", "'algorithm.policy_loss.dual_clip_c'"),
+    ("rl", "epsilon_high=0.28", "'algorithm.policy_loss={type: dapo, eps_high: ...} (or type gspo, gspo_token)'"),
+    ("rl", "algorithm.clip_ratio_high=0.28", "'algorithm.policy_loss={type: dapo, eps_high: ...} (or type gspo, gspo_token)'"),
+    ("rl", "epsilon=0.2", "'algorithm.policy_loss={type: ppo_clip, eps: ...}'"),
+    ("rl", "clip_ratio_c=3", "'algorithm.policy_loss={type: ppo_clip, dual_clip_c: ...} (or type dapo)'"),
     # the flat keys before each loss had its own settings
-    ("rl", "algorithm.eps=0.1", "'algorithm.policy_loss.eps'"),
-    ("rl", "algorithm.eps_low=0.1", "'algorithm.policy_loss.eps_low'"),
-    ("rl", "algorithm.eps_high=0.3", "'algorithm.policy_loss.eps_high'"),
-    ("rl", "algorithm.dual_clip_c=3", "'algorithm.policy_loss.dual_clip_c'"),
-    ("rl", "algorithm.tau_pos=1", "'algorithm.policy_loss.tau_pos'"),
-    ("rl", "algorithm.tau_neg=1", "'algorithm.policy_loss.tau_neg'"),
+    ("rl", "algorithm.eps=0.1", "'algorithm.policy_loss={type: ppo_clip, eps: ...}'"),
+    ("rl", "algorithm.eps_low=0.1", "'algorithm.policy_loss={type: dapo, eps_low: ...} (or type gspo, gspo_token)'"),
+    ("rl", "algorithm.eps_high=0.3", "'algorithm.policy_loss={type: dapo, eps_high: ...} (or type gspo, gspo_token)'"),
+    ("rl", "algorithm.dual_clip_c=3", "'algorithm.policy_loss={type: ppo_clip, dual_clip_c: ...} (or type dapo)'"),
+    ("rl", "algorithm.tau_pos=1", "'algorithm.policy_loss={type: sapo, tau_pos: ...}'"),
+    ("rl", "algorithm.tau_neg=1", "'algorithm.policy_loss={type: sapo, tau_neg: ...}'"),
     # TRL's, verl's and ms-swift's names of the rollout correction (§9)
     ("rl", "vllm_importance_sampling_mode=token_mask", "'algorithm.correction'"),
-    ("rl", "vllm_importance_sampling_cap=3", "'algorithm.correction.cap'"),
+    ("rl", "vllm_importance_sampling_cap=3", "'algorithm.correction={type: token_truncate, cap: ...} (or type sequence_truncate)'"),
     ("rl", "algorithm.rollout_correction.rollout_is=token", "'algorithm.correction'"),
-    ("rl", "rollout_is_threshold=2", "'algorithm.correction.cap'"),
-    ("rl", "rollout_rs_threshold=2", "'algorithm.correction.upper'"),
-    ("rl", "rollout_rs_threshold_lower=0.5", "'algorithm.correction.lower'"),
-    ("rl", "tis_imp_ratio_cap=2", "'algorithm.correction.cap'"),
+    ("rl", "rollout_is_threshold=2", "'algorithm.correction={type: token_truncate, cap: ...} (or type sequence_truncate)'"),
+    ("rl", "rollout_rs_threshold=2", "'algorithm.correction={type: token_mask, upper: ...} (or type sequence_mask)'"),
+    ("rl", "rollout_rs_threshold_lower=0.5", "'algorithm.correction={type: token_mask, lower: ...} (or type sequence_mask)'"),
+    ("rl", "tis_imp_ratio_cap=2", "'algorithm.correction={type: token_truncate, cap: ...} (or type sequence_truncate)'"),
     ("rl", "rollout_importance_sampling_mode=token_mask", "'algorithm.correction'"),
     ("rl", "per_device_train_batch_size=4", "'rl.micro_batch_size'"),
     ("sft", "per_device_train_batch_size=4", "'sft.micro_batch_size'"),
@@ -377,6 +377,57 @@ def test_trl_and_verl_names_hint_at_ours(section, override, expected):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override], section=section)
     assert f"(did you mean {expected}?)" in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["epsilon_high=0.28", "clip_ratio_low=0.1", "tau_pos=2", "delta=3",
+                                      "vllm_importance_sampling_cap=3", "rollout_rs_threshold=2",
+                                      "algorithm.eps_high=0.3"])
+def test_a_typed_setting_hint_works_as_an_override(override):
+    """A setting only some loss (correction) types have is hinted with such a type: pasted as the
+    override, with a value, the config loads (the default type, ppo_clip, has no eps_high)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override], section="rl")
+    hint = re.search(r"did you mean '([^']+)'", str(info.value)).group(1)
+    key, _, value = hint.partition("=")
+    assert value.startswith("{type: "), hint
+    config = load_config(None, [f"{key}={value.split(' (or')[0].replace('...', override.split('=')[1])}"])
+    assert getattr(config.algorithm, key.split(".")[1]).type in value
+
+
+def test_a_setting_the_chosen_type_lacks_names_a_type_that_has_it():
+    with pytest.raises(ConfigError, match=r"'ppo_clip' loss has no setting 'eps_high'.*"
+                                          r"algorithm\.policy_loss=\{type: dapo, eps_high: \.\.\.\}"):
+        load_config(None, ["algorithm.policy_loss.eps_high=0.3"])
+
+
+@pytest.mark.parametrize("overrides, keys", [
+    (["rl.group_size=1"], ("rl.mini_batch_size", "rl.group_size")),
+    (["cluster.colocate=true", "cluster.learner_workers=2"], ("colocate",)),
+    (["rollout.temperature=0"], ("rollout.temperature", "rl.group_size")),
+])
+def test_a_cross_field_error_is_the_message_not_the_config(overrides, keys):
+    """A check across keys prints its message (naming the keys), not the section's whole dict."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert all(key in message for key in keys) and "{" not in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("override", ["rl.steps=[1, 2", "data.system_prompt=a: b: c", "reward.terms=[{name: x",
+                                      "rl.lr='2e-6"])
+def test_an_override_that_is_not_yaml_is_one_line_naming_it(override):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert message.startswith(f"override {override!r}: the value is not valid YAML (line 1") and "\n" not in message
+
+
+def test_a_config_file_that_is_not_yaml_is_one_line_naming_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("rl:\n  steps: 3\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not valid YAML: line ") and "\n" not in str(info.value)
 
 
 def test_commented_yaml_round_trips_and_comments_every_key():
@@ -399,3 +450,26 @@ def test_commented_yaml_round_trips_and_comments_every_key():
     assert "  lr: 3.0e-06" in lines  # the preset applied, the override kept
     only = commented_yaml(config, ["seed", "rl"])
     assert set(yaml.safe_load(only)) == {"seed", "rl"}
+
+
+@pytest.mark.parametrize("overrides, keys", [
+    (["rollout.max_tokens=2048"], ("rollout.max_tokens=2048", "rollout.max_model_len=1024")),
+    (["rollout.max_tokens=700"], ("data.max_prompt_tokens=384", "rollout.max_tokens=700", "rollout.max_model_len=1024")),
+    (["data.max_prompt_tokens=900"], ("data.max_prompt_tokens=900", "rollout.max_model_len=1024")),
+    (["rollout.max_model_len=512"], ("rollout.max_tokens=256", "rollout.max_model_len=512")),
+    (["eval.max_tokens=1000"], ("eval.max_tokens=1000", "rollout.max_model_len=1024")),
+    (["lora.rank=32", "rollout.sync=adapter"], ("lora.rank=32", "rollout.max_lora_rank=16")),
+])
+def test_lengths_and_lora_rank_must_fit_the_engine(overrides, keys):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert all(key in str(info.value) for key in keys), str(info.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["rollout.max_tokens=640"], ["rollout.max_model_len=2048", "rollout.max_tokens=1664"],
+    ["lora.rank=32", "rollout.sync=merged"], ["lora.rank=32", "rollout.sync=adapter", "rollout.max_lora_rank=32"],
+    ["lora.rank=32", "rollout.sync=adapter", "lora.enabled=false"],
+])
+def test_lengths_and_lora_rank_that_fit_load(overrides):
+    load_config(None, overrides)

@@ -164,6 +164,7 @@ def test_trl_and_open_r1_rewards_run_unchanged_on_conversational_data(tiny_model
             {"prompt": [{"role": "user", "content": "Add 5 and 2."}], "solution": "$7$", "difficulty": "easy"}]
     data = _jsonl(tmp_path / "conv.jsonl", rows)
     config = _config(tiny_model_dir, data, tmp_path, "data.columns={problem: prompt, answer: solution}",
+                     "rl.steps=2",  # records 0 and 1: two updates (no final rollout without an evaluation)
                      "reward.terms=[{name: trl_format}, {name: open_r1_accuracy}, {name: record_call}, "
                      "{name: picky_call}, {name: format, weight: 0.1, params: {answer: answer_tag, think_tags: true}}]")
     trainer = Trainer(config, engine=CannedEngine(lambda j: TEXTS[j % len(TEXTS)]))

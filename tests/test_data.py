@@ -73,6 +73,21 @@ def test_aime_preset_capitalised_columns(tmp_path: Path) -> None:
     assert load_problems(str(path), preset="aime") == [p]
 
 
+def test_trl_prompt_and_solution_layout_is_detected(tmp_path: Path) -> None:
+    """TRL's / open-r1's `prompt` (text or a message list) + `solution` (a bare gold answer, or a worked
+    solution whose last box is the answer) under `data.preset: auto`."""
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 6*7?"}]
+    rows = [{"prompt": "What is 2+3?", "solution": "5", "source_id": 9},
+            {"prompt": conversation, "solution": "6*7 = 42, so the answer is $\\boxed{42}$."}]
+    path = _jsonl(tmp_path / "trl.jsonl", rows)
+    plain, chat = load_problems(str(path))
+    assert (plain.problem, plain.answer, plain.solution, plain.extra) == ("What is 2+3?", "5", "", {"source_id": 9})
+    assert (chat.problem, chat.answer, chat.messages) == ("What is 6*7?", "42", conversation)
+    assert chat.solution == rows[1]["solution"]  # a worked solution: SFT trains on it
+    assert load_problems(str(path), preset="trl") == [plain, chat]
+    assert load_problems_for(DataConfig(train=str(path)), "train", seed=0) == [plain, chat]
+
+
 def test_explicit_columns(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "c.jsonl", [{"prompt": "Q?", "gold": "5", "difficulty": 4}])
     (p,) = load_problems(str(path), columns={"problem": "prompt", "answer": "gold", "level": "difficulty"})

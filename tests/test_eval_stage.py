@@ -140,7 +140,7 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize("make, message", [
     (lambda root: (root / "sft").mkdir(), "is not a checkpoint folder (no adapter_config.json or config.json)"),
     (lambda root: None, "checkpoint folder not found"),
-    (lambda root: (root / "sft").write_text("a file"), "checkpoint folder not found"),
+    (lambda root: (root / "sft").write_text("a file"), "is a file, not a checkpoint folder"),
 ])
 def test_bad_compare_checkpoint_fails_before_any_model_loads(setup, adapter, no_model, make, message, capsys):
     tmp_path, overrides, engines = setup

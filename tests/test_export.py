@@ -98,16 +98,21 @@ def test_export_keeps_the_base_dtype_by_default_and_takes_full_model_folders(tin
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--checkpoint", "nowhere"], "folder not found: nowhere"),
-    (["--checkpoint", "."], "neither a LoRA adapter"),
+    (["--checkpoint", "nowhere"], "--checkpoint: checkpoint folder not found: nowhere"),
+    (["--checkpoint", "/nonexistent/adapter"], "--checkpoint: checkpoint folder not found: /nonexistent/adapter"),
+    (["--checkpoint", "."], "--checkpoint: . is not a checkpoint folder (no adapter_config.json or config.json)"),
+    (["--checkpoint", "notes.txt"], "--checkpoint: notes.txt is a file, not a checkpoint folder"),
     ([], "no trained weights in"),
 ])
 def test_export_refuses_a_bad_checkpoint_before_loading(tmp_path, monkeypatch, argv, words):
+    """Every missing or invalid checkpoint is one line, in the dry run too (the preflight checks it)."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a model")
     monkeypatch.setattr(stages.export, "export_model", lambda *a, **k: pytest.fail("a model was loaded"))
-    with pytest.raises(SystemExit) as exit_info:
-        stages.export.main([f"output_dir={tmp_path / 'run'}", *argv])
-    assert words in str(exit_info.value)
+    for dry_run in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit) as exit_info:
+            stages.export.main([f"output_dir={tmp_path / 'run'}", *argv, *dry_run])
+        assert words in str(exit_info.value) and "\n" not in str(exit_info.value)
 
 
 _SERVE = """

@@ -1,5 +1,6 @@
-"""The merged weight push silences vLLM's `Failed to load weights` warnings for the layers it leaves out
-on purpose (norms, embeddings), and only those (pipeline/rollout/vllm_engine.py)."""
+"""The merged weight push silences vLLM's `Failed to load weights` and `Following weights were not loaded
+from checkpoint` warnings for the layers it leaves out on purpose (norms, embeddings), and only those
+(pipeline/rollout/vllm_engine.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.rollout.vllm_engine import (FAILED_TO_LOAD, RELOAD_LOGGER, OmittedLayerFilter, omitted_layers,
-                                          reload_quietly)
+from pipeline.rollout.vllm_engine import (FAILED_TO_LOAD, INPLACE_LOGGER, NOT_LOADED, RELOAD_LOGGER,
+                                          OmittedLayerFilter, omitted_layers, omitted_parameters, reload_quietly)
 
 
 # Stand-ins named like vLLM's layer classes; the warning names a layer by its class.
@@ -90,10 +91,13 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def reload_log():
-    logger, handler = logging.getLogger(RELOAD_LOGGER), Records()
+    """What vLLM's two reload loggers (layerwise, inplace) let through."""
+    logger, inplace, handler = logging.getLogger(RELOAD_LOGGER), logging.getLogger(INPLACE_LOGGER), Records()
     logger.addHandler(handler)
+    inplace.addHandler(handler)
     yield logger, handler
     logger.removeHandler(handler)
+    inplace.removeHandler(handler)
 
 
 def test_filter_drops_only_the_expected_warnings(reload_log):
@@ -112,8 +116,38 @@ def test_filter_drops_only_the_expected_warnings(reload_log):
     assert quiet.dropped == 2
 
 
+def test_filter_drops_the_not_loaded_parameters_only_when_all_were_left_out():
+    logger = logging.getLogger(INPLACE_LOGGER)
+    seen = Records()
+    logger.addHandler(seen)
+    quiet = OmittedLayerFilter(Counter(), {"model.norm.weight", "model.embed_tokens.weight"})
+    logger.addFilter(quiet)
+    try:
+        logger.warning(NOT_LOADED, {"model.norm.weight", "model.embed_tokens.weight"})
+        logger.warning(NOT_LOADED, {"model.norm.weight", "model.layers.0.self_attn.o_proj.weight"})
+    finally:
+        logger.removeFilter(quiet)
+        logger.removeHandler(seen)
+    # a pushed parameter that got nothing is reported, alone
+    assert seen.messages == ["Following weights were not loaded from checkpoint: "
+                             "['model.layers.0.self_attn.o_proj.weight']"]
+    assert quiet.dropped == 1
+
+
+def test_omitted_parameters_are_the_parameters_of_the_omitted_layers():
+    model = EngineModel()
+    # the norms and the embedding, and the biases of the pushed linears (LoRA leaves them as they are)
+    assert omitted_parameters(model, LORA_PUSH) == {
+        "model.embed_tokens.weight", "model.norm.weight",
+        *(f"model.layers.{i}.{norm}.weight" for i in range(2) for norm in ("input_layernorm", "post_attention_layernorm")),
+        *(f"model.layers.{i}.self_attn.{m}.bias" for i in range(2) for m in ("qkv_proj", "o_proj"))}
+    full = [name.replace("qkv_proj", "q_proj") for name, _ in model.named_parameters()]
+    assert omitted_parameters(model, full) == set()
+
+
 class FakeWorker:
-    """Warns as vLLM's finalize_layerwise_processing does: once per layer that got no weight."""
+    """Warns as vLLM 0.32's reload does: once per layer that got no weight (layerwise), then the names of
+    the parameters that got none (inplace)."""
 
     def __init__(self, model, not_taken=()):
         self.model, self.not_taken = model, set(not_taken)
@@ -130,6 +164,10 @@ class FakeWorker:
             tensors = [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]
             if tensors and name not in modules:
                 logging.getLogger(RELOAD_LOGGER).warning(FAILED_TO_LOAD, type(layer).__name__)
+        loaded = {n.replace("q_proj", "qkv_proj") for n in names}
+        not_loaded = {name for name, _ in self.model.named_parameters() if name not in loaded}
+        if not_loaded:
+            logging.getLogger(INPLACE_LOGGER).warning(NOT_LOADED, not_loaded)
 
 
 def test_reload_quietly_keeps_real_failures_loud(reload_log, tmp_path):
@@ -139,12 +177,15 @@ def test_reload_quietly_keeps_real_failures_loud(reload_log, tmp_path):
     pushed = [n for n in LORA_PUSH if "k_proj" not in n and "v_proj" not in n]
     save_file({n: torch.zeros(2) for n in pushed}, str(tmp_path / "model.safetensors"))
     model = EngineModel()
-    assert reload_quietly(FakeWorker(model), str(tmp_path), pushed) == 8
-    assert seen.messages == []  # 5 norms, the embedding and 2 rotary caches, all left out on purpose
-    # the engine did not take layer 1's o_proj although it was pushed: that one is reported
+    # 5 norms, the embedding and 2 rotary caches, and the 6 parameters of those, all left out on purpose
+    assert reload_quietly(FakeWorker(model), str(tmp_path), pushed) == 9
+    assert seen.messages == []
+    # the engine did not take layer 1's o_proj although it was pushed: that one is reported, twice
     assert reload_quietly(FakeWorker(model, {"model.layers.1.self_attn.o_proj.weight"}), str(tmp_path), pushed) == 8
-    assert seen.messages == ["RowParallelLinear: Failed to load weights"]
-    assert logging.getLogger(RELOAD_LOGGER).filters == []  # removed again
+    assert seen.messages == ["RowParallelLinear: Failed to load weights",
+                             "Following weights were not loaded from checkpoint: "
+                             "['model.layers.1.self_attn.o_proj.weight']"]
+    assert logging.getLogger(RELOAD_LOGGER).filters == logging.getLogger(INPLACE_LOGGER).filters == []
 
 
 @pytest.mark.vllm
@@ -158,11 +199,13 @@ def test_merged_push_into_vllm_is_quiet(vllm_merged_engine, tiny_policy_factory,
     _, seen = reload_log
     policy = tiny_policy_factory(scale=0.1)
     vllm_merged_engine.update_weights(policy)
-    assert not [m for m in seen.messages if "Failed to load weights" in m]
+    assert not [m for m in seen.messages if "Failed to load weights" in m or "not loaded" in m], seen.messages
     save_file(merged_weights(policy, vllm_merged_engine.dtype), str(tmp_path / "model.safetensors"))
     vllm_merged_engine._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(tmp_path),
                                                                      "is_checkpoint_format": True})
     loud = [m for m in seen.messages if "Failed to load weights" in m]
     assert loud and {m.split(":")[0] for m in loud} <= {"RMSNorm", "VocabParallelEmbedding", "ParallelLMHead",
                                                          "RotaryEmbedding"}, loud
+    not_loaded = [m for m in seen.messages if m.startswith("Following weights were not loaded")]
+    assert not_loaded and all("norm" in m or "embed" in m or "lm_head" in m for m in not_loaded), not_loaded
     vllm_merged_engine.update_weights(tiny_policy_factory(scale=0.0))

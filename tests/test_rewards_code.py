@@ -256,7 +256,7 @@ def test_early_exit_does_not_pass_the_tests(code_reward):
 
 def test_missing_tests(code_reward):
     assert code_reward([DOUBLE], tests=[None]) == [0.0]
-    with pytest.raises(ValueError, match="tests"):
+    with pytest.raises(TypeError, match="tests"):  # a required column: the scorer checks data for it
         code_reward([DOUBLE])
     with pytest.raises(ValueError, match="'inputs' and 'outputs'"):
         code_reward([DOUBLE], tests=[{"cases": []}])  # never a silent 0 for an unknown format

@@ -183,7 +183,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_f
     stages.rl.run(killed, resume=True)
     resumed = read_metrics(tmp_path / "killed" / "rl" / "metrics.jsonl")
 
-    assert [r["step"] for r in resumed] == [0, 1, 2, 3]
+    assert [r["step"] for r in resumed] == [r["step"] for r in expected] == [0, 1, 2]  # no eval: no step-3 rollout
     for got, want in zip(resumed[2:], expected[2:]):
         for key in ("reward/mean", "response_length/mean", "train/loss", "train/grad_norm", "entropy/mean"):
             if key in want:
@@ -200,6 +200,25 @@ def test_evaluation_of_step_s_sees_the_policy_after_s_updates(tiny_model_dir, pr
     trainer.close()
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     assert [r["eval/accuracy"] for r in records] == [0.0, 1.0, 2.0]  # step 0: before any update
+
+
+@pytest.mark.parametrize("eval_every, rollouts, steps", [(0, 3, [0, 1, 2]), (2, 4, [0, 1, 2, 3]), (3, 4, [0, 1, 2, 3])])
+def test_the_final_policy_is_rolled_out_only_with_an_evaluation(tiny_model_dir, problems_file, tmp_path, monkeypatch,
+                                                                 eval_every, rollouts, steps):
+    """rl.steps=3: three updates; record 3 (the final policy: one more rollout, no update) exists only when
+    an evaluation is due at the last step, which it always is with eval_every > 0 (docs/design.md)."""
+    config = _config(tiny_model_dir, problems_file, tmp_path, "rl.steps=3", f"rl.eval_every={eval_every}")
+    trainer = Trainer(config, engine=CannedEngine())
+    calls = []
+    rollout = trainer.rollout
+    monkeypatch.setattr(trainer, "rollout", lambda: calls.append(trainer.step) or rollout())
+    monkeypatch.setattr(trainer, "evaluate", lambda: {"eval/accuracy": 0.5})
+    trainer.run()
+    trainer.close()
+    records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    assert len(calls) == rollouts and [r["step"] for r in records] == steps
+    assert all("reward/mean" in r for r in records)
+    assert ("eval/accuracy" in records[-1]) == (eval_every > 0) and "train/loss" not in records[3:]
 
 
 @pytest.mark.slow

@@ -120,6 +120,21 @@ class AlgorithmConfig(Section):
         return self.entropy_coef == 0 and not self.uses_critic and self.kl_loss_coef == 0
 
 
+def types_with(key: str, setting: str) -> list[str]:
+    """The types of `algorithm.<key>` (a TYPED_KEYS key) that have `setting`, e.g. eps_high -> dapo, gspo, ..."""
+    return [name for name, entry in TYPED_KEYS[key].items() if setting in entry.settings.model_fields]
+
+
+def typed_setting_hint(key: str, setting: str) -> str:
+    """How to set a typed setting: `algorithm.policy_loss={type: dapo, eps_high: ...}` (and the other
+    types that have it); "" when no type has `setting`."""
+    types = types_with(key, setting) if setting != "type" else []
+    if not types:
+        return ""
+    others = f" (or type {', '.join(types[1:])})" if len(types) > 1 else ""
+    return f"algorithm.{key}={{type: {types[0]}, {setting}: ...}}{others}"
+
+
 def _typed_settings(key: str, default: str, preset: dict[str, Any] | None, given: Any) -> Any:
     """The user's `algorithm.<key>` (a name or a mapping with `type`; key in TYPED_KEYS) over the
     preset's: the preset's settings apply only when the user keeps its type; a key the chosen type
@@ -137,8 +152,9 @@ def _typed_settings(key: str, default: str, preset: dict[str, Any] | None, given
     unknown = sorted(set(given) - set(fields))
     if unknown:
         own = ", ".join(k for k in fields if k != "type") or "(none)"
+        elsewhere = typed_setting_hint(key, unknown[0])
         raise ValueError(f"the {name!r} {noun} has no setting {', '.join(map(repr, unknown))}; "
-                         f"its settings: {own}")
+                         f"its settings: {own}" + (f"; set it with {elsewhere}" if elsewhere else ""))
     base = preset if preset.get("type", default) == name else {}
     return {**base, **given, "type": name}
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline.config.algorithm import TYPED_KEYS, typed_setting_hint
 from pipeline.config.schema import Config
 
 
@@ -126,12 +127,22 @@ def _hints(key: str, valid: list[str], section: str | None) -> list[str]:
             found += [option.format(stage=s, leaf=leaf) for s in stages]
         found = [k for k in dict.fromkeys(found) if k in valid]
         if found:
-            return found
+            return [_typed_form(k) for k in found]
     same_leaf = [k for k in valid if k.endswith("." + leaf) or k == leaf]
     if same_leaf:
         own = [k for k in same_leaf if k.split(".")[0] == where]
-        return own or same_leaf
-    return difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        return [_typed_form(k) for k in own or same_leaf]
+    return [_typed_form(k) for k in difflib.get_close_matches(key, valid, n=1, cutoff=0.6)]
+
+
+def _typed_form(key: str) -> str:
+    """A setting that only some policy-loss or correction types have, written with a type that has it
+    (`algorithm.policy_loss.eps_high` -> `algorithm.policy_loss={type: dapo, eps_high: ...} (or type
+    gspo, gspo_token)`): set alone it would meet the default type, which lacks it."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "algorithm" and parts[1] in TYPED_KEYS:
+        return typed_setting_hint(parts[1], parts[2]) or key
+    return key
 
 
 def explain(error: ValidationError, section: str | None = None) -> str:
@@ -146,6 +157,19 @@ def explain(error: ValidationError, section: str | None = None) -> str:
         else:
             where = f"{key}: " if key else ""
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}{message} (got {item.get('input')!r})")
+            lines.append(f"{where}{message}{_got(item.get('input'))}")
     return "; ".join(lines)
+
+
+GOT_MAX_CHARS = 60
+"""A value longer than this is not repeated in an error message."""
+
+
+def _got(value: Any) -> str:
+    """` (got 3)` after a field's error; nothing for a section (a check across its keys, whose message
+    names them) or a value too long to read in one line."""
+    shown = repr(value)
+    if isinstance(value, dict) or len(shown) > GOT_MAX_CHARS:
+        return ""
+    return f" (got {shown})"
 

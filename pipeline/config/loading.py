@@ -17,11 +17,14 @@ from pipeline.config.schema import Config
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML (flow style).
+
+    Raises ConfigError naming the override that is malformed or whose value is not valid YAML.
+    """
     tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key or "" in key.split("."):
             raise ConfigError(f"override {item!r} must look like section.key=value")
         node = tree
         *parents, leaf = key.split(".")
@@ -29,8 +32,19 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[leaf] = _parse_scalar(raw)
+        try:
+            node[leaf] = _parse_scalar(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)}); "
+                              "quote a text value that holds YAML syntax ([ ] { } : #)") from None
     return tree
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (`line 3, column 7: ...`)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -64,6 +78,28 @@ def _typed_as_mapping(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "algorithm": {**algorithm, **named}} if named else data
 
 
+def _reward_files_from(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A recipe's `reward.terms` naming `path/file.py:function` with a relative path, made absolute from
+    `folder` (the recipe's own), so a reward file next to the recipe is found from any working
+    directory (overrides on the command line stay relative to it). docs/rewards.md."""
+    reward = data.get("reward")
+    terms = reward.get("terms") if isinstance(reward, dict) else None
+    if not isinstance(terms, list):
+        return data
+    rebased = [{**term, "name": _rebased(term["name"], folder)}
+               if isinstance(term, dict) and isinstance(term.get("name"), str) else term for term in terms]
+    return {**data, "reward": {**reward, "terms": rebased}}
+
+
+def _rebased(name: str, folder: Path) -> str:
+    """`file.py:fn` (a file: ends in .py or holds a `/`; rewards/registry.py) relative to `folder`."""
+    source, sep, function = name.rpartition(":")
+    is_file = source.endswith(".py") or "/" in source
+    if not sep or not is_file or Path(source).expanduser().is_absolute():
+        return name
+    return f"{(folder / source).resolve()}:{function}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 section: str | None = None) -> Config:
     """Load a YAML recipe (optional), apply `key=value` overrides, validate everything.
@@ -79,9 +115,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = _reward_files_from(data, path.parent)
     data = _merge(_typed_as_mapping(data), _typed_as_mapping(parse_overrides(overrides or [])))
     try:
         return Config.model_validate(data)

@@ -67,6 +67,29 @@ class Config(Section):
                 "completions of a prompt would be identical (no learning signal); set "
                 "rollout.temperature > 0"
             )
+        self._check_lengths()
+        self.check_lora_rank(self.rollout.sync)
         return self
+
+    def _check_lengths(self) -> None:
+        """A prompt (at most data.max_prompt_tokens) and its completion (rollout.max_tokens in RL,
+        eval.max_tokens in eval, both served by the rollout engine) must fit rollout.max_model_len."""
+        prompt, context = self.data.max_prompt_tokens, self.rollout.max_model_len
+        for key, tokens in (("rollout.max_tokens", self.rollout.max_tokens), ("eval.max_tokens", self.eval.max_tokens)):
+            if prompt + tokens > context:
+                raise ValueError(
+                    f"data.max_prompt_tokens={prompt} + {key}={tokens} = {prompt + tokens} exceeds "
+                    f"rollout.max_model_len={context} (the engine's context: prompt plus completion); raise "
+                    f"rollout.max_model_len or lower {key} or data.max_prompt_tokens")
+
+    def check_lora_rank(self, sync: str) -> None:
+        """With `sync` (rollout.sync, resolved: `adapter` or `merged`) pushing LoRA adapters to vLLM, the
+        engine must accept lora.rank; ValueError naming both keys otherwise (`auto` is checked where it
+        resolves, stages/preflight.py)."""
+        if sync == "adapter" and self.lora.enabled and self.lora.rank > self.rollout.max_lora_rank:
+            raise ValueError(
+                f"lora.rank={self.lora.rank} exceeds rollout.max_lora_rank={self.rollout.max_lora_rank}, the "
+                f"largest adapter rank vLLM accepts with adapter sync; raise rollout.max_lora_rank to at least "
+                f"{self.lora.rank} (or use rollout.sync=merged)")
 
 

@@ -51,8 +51,9 @@ class DataConfig(Section):
     """Held-out problems for the stages' own evaluations (same forms as `train`; a hub dataset's "test" split)."""
     split: str = "train"
     """The split of a hub dataset named by `train`."""
-    preset: Literal["auto", "rlvr", "gsm8k", "math", "aime"] = "auto"
-    """Column mapping preset; `auto` picks one from the columns present."""
+    preset: Literal["auto", "rlvr", "gsm8k", "math", "aime", "trl"] = "auto"
+    """Column mapping preset (pipeline/data/problems.py); `auto` picks one from the columns present
+    (`trl`: TRL's and open-r1's `prompt` + `solution`)."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Explicit mapping of our field names (problem, answer, solution, level, source) to the file's columns."""
     levels: list[int] | None = None

@@ -38,7 +38,11 @@ COLUMN_PRESETS: dict[str, dict[str, str]] = {
     "gsm8k": {"problem": "question", "answer": "answer"},
     "math": {"problem": "problem", "answer": "answer", "solution": "solution", "level": "level"},
     "aime": {"problem": "problem", "answer": "answer", "solution": "solution"},
+    "trl": {"problem": "prompt", "answer": "solution", "solution": "solution"},
 }
+"""Our fields -> a layout's columns. `trl`: TRL's and open-r1's `prompt` (text or a message list) and
+`solution`, the gold that TRL's accuracy_reward parses: a bare answer, or a worked solution whose
+last `\\boxed{}` is the answer (then also the worked solution SFT trains on)."""
 REQUIRED = ("problem", "answer")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 """Roles a conversational prompt's messages may have."""
@@ -211,6 +215,8 @@ def _detect_preset(columns: Iterable[str]) -> str:
         return "aime"
     if {"problem", "solution"} <= lower:
         return "math"
+    if {"prompt", "solution"} <= lower:
+        return "trl"
     raise DataError(
         f"cannot tell the column layout from the columns {sorted(cols)}; "
         f"set data.preset ({', '.join(COLUMN_PRESETS)}) or map them with data.columns"
@@ -256,6 +262,9 @@ def _convert(
             solution = solution or worked
         if preset == "math" and (answer is None or str(answer).strip() == ""):
             answer = last_boxed(solution)
+        if preset == "trl":
+            boxed = last_boxed(solution)
+            answer, solution = (boxed, solution) if boxed else (answer, "")
         try:
             messages = conversation(values["problem"])
         except DataError as exc:

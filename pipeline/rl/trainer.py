@@ -271,6 +271,8 @@ class Trainer:
         bar = tqdm(total=rl.steps, initial=self.step, desc="rl", unit="step", dynamic_ncols=True)
         run_info = self.scorer.run_info()  # e.g. sandbox/level, in the first record
         while self.step <= rl.steps:
+            if self.step == rl.steps and not self._eval_due(self.step):
+                break  # the final policy gets a record (and a rollout) only with an evaluation (docs/design.md)
             record: dict[str, Any] = {"step": self.step, **run_info}
             run_info = {}
             self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same

