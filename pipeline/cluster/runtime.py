@@ -1,6 +1,6 @@
 """Ray for one run (docs/design.md, "Scaling out"): join a cluster or start a private one.
 
-    ray_runtime = RayRuntime.start(config.cluster)   # None at 1/1 without an address: no Ray
+    ray_runtime = RayRuntime.start(config)   # None when `config.uses_ray` is False: no Ray
     ...
     ray_runtime.close()                              # undoes only what `start` did
 
@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pipeline.config import ClusterConfig
+from pipeline.config import ClusterConfig, Config
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,11 @@ class RayRuntime:
     owned: bool
 
     @classmethod
-    def start(cls, cluster: ClusterConfig) -> RayRuntime | None:
-        """Ray as `cluster` asks for, or None when it asks for the single process (no Ray)."""
-        if not cluster.uses_ray:
+    def start(cls, config: Config) -> RayRuntime | None:
+        """Ray as `config.cluster` asks for, or None when the run needs none (`Config.uses_ray`)."""
+        if not config.uses_ray:
             return None
+        cluster = config.cluster
         import ray
 
         if ray.is_initialized():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.rollout.base import Completion, SamplingSettings
+from pipeline.rollout.base import Completion, EagerSubmit, SamplingSettings
 from pipeline.rollout.weights import WeightsPayload, is_lora
 from pipeline.rollout.sync_check import learner_logprobs
 
@@ -70,7 +70,7 @@ class _FinishTracker:
         return done
 
 
-class HFEngine:
+class HFEngine(EagerSubmit):
     """`generate` on a given model; `update_weights` only points at the new module (no copy)."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 64) -> None:
@@ -80,9 +80,9 @@ class HFEngine:
         self.version = 0
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def update_weights(self, model) -> int:
+    def update_weights(self, model, version: int | None = None) -> int:
         self.model = model
-        self.version += 1
+        self.version = self.version + 1 if version is None else version
         return self.version
 
     @property
@@ -160,7 +160,7 @@ class HFEngine:
             tokens = generated[row, :length].tolist()
             out.append(Completion(prompt, tokens, logprobs[row, :length].tolist(),
                                   self.tokenizer.decode(tokens, skip_special_tokens=True),
-                                  "stop" if ended else "length"))
+                                  "stop" if ended else "length", self.version))
         return out
 
     def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
