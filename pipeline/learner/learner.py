@@ -263,10 +263,12 @@ class Learner:
         return self.config.lora.enabled or self.config.model.adapter is not None
 
     def keep_version(self, version: int, keep: int) -> None:
-        """Remember the trainable tensors as policy `version` (call it before the update that makes
-        `version + 1`), the behaviour policy of the rows that version samples, and forget versions
-        older than the `keep` newest: a batch trained at version v holds rows of v - keep .. v
-        (`rl.max_staleness`; docs/design.md, "Asynchronous RL"). Nothing is kept without LoRA."""
+        """Remember the trainable tensors as policy `version`, the behaviour policy of the rows that
+        version samples, and forget versions older than the `keep` newest: a batch trained at
+        version v + 1 holds rows of v + 1 - keep .. v + 1 (`rl.max_staleness`; docs/design.md,
+        "Asynchronous RL"). Call it after scoring version `version`'s batch (which may need
+        version `version - keep`) and before the update that makes `version + 1`. Nothing is
+        kept without LoRA."""
         if not self.trains_adapter or keep < 1:
             return
         self.kept[version] = {name: p.detach().clone() for name, p in self.model.named_parameters()

@@ -251,10 +251,10 @@ class Trainer:
             batch = self.build_batch(groups)
             self.events.emit("update_started", step=self.step, batches=record["async/batches"])
             with timed(record, "learn"):
-                if self.config.rl.max_staleness:  # the behaviour policy of rows this version samples
-                    self.learner.keep_version(self.step, self.config.rl.max_staleness)
                 scores = self.learner.score(batch)
                 record["async/logp_old_source"] = scores.logp_old_source
+                if self.config.rl.max_staleness:  # the behaviour policy of rows this version samples
+                    self.learner.keep_version(self.step, self.config.rl.max_staleness)
                 logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
                 advantages = compute_advantages(self.config.algorithm, AdvantageInputs(
                     rewards=batch.rewards, group_size=batch.group_size, mask=batch.loss_mask, valid=batch.valid,
