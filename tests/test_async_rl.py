@@ -201,8 +201,10 @@ def test_stale_rows_are_scored_under_the_adapter_that_sampled_them(tiny_fp32_mod
     assert max(float(r.abs().max()) for r in ratio) > 1e-3  # the stale rows' ratio is not 1
     assert all(torch.equal(p, params[n]) for n, p in learner.model.named_parameters() if p.requires_grad)
 
-    learner.keep_version(1, keep=1)  # version 0 is forgotten: a batch at version 2 holds rows of 1 and 2
-    assert sorted(learner.kept) == [1]
+    learner.keep_version(1, keep=1)
+    assert sorted(learner.kept) == [0, 1]
+    learner.keep_version(2, keep=1)  # version 0 is forgotten: a batch at version 2 holds rows of 1 and 2
+    assert sorted(learner.kept) == [1, 2]
     with pytest.raises(KeyError, match="policy version 0 is not kept"):
         learner.score(_batch([0, 0, 2, 2], policy_version=2))
 

@@ -263,17 +263,16 @@ class Learner:
         return self.config.lora.enabled or self.config.model.adapter is not None
 
     def keep_version(self, version: int, keep: int) -> None:
-        """Remember the trainable tensors as policy `version`, the behaviour policy of the rows that
-        version samples, and forget versions older than the `keep` newest: a batch trained at
-        version v + 1 holds rows of v + 1 - keep .. v + 1 (`rl.max_staleness`; docs/design.md,
-        "Asynchronous RL"). Call it after scoring version `version`'s batch (which may need
-        version `version - keep`) and before the update that makes `version + 1`. Nothing is
+        """Remember the trainable tensors as policy `version` (the current one: call it at each step
+        before its update, skipped or not), the behaviour policy of the rows that version samples,
+        and forget the versions a batch trained at `version` cannot hold: those below
+        `version - keep` (`rl.max_staleness`; docs/design.md, "Asynchronous RL"). Nothing is
         kept without LoRA."""
         if not self.trains_adapter or keep < 1:
             return
         self.kept[version] = {name: p.detach().clone() for name, p in self.model.named_parameters()
                               if p.requires_grad}
-        for old in [v for v in self.kept if v <= version - keep]:
+        for old in [v for v in self.kept if v < version - keep]:
             del self.kept[old]
 
     @contextmanager

@@ -245,6 +245,8 @@ class Trainer:
             groups, rollout_record = self.rollout()
             record.update(rollout_record)
             record["idle/learner_waiting_rollouts_s"] = record["time/generate"] + record["time/reward"]
+            if self.config.rl.max_staleness:  # the behaviour policy of the rows this version samples
+                self.learner.keep_version(self.step, self.config.rl.max_staleness)
             if not groups:
                 log.warning("step %d: no group had reward variance; skipping the update", self.step)
                 return record
@@ -253,8 +255,6 @@ class Trainer:
             with timed(record, "learn"):
                 scores = self.learner.score(batch)
                 record["async/logp_old_source"] = scores.logp_old_source
-                if self.config.rl.max_staleness:  # the behaviour policy of rows this version samples
-                    self.learner.keep_version(self.step, self.config.rl.max_staleness)
                 logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
                 advantages = compute_advantages(self.config.algorithm, AdvantageInputs(
                     rewards=batch.rewards, group_size=batch.group_size, mask=batch.loss_mask, valid=batch.valid,
