@@ -320,6 +320,28 @@ def test_dynamic_sampling_and_the_overlong_filter_at_max_staleness_1(ray_address
         assert ((batch.policy_version - batch.versions) <= 1).all()
 
 
+@rewards.register("async_uniform_at_step_1")
+def _uniform_at_step_1(**_params):
+    """At step 1 every completion scores 1 (no group has signal); else 0, 1, 0, 1, ..."""
+    return lambda completions, step, **_columns: [1.0 if step == 1 else float(i % 2) for i in range(len(completions))]
+
+
+@pytest.mark.slow
+def test_a_step_without_an_update_keeps_its_version_for_the_next_steps_stale_rows(ray_address, tiny_model_dir,
+                                                                                problems_file, tmp_path,
+                                                                                monkeypatch):
+    import pipeline.rl.trainer
+
+    monkeypatch.setattr(pipeline.rl.trainer, "make_pool", lambda *a, **k: CannedEngine())
+    config = _config(tiny_model_dir, problems_file, tmp_path, "rl.max_staleness=1", "algorithm.preset=dapo",
+                     "algorithm.max_num_gen_batches=2", "reward.terms=[{name: async_uniform_at_step_1}]")
+    stages.rl.run(config)
+    records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    assert "train/loss" not in records[1]  # step 1 found no group with signal: no update
+    # step 2 trains on the batch submitted during step 1 (version 1: the weights step 1 left unchanged)
+    assert records[2]["async/staleness_1"] > 0 and records[2]["async/logp_old_source"] == "learner_adapter"
+
+
 @pytest.mark.slow
 def test_kill_and_resume_at_max_staleness_1_draws_the_batches_in_flight_again(ray_address, tiny_model_dir,
                                                                               problems_file, tmp_path, monkeypatch):
