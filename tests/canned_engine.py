@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.rollout import Completion
+from pipeline.rollout import Completion, EagerSubmit
 
 
-class CannedEngine:
+class CannedEngine(EagerSubmit):
     """Completion j of every prompt is `text(j)` (token ids 100 + j, EOS), log-probs -1."""
 
     version = 0
@@ -16,11 +16,11 @@ class CannedEngine:
         self.text = text
 
     def generate(self, prompts, sampling):
-        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], self.text(j), "stop") for j in range(sampling.n)]
-                for p in prompts]
+        return [[Completion(p, [100 + j, 2], [-1.0, -1.0], self.text(j), "stop", self.version)
+                 for j in range(sampling.n)] for p in prompts]
 
-    def update_weights(self, model):
-        self.version += 1
+    def update_weights(self, model, version=None):
+        self.version = self.version + 1 if version is None else version
         return self.version
 
     def close(self):

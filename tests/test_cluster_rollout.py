@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ClusterConfig, ConfigError, RolloutConfig, load_config
+from pipeline.config import ClusterConfig, Config, ConfigError, RolloutConfig, load_config
 from pipeline.cluster import EngineSpec, RayRuntime, RolloutPool, shard_groups
 from pipeline.rollout import SamplingSettings, check_sync, learner_logprobs
 from pipeline.rollout.weights import weights_payload
@@ -36,7 +36,7 @@ def test_shards_are_whole_groups_balanced_by_cost():
 
 
 def test_one_worker_of_each_without_an_address_uses_no_ray():
-    assert RayRuntime.start(ClusterConfig()) is None
+    assert RayRuntime.start(Config()) is None
 
 
 @pytest.mark.parametrize("address", ["local", "auto", "ray://head:10001", "10.0.0.1:6379"])

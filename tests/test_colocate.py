@@ -157,7 +157,7 @@ def test_colocated_pairs_share_bundles_and_the_workers_sleep_through_a_push(ray_
     config = load_config(None, [*PAIRS, "cluster.cpus_per_rollout_worker=0.25", "cluster.cpus_per_learner_worker=0.25",
                                 f"cluster.address={ray_address}", "cluster.collective_timeout_s=120",
                                 "rl.group_size=2", "rl.mini_batch_size=4", "rl.micro_batch_size=2", "model.dtype=float32"])
-    runtime = RayRuntime.start(config.cluster)
+    runtime = RayRuntime.start(config)
     assert runtime is not None and not runtime.owned and runtime.bundles.size == 2  # the session's Ray, joined
     group = pool = None
     try:

@@ -274,8 +274,8 @@ def test_a_broken_weight_sync_stops_the_run_with_a_clear_error(tiny_model_dir, p
     from pipeline.rollout import HFEngine, SyncError
 
     class StaleEngine(HFEngine):
-        def update_weights(self, model) -> int:  # a broken sync: a new version, the old weights
-            self.version += 1
+        def update_weights(self, model, version=None) -> int:  # a broken sync: a new version, the old weights
+            self.version = version
             return self.version
 
     # the engine starts with the learner's weights (a fresh adapter is the base model) and never takes new ones

@@ -3,16 +3,16 @@ rollout workers that stands in for a `RolloutEngine`, the data-parallel learner 
 (`pipeline.cluster.learner_group`), and colocation (`pipeline.cluster.colocate`: a worker and a
 rank per GPU, the engine asleep during the update).
 
-    runtime = RayRuntime.start(config.cluster)        # None: the single process, no Ray
+    runtime = RayRuntime.start(config)                # None when `config.uses_ray` is False: no Ray
     learner = make_learner(config, model_path, device, updates, runtime.bundles)
-    engine = make_pool(config, model_path, policy=learner.model, bundles=runtime.bundles) if uses_pool(config.cluster) else make_engine(...)
+    engine = make_pool(config, model_path, policy=learner.model, bundles=runtime.bundles) if config.uses_pool else make_engine(...)
 """
 
 from pipeline.cluster.colocate import UpdateSleep, colocated_bundles
 from pipeline.cluster.placement import Bundles
-from pipeline.cluster.rollout_pool import (EngineSpec, RolloutPool, RolloutWorkerError, StaleWeights,
-                                           make_pool, shard_groups, uses_pool)
+from pipeline.cluster.rollout_pool import (EngineSpec, PoolHandle, RolloutPool, RolloutWorkerError, StaleWeights,
+                                           make_pool, shard_groups)
 from pipeline.cluster.runtime import RayRuntime
 
-__all__ = ["Bundles", "EngineSpec", "RayRuntime", "RolloutPool", "RolloutWorkerError", "StaleWeights",
-           "UpdateSleep", "colocated_bundles", "make_pool", "shard_groups", "uses_pool"]
+__all__ = ["Bundles", "EngineSpec", "PoolHandle", "RayRuntime", "RolloutPool", "RolloutWorkerError", "StaleWeights",
+           "UpdateSleep", "colocated_bundles", "make_pool", "shard_groups"]

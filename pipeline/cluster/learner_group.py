@@ -85,6 +85,9 @@ class LearnerRank:
             release_cached_memory()  # the engine sharing this GPU wakes next
         return stats, generator.get_state()
 
+    def keep_version(self, version: int, keep: int) -> None:
+        self.learner.keep_version(version, keep)
+
     def trainable_weights(self) -> dict[str, Tensor]:
         """The model's trained parameters by name (the LoRA matrices, or every weight), on CPU."""
         return {name: p.detach().cpu() for name, p in self.learner.model.named_parameters() if p.requires_grad}
@@ -190,7 +193,12 @@ class LearnerGroup:
             values = [getattr(part, name) for part in parts]
             return None if values[0] is None else torch.stack(values).sum(0)
 
-        return PolicyScores(logp_old=total("logp_old"), logp_ref=total("logp_ref"), values=total("values"))
+        return PolicyScores(logp_old=total("logp_old"), logp_ref=total("logp_ref"), values=total("values"),
+                            logp_old_source=parts[0].logp_old_source)
+
+    def keep_version(self, version: int, keep: int) -> None:
+        """`Learner.keep_version` on every rank (each scores its stale rows under its own copy)."""
+        self._call("keep_version", version, keep)
 
     def update(self, batch: RolloutBatch, scores: PolicyScores, advantages: Advantages,
                generator: torch.Generator) -> dict[str, float]:

@@ -1,21 +1,29 @@
 """Rollout workers on Ray behind the `RolloutEngine` protocol (docs/design.md, "Scaling out").
 
     pool = RolloutPool(EngineSpec(model_path, config.rollout), config.cluster, policy=learner.model)
-    pool.update_weights(learner.model)          # one ray.put; every worker acknowledges the version
-    groups = pool.generate(prompts, sampling)   # whole groups per worker, back in prompt order
-    record.update(pool.metrics())               # per worker: tokens/s, generation time, version, waits
+    pool.update_weights(learner.model, version)  # one ray.put; every worker acknowledges the version
+    groups = pool.generate(prompts, sampling)    # whole groups per worker, back in prompt order
+    handle = pool.submit(prompts, sampling)      # asynchronous RL: returns while the workers generate
+    pool.publish_weights(learner.model, version + 1)  # no waiting; the next submit carries them
+    generation = pool.collect(handle)            # groups + the version that sampled them
+    record.update(pool.metrics())                # per worker: tokens/s, generation time, version, idle
 
 Each worker is a Ray actor that builds its own engine (`EngineSpec.build`, HF or vLLM) in its own
 process. Weights travel once per update through Ray's object store (`ray.put` of a
-`WeightsPayload`); each worker loads them and answers with its version, and a worker asked to
-generate with any other version than the pool's refuses (`StaleWeights`), so no completion is
-ever sampled from stale weights.
+`WeightsPayload`). `update_weights` has each worker load them and answer with its version.
+`publish_weights` only puts them (docs/design.md, "Asynchronous RL"): Ray runs one caller's calls to
+an actor in submission order, so each later `generate` call carries the payload's reference and
+the worker loads it first when it serves another version; generations already queued keep the
+version they were submitted with. A worker asked to generate with any other version than the one
+it serves refuses (`StaleWeights`), and the pool checks the version each worker reports, so no
+completion is ever sampled from other weights than those asked for at submission.
 
 Faults: a worker whose call fails because its process died, or that has not answered within
-`cluster.rollout_timeout_s` (it is then killed with `ray.kill(no_restart=False)`), is restarted by
-Ray (`max_restarts`), loads the current weights from the object store, and the same call (its
-shard of the same groups) is made again. A second failure of that call, or a worker that does not
-come back within `RESTART_TIMEOUT_S`, raises `RolloutWorkerError`.
+`cluster.rollout_timeout_s` of the pool starting to wait for it (it is then killed with
+`ray.kill(no_restart=False)`), is restarted by Ray (`max_restarts`), loads the current weights
+from the object store, and the same call (its shard of the same groups, with the version it asked
+for) is made again. A second failure of that call, or a worker that does not come back within
+`RESTART_TIMEOUT_S`, raises `RolloutWorkerError`.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from pipeline.cluster.placement import Bundles
 from pipeline.config import ClusterConfig, Config, ConfigError, RolloutConfig
-from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
+from pipeline.rollout.base import Completion, Generation, RolloutEngine, SamplingSettings, SyncMode
 from pipeline.rollout.factory import make_engine, resolve_sync
 from pipeline.rollout.weights import WeightsPayload, weights_payload
 
@@ -89,6 +97,7 @@ class RolloutWorker:
         hf_logging.disable_progress_bar()  # one "Loading weights" bar per worker and restart, on the driver's console
         self.index = index
         self.engine = builder.build(index)
+        self._finished: float | None = None  # when the last generation ended (time.time())
 
     def dtype(self) -> torch.dtype:
         """The dtype merged weights must have for this engine."""
@@ -101,17 +110,26 @@ class RolloutWorker:
     def version(self) -> int:
         return self.engine.version
 
-    def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
-                 version: int) -> tuple[list[list[Completion]], dict[str, float]]:
-        """This worker's groups and {tokens, seconds, version}; StaleWeights unless it serves `version`."""
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings, version: int,
+                 carried: list[ray.ObjectRef] | None = None) -> tuple[list[list[Completion]], dict[str, float]]:
+        """This worker's groups and {tokens, seconds, version, started, finished, idle} (wall-clock
+        seconds of this process; idle: since its previous generation ended). `carried`: the
+        reference of `version`'s payload (in a list, so Ray hands over the reference, not the
+        tensors), loaded first when this worker serves another version. StaleWeights unless it
+        then serves `version`."""
+        if carried and self.engine.version != version:
+            self.engine.load_weights(ray.get(carried[0]))
         if self.engine.version != version:
             raise StaleWeights(f"rollout worker {self.index} serves version {self.engine.version}, "
                                f"asked for {version}")
-        start = time.perf_counter()
+        started = time.time()
         groups = self.engine.generate(prompts, sampling)
-        seconds = time.perf_counter() - start
+        finished = time.time()
+        idle = 0.0 if self._finished is None else started - self._finished
+        self._finished = finished
         tokens = sum(len(c.token_ids) for group in groups for c in group)
-        return groups, {"tokens": tokens, "seconds": seconds, "version": self.engine.version}
+        return groups, {"tokens": tokens, "seconds": finished - started, "version": self.engine.version,
+                        "started": started, "finished": finished, "idle": idle}
 
     def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
                         temperature: float = 1.0) -> list[float]:
@@ -139,6 +157,21 @@ def shard_groups(costs: list[float], workers: int) -> list[list[int]]:
         shards[worker].append(index)
         heapq.heappush(load, (total + costs[index], worker))
     return [sorted(shard) for shard in shards]
+
+
+@dataclass
+class PoolHandle:
+    """A generation in flight on the pool's workers (`RolloutPool.submit`)."""
+
+    version: int
+    """The weight version every worker must sample it with."""
+    prompts: int
+    shards: list[list[int]]
+    """Each worker's prompt indices."""
+    calls: dict[int, tuple[str, tuple]]
+    """worker -> (method, args): what is made again on a restarted worker."""
+    pending: dict[ray.ObjectRef, tuple[int, int]]
+    """The calls' results: reference -> (worker, attempt)."""
 
 
 class RolloutPool:
@@ -171,8 +204,6 @@ class RolloutPool:
         self._expected_completion = None  # mean completion length seen so far (the balance's estimate)
         self.worker_version = [0] * len(self.workers)
         """The version each worker acknowledged or generated with, as last reported."""
-        self._answered_at: dict[int, float] = {}
-        self._finished_at: dict[int, float] = {}
         self._record: dict[str, float] = {}
         self.engine_dtype: torch.dtype = ray.get([w.dtype.remote() for w in self.workers],
                                                  timeout=RESTART_TIMEOUT_S)[0]
@@ -180,39 +211,59 @@ class RolloutPool:
     # ------------------------------------------------------------------ the protocol
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
-        """`sampling.n` completions per prompt, in prompt order; each worker gets whole groups,
-        balanced by expected tokens (prompt plus the mean completion length so far)."""
+        """`sampling.n` completions per prompt, in prompt order, from the current version (`submit`
+        then `collect`)."""
+        return self.collect(self.submit(prompts, sampling)).groups
+
+    def submit(self, prompts: list[list[int]], sampling: SamplingSettings) -> PoolHandle:
+        """Start generating with the current version and return at once. Each worker gets whole
+        groups, balanced by expected tokens (prompt plus the mean completion length so far); its
+        call carries the current payload's reference (see the module docstring)."""
         completion = self._expected_completion or sampling.max_tokens
         shards = shard_groups([sampling.n * (len(p) + completion) for p in prompts], len(self.workers))
-        calls = {w: ("generate", ([prompts[i] for i in shard], sampling, self.version))
+        carried = None if self._payload is None else [self._payload]
+        calls = {w: ("generate", ([prompts[i] for i in shard], sampling, self.version, carried))
                  for w, shard in enumerate(shards) if shard}
-        out: list[list[Completion] | None] = [None] * len(prompts)
-        for w, (groups, stats) in self._call(calls).items():
-            for index, group in zip(shards[w], groups):
+        return PoolHandle(self.version, len(prompts), shards, calls, self._start(calls))
+
+    def collect(self, handle: PoolHandle) -> Generation:
+        """Wait for `handle`'s groups (in prompt order); StaleWeights if a worker reports another
+        version than the handle's. `started`/`finished`: the first worker's start, the last one's end."""
+        out: list[list[Completion] | None] = [None] * handle.prompts
+        started, finished = [], []
+        for w, (groups, stats) in self._wait(handle.calls, handle.pending).items():
+            if stats["version"] != handle.version:
+                raise StaleWeights(f"rollout worker {w} generated with version {stats['version']}, "
+                                   f"asked for {handle.version}")
+            for index, group in zip(handle.shards[w], groups):
                 out[index] = group
             self._add(f"rollout/worker{w}/tokens", stats["tokens"])
             self._add(f"rollout/worker{w}/generate_s", stats["seconds"])
+            self._add(f"rollout/worker{w}/idle_s", stats["idle"])
             self.worker_version[w] = stats["version"]
-            self._finished_at[w] = self._answered_at[w]
+            started.append(stats["started"])
+            finished.append(stats["finished"])
         lengths = [len(c.token_ids) for group in out for c in group]
         self._expected_completion = sum(lengths) / max(1, len(lengths))
-        return out  # type: ignore[return-value]
+        return Generation(out, handle.version, min(started), max(finished))  # type: ignore[arg-type]
 
-    def update_weights(self, model) -> int:
-        """Put the new weights into the object store once; every worker loads them and must
-        answer with the new version (StaleWeights otherwise). Returns the new version."""
-        version = self.version + 1
+    def publish_weights(self, model, version: int) -> int:
+        """Put `version`'s weights into the object store once and return at once: generations
+        submitted from now on carry them; those in flight keep their version. Returns `version`."""
         self._payload = ray.put(weights_payload(model, self.sync, self.engine_dtype, version))
+        self.version = version
+        return version
+
+    def update_weights(self, model, version: int | None = None) -> int:
+        """`publish_weights`, then every worker loads them (after what it has queued) and must
+        answer with the new version (StaleWeights otherwise). `version` None: the current + 1.
+        Returns the new version."""
+        version = self.publish_weights(model, self.version + 1 if version is None else version)
         acks = self._call({w: ("load_weights", (self._payload,)) for w in range(len(self.workers))})
-        synced_at = time.monotonic()
         for w, acknowledged in acks.items():
             self.worker_version[w] = acknowledged
         if stale := {w: v for w, v in acks.items() if v != version}:
             raise StaleWeights(f"rollout workers {stale} did not acknowledge version {version}")
-        self.version = version
-        for w, finished in self._finished_at.items():
-            self._record[f"rollout/worker{w}/weights_wait_s"] = synced_at - finished
-        self._finished_at.clear()
         return version
 
     def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
@@ -254,15 +305,16 @@ class RolloutPool:
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, float]:
-        """Since the last call: per worker tokens/s, generation seconds, version served and the
-        seconds it waited for weights (from handing in its last shard to acknowledging the
-        next version, as the trainer sees it), plus the pool's restarts and timeouts so far."""
+        """Since the last call: per worker tokens/s, generation seconds, version served and idle
+        seconds (between the end of one of its generations and the start of the next, on its own
+        clock: waiting for the next weights and request), their mean over the workers as
+        `idle/rollout_waiting_weights_s`, and the pool's restarts and timeouts so far."""
         record = dict(self._record)
         for w in range(len(self.workers)):
             if (tokens := record.pop(f"rollout/worker{w}/tokens", None)) is not None:
                 record[f"rollout/worker{w}/tokens_per_s"] = tokens / max(record[f"rollout/worker{w}/generate_s"], 1e-9)
             record[f"rollout/worker{w}/version"] = self.worker_version[w]
-        waits = [v for k, v in record.items() if k.endswith("/weights_wait_s")]
+        waits = [v for k, v in record.items() if k.endswith("/idle_s")]
         if waits:
             record["idle/rollout_waiting_weights_s"] = sum(waits) / len(waits)
         record.update({"rollout/restarts": self.restarts, "rollout/timeouts": self.timeouts})
@@ -275,19 +327,28 @@ class RolloutPool:
     # ------------------------------------------------------------------ calls that survive faults
 
     def _call(self, calls: dict[int, tuple[str, tuple]]) -> dict[int, Any]:
-        """Run `method(*args)` on each listed worker concurrently; returns worker -> result.
+        """Run `method(*args)` on each listed worker concurrently; returns worker -> result (`_wait`)."""
+        return self._wait(calls, self._start(calls))
 
-        A call whose worker died, or that has not answered within `timeout_s` (the worker is then
+    def _start(self, calls: dict[int, tuple[str, tuple]]) -> dict[ray.ObjectRef, tuple[int, int]]:
+        """Submit each worker's call; returns reference -> (worker, attempt 0)."""
+        return {getattr(self.workers[w], method).remote(*args): (w, 0) for w, (method, args) in calls.items()}
+
+    def _wait(self, calls: dict[int, tuple[str, tuple]],
+              submitted: dict[ray.ObjectRef, tuple[int, int]]) -> dict[int, Any]:
+        """The results of `submitted` calls: worker -> result.
+
+        A call whose worker died, or that has not answered within `timeout_s` of this wait's start
+        (a call queued behind earlier ones on its worker starts counting here; the worker is then
         killed), is made again once on the restarted worker after it loaded the current weights.
         """
-        pending: dict[ray.ObjectRef, tuple[int, float, int]] = {}
+        now = time.monotonic()
+        pending = {ref: (w, now, attempt) for ref, (w, attempt) in submitted.items()}
 
         def submit(w: int, attempt: int) -> None:
             method, args = calls[w]
             pending[getattr(self.workers[w], method).remote(*args)] = (w, time.monotonic(), attempt)
 
-        for w in calls:
-            submit(w, 0)
         results: dict[int, Any] = {}
         while pending:
             first_deadline = min(started for _, started, _ in pending.values()) + self.timeout_s
@@ -296,7 +357,6 @@ class RolloutPool:
                 w, _, attempt = pending.pop(ready[0])
                 try:
                     results[w] = ray.get(ready[0])
-                    self._answered_at[w] = time.monotonic()
                 except RayActorError as exc:
                     self._recover(w, attempt, f"died ({type(exc).__name__})")
                     submit(w, attempt + 1)
@@ -339,17 +399,13 @@ class RolloutPool:
             time.sleep(1.0)
 
 
-def uses_pool(cluster: ClusterConfig) -> bool:
-    """Rollouts go through Ray workers: more than one, or Ray asked for by address (its overhead
-    is measured at one worker with `cluster.address=local`)."""
-    return cluster.rollout_workers > 1 or cluster.address is not None
-
-
-def make_pool(config: Config, model_path: str, *, policy=None, bundles: Bundles | None = None) -> RolloutPool:
+def make_pool(config: Config, model_path: str, *, policy=None, version: int = 0,
+              bundles: Bundles | None = None) -> RolloutPool:
     """`cluster.rollout_workers` workers building `config.rollout`'s engine on the device
-    `gpus_per_rollout_worker` asks for (Ray must be up: `RayRuntime.start`), worker i in bundle i
-    of `bundles` (colocated, with engines that can sleep); serves `policy` when given. The sync
-    mode is resolved once, for the policy and the workers' device."""
+    `gpus_per_rollout_worker` asks for (Ray must be up: `RayRuntime.start`; `Config.uses_pool`
+    says when a run uses one), worker i in bundle i of `bundles` (colocated, with engines that can
+    sleep); serves `policy` as `version` when given. The sync mode is resolved once, for the
+    policy and the workers' device."""
     cluster = config.cluster
     device = "cuda" if cluster.gpus_per_rollout_worker > 0 else "cpu"
     sync = resolve_sync(config.rollout.sync, device, policy)
@@ -357,5 +413,5 @@ def make_pool(config: Config, model_path: str, *, policy=None, bundles: Bundles 
                       sleep_mode=cluster.colocate)
     pool = RolloutPool(spec, cluster, sync=sync, bundles=bundles)
     if policy is not None:
-        pool.update_weights(policy)
+        pool.update_weights(policy, version)
     return pool

@@ -1,6 +1,6 @@
 """Ray for one run (docs/design.md, "Scaling out"): join a cluster or start a private one.
 
-    ray_runtime = RayRuntime.start(config.cluster)   # None at 1/1 without an address: no Ray
+    ray_runtime = RayRuntime.start(config)           # None when `config.uses_ray` is False: no Ray
     ray_runtime.bundles                              # with cluster.colocate: one bundle per pair
     ...
     ray_runtime.close()                              # undoes only what `start` did
@@ -23,7 +23,7 @@ import ray
 
 from pipeline.cluster.colocate import colocated_bundles
 from pipeline.cluster.placement import Bundles
-from pipeline.config import ClusterConfig
+from pipeline.config import ClusterConfig, Config
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,12 @@ class RayRuntime:
     """With `cluster.colocate`: the bundles rollout worker i and learner rank i share."""
 
     @classmethod
-    def start(cls, cluster: ClusterConfig) -> RayRuntime | None:
-        """Ray as `cluster` asks for, or None when it asks for the single process (no Ray).
+    def start(cls, config: Config) -> RayRuntime | None:
+        """Ray as `config.cluster` asks for, or None when the run needs none (`Config.uses_ray`).
         ConfigError when colocated bundles do not fit the cluster (`colocated_bundles`)."""
-        if not cluster.uses_ray:
+        if not config.uses_ray:
             return None
+        cluster = config.cluster
         if ray.is_initialized():
             runtime = cls(ray.get_runtime_context().gcs_address, owned=False)
         else:

@@ -67,6 +67,12 @@ class Config(Section):
                 "completions of a prompt would be identical (no learning signal); set "
                 "rollout.temperature > 0"
             )
+        if self.rl.max_staleness and self.cluster.colocate:
+            raise ValueError(
+                f"rl.max_staleness={self.rl.max_staleness} overlaps generation with the update, but "
+                "cluster.colocate=true puts the engine to sleep during the update; use separate devices "
+                "(cluster.colocate=false) or rl.max_staleness=0"
+            )
         self._check_lengths()
         self.check_lora_rank(self.rollout.sync)
         return self
@@ -91,5 +97,18 @@ class Config(Section):
                 f"lora.rank={self.lora.rank} exceeds rollout.max_lora_rank={self.rollout.max_lora_rank}, the "
                 f"largest adapter rank vLLM accepts with adapter sync; raise rollout.max_lora_rank to at least "
                 f"{self.lora.rank} (or use rollout.sync=merged)")
+
+    @property
+    def uses_pool(self) -> bool:
+        """Rollouts go through Ray workers (docs/design.md, "Scaling out"): more than one, Ray asked
+        for by address (its overhead is measured at one worker with `cluster.address=local`), or
+        asynchronous RL (`rl.max_staleness > 0`: one worker actor beside the learner at least)."""
+        cluster = self.cluster
+        return cluster.rollout_workers > 1 or cluster.address is not None or self.rl.max_staleness > 0
+
+    @property
+    def uses_ray(self) -> bool:
+        """Ray is started or joined: for the rollout pool or the data-parallel learner ranks."""
+        return self.uses_pool or self.cluster.uses_ray
 
 

@@ -26,9 +26,21 @@ class RolloutBatch:
     valid: Tensor | None = None
     """[B] bool: rows whose reward is finite (None: all); a masked row counts for nothing in the loss."""
     group_size: int = 1
+    versions: Tensor | None = None
+    """[B] long: the policy version that sampled each row (None: `policy_version`)."""
+    policy_version: int = 0
+    """The learner's version when it trains on this batch (docs/design.md, "Asynchronous RL")."""
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    @property
+    def stale(self) -> Tensor:
+        """[B] bool: rows sampled by an older policy than `policy_version` (their logp_old is the
+        behaviour policy's, docs/algorithms.md §9)."""
+        if self.versions is None:
+            return torch.zeros(len(self), dtype=torch.bool)
+        return self.versions < self.policy_version
 
 
 @dataclass(frozen=True)
@@ -41,14 +53,19 @@ class PolicyScores:
     """Reference policy log-probs (§5), when a KL term is used."""
     values: Tensor | None
     """V_old from the critic (PPO), else None."""
+    logp_old_source: str = "learner"
+    """Where the stale rows' logp_old came from (docs/algorithms.md §9): `learner` (no stale row:
+    the current policy), `learner_adapter` (the learner under the adapter that sampled them) or
+    `engine` (the engine's log-probs, without LoRA)."""
 
 
 def build_batch(prompts: list[list[int]], completions: list[list[int]], logprobs: list[list[float]],
                 rewards: list[float], valid: list[bool], truncated: list[bool], group_size: int, pad_id: int,
-                overlong_filter: bool) -> RolloutBatch:
+                overlong_filter: bool, versions: list[int] | None = None, policy_version: int = 0) -> RolloutBatch:
     """Collate B (prompt, completion) rows. Rows whose reward is masked (`valid` False,
     docs/rewards.md "Rewards entering training") and, with `overlong_filter` (DAPO, §7),
-    truncated rows count for nothing in the loss (their `loss_mask` row is all False)."""
+    truncated rows count for nothing in the loss (their `loss_mask` row is all False).
+    `versions`: the policy version that sampled each row, trained at `policy_version`."""
     seqs = collate(prompts, completions, pad_id)
     T = seqs.completion_mask.shape[1]
     logp_engine = torch.zeros(len(completions), T)
@@ -59,4 +76,5 @@ def build_batch(prompts: list[list[int]], completions: list[list[int]], logprobs
         mask[torch.tensor(truncated, dtype=torch.bool)] = False
     keep = torch.tensor(valid, dtype=torch.bool)
     mask[~keep] = False
-    return RolloutBatch(seqs, mask, logp_engine, torch.tensor(rewards, dtype=torch.float64), keep, group_size)
+    return RolloutBatch(seqs, mask, logp_engine, torch.tensor(rewards, dtype=torch.float64), keep, group_size,
+                        None if versions is None else torch.tensor(versions, dtype=torch.long), policy_version)

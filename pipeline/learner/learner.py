@@ -7,6 +7,9 @@ Its part of one RL step (docs/design.md, "One RL step"), data flowing one way:
    policy when KL is used (§5: the model with its adapter disabled when RL starts from a fresh
    adapter, else a frozen copy), and `V_old` for PPO. When the update is on-policy (one epoch,
    one mini-batch, no critic) `logp_old` is the first forward's detached log-probs: no extra pass.
+   Rows an older policy version sampled (asynchronous RL, docs/design.md) take the behaviour
+   policy's `logp_old` instead: the learner under that version's adapter (`keep_version`) or,
+   without LoRA, the engine's log-probs (`behaviour_logp`).
 2. `update(batch, scores, advantages) -> stats`: `ppo_epochs` x mini-batches of whole groups, each
    one optimiser step with gradient accumulation over micro-batches (`rl.micro_batch_size` rows,
    or `rl.micro_batch_tokens` computed positions: `token_budget_split`) normalised over the whole
@@ -25,6 +28,8 @@ one-process step.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -149,6 +154,8 @@ class Learner:
         self.sampling = dict(temperature=rollout.temperature or 1.0,
                              top_k=-1 if greedy else rollout.top_k, top_p=1.0 if greedy else rollout.top_p)
         """The rollout's sampling distribution, which every forward reads (pipeline/core/forward.py)."""
+        self.kept: dict[int, dict[str, Tensor]] = {}
+        """Policy version -> its trainable tensors, the behaviour policies of stale rows (`keep_version`)."""
 
     def _frozen_start(self, model_path: str) -> torch.nn.Module:
         """A frozen copy of the starting policy: the KL reference when disabling the adapter would
@@ -231,20 +238,80 @@ class Learner:
         A data-parallel rank scores only its `share` of the rows; the others stay 0."""
         self.model.eval()
         B, T = batch.loss_mask.shape
-        need_old = not self.on_policy(B)
+        stale = batch.stale
+        need_old = not self.on_policy(B) or bool(stale.any())
         old, ref, vals = torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B, T)
         for idx in self._micro_batches(batch, self.share(torch.arange(B), batch.group_size)):
             seqs = batch.seqs.rows(idx).to(self.device)
-            if need_old:
+            if need_old and not (stale[idx].all() and self.value_head is None):  # stale rows: behaviour_logp
                 out, values = self._forward(seqs)
                 old[idx] = pad_columns(out.logp.float().cpu(), T)
                 if values is not None:
                     vals[idx] = pad_columns(values.cpu(), T)
             if self.algo.needs_reference:
                 ref[idx] = pad_columns(self._reference_logp(seqs).float().cpu(), T)
+        source = self.behaviour_logp(batch, old) if stale.any() else "learner"
         return PolicyScores(logp_old=old if need_old else None,
                             logp_ref=ref if self.algo.needs_reference else None,
-                            values=vals if self.value_head is not None else None)
+                            values=vals if self.value_head is not None else None, logp_old_source=source)
+
+    # ------------------------------------------------------------------ behaviour policies (asynchronous RL)
+
+    @property
+    def trains_adapter(self) -> bool:
+        """The trained weights are a LoRA adapter (small enough to keep a few versions of)."""
+        return self.config.lora.enabled or self.config.model.adapter is not None
+
+    def keep_version(self, version: int, keep: int) -> None:
+        """Remember the trainable tensors as policy `version` (the current one: call it at each step
+        before its update, skipped or not), the behaviour policy of the rows that version samples,
+        and forget the versions a batch trained at `version` cannot hold: those below
+        `version - keep` (`rl.max_staleness`; docs/design.md, "Asynchronous RL"). Nothing is
+        kept without LoRA."""
+        if not self.trains_adapter or keep < 1:
+            return
+        self.kept[version] = {name: p.detach().clone() for name, p in self.model.named_parameters()
+                              if p.requires_grad}
+        for old in [v for v in self.kept if v < version - keep]:
+            del self.kept[old]
+
+    @contextmanager
+    def weights_of(self, version: int) -> Iterator[None]:
+        """The model with `version`'s kept trainable tensors swapped in; the current ones are back
+        afterwards (the parameters' storage is exchanged, nothing is copied). KeyError names a
+        version that is not kept."""
+        if version not in self.kept:
+            raise KeyError(f"policy version {version} is not kept (kept: {sorted(self.kept)})")
+        params = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        current = [p.data for _, p in params]
+        for name, p in params:
+            p.data = self.kept[version][name]
+        try:
+            yield
+        finally:
+            for (_, p), data in zip(params, current):
+                p.data = data
+
+    @torch.no_grad()
+    def behaviour_logp(self, batch: RolloutBatch, logp_old: Tensor) -> str:
+        """Write the behaviour policy's log-probs into `logp_old` ([B, T]) for this rank's stale rows
+        (docs/algorithms.md §9): under LoRA the learner's forward with the adapter of the version
+        that sampled them (`weights_of`), else the engine's own log-probs. Returns the source:
+        `learner_adapter` or `engine`."""
+        B, T = logp_old.shape
+        mine = self.share(torch.arange(B), batch.group_size)
+        mine = mine[batch.stale[mine]]
+        if not self.trains_adapter:
+            logp_old[mine] = batch.logp_engine[mine]
+            return "engine"
+        self.model.eval()
+        for version in batch.versions[mine].unique().tolist():
+            rows = mine[batch.versions[mine] == version]
+            with self.weights_of(version):
+                for idx in self._micro_batches(batch, rows):
+                    out, _ = self._forward(batch.seqs.rows(idx).to(self.device))
+                    logp_old[idx] = pad_columns(out.logp.float().cpu(), T)
+        return "learner_adapter"
 
     # ------------------------------------------------------------------ the update
 

@@ -1,15 +1,20 @@
 """The RL loop (docs/design.md, "One RL step"). Each step reads one way:
 
-    groups = sample_groups(...)                      # generate + reward, dynamic sampling (§8)
+    groups = sample_groups(...)                      # queue.next + reward, dynamic sampling (§8)
     batch = build_batch(...)                         # immutable RolloutBatch
     scores = learner.score(batch)                    # logp_old, logp_ref, V_old
     advantages = compute_advantages(algo, inputs)    # a pure function (§1)
     stats = learner.update(batch, scores, advantages)
-    engine.update_weights(learner.model)             # the next step samples the new policy
+    engine.update_weights(learner.model, s + 1)      # the next step samples the new policy
 
-Record `s` of metrics.jsonl describes the policy after `s` updates (s = 0 .. rl.steps): its
-rollout batch (reward, length, ...) and, when due, its held-out evaluation; records
-0 .. steps-1 also carry the statistics of the update their rollouts fed.
+The policy after `s` updates is weight version `s`. Rollouts come from a `RolloutQueue`: at
+`rl.max_staleness` 0 each draw submits a batch with the current weights and collects it at once;
+at k > 0 up to 1 + k batches are in flight while the learner trains, and the weights are only
+published (docs/design.md, "Asynchronous RL"). Record `s` of metrics.jsonl describes step `s`
+(s = 0 .. rl.steps): the rollout batch it trains on (reward, length, ..., sampled by the policy
+after `s - staleness` updates) and, when due, the held-out evaluation of the policy after `s`
+updates; records 0 .. steps-1 also carry the statistics of the update their rollouts fed.
+`rl/events.jsonl` (pipeline/rl/events.py) logs when each batch and update started and ended.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from tqdm import tqdm
 
 import rewards
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, has_signal
-from pipeline.cluster import RayRuntime, RolloutPool, make_pool, uses_pool
+from pipeline.cluster import RayRuntime, RolloutPool, make_pool
 from pipeline.learner.batch import RolloutBatch, build_batch
 from pipeline.core.checkpoint import checkpoint_run, latest_checkpoint, load_state, new_run_id, save_final
 from pipeline.config import Config, save_config
@@ -37,7 +42,9 @@ from pipeline.cluster.colocate import UpdateSleep
 from pipeline.cluster.learner_group import make_learner
 from pipeline.core.models import load_tokenizer, prepare_model, resolve_device
 from pipeline.data.prompts import PromptStream, encode_prompts, filter_long_prompts
+from pipeline.rl.events import EventLog
 from pipeline.rl.reward_checks import finite_samples
+from pipeline.rl.rollout_queue import RolloutQueue
 from pipeline.rollout import SamplingSettings, SyncCheck, make_engine
 from pipeline.core.tracking import MetricsWriter, console_line, plot_metrics, timed
 
@@ -55,6 +62,8 @@ class Group:
     valid: list[bool] | None = None
     """False for a sample whose reward was non-finite and masked (`reward.non_finite=mask`);
     None means all valid."""
+    version: int = 0
+    """The policy version that sampled the completions."""
 
     def __post_init__(self) -> None:
         if self.valid is None:
@@ -110,10 +119,10 @@ class Trainer:
                                            max_tokens=config.rollout.max_tokens)
         updates = config.rl.steps * config.rl.ppo_epochs * (
             config.rl.prompts_per_step * config.rl.group_size // config.rl.mini_batch_size)
-        self.ray = RayRuntime.start(config.cluster)  # None: one process, no Ray (docs/design.md, "Scaling out")
+        self.ray = RayRuntime.start(config)  # None: one process, no Ray (docs/design.md, "Scaling out")
         bundles = self.ray.bundles if self.ray is not None else None  # cluster.colocate: one per GPU
         self.learner = make_learner(config, self.model_path, self.device, updates, bundles)
-        if engine is None and uses_pool(config.cluster):
+        if engine is None and config.uses_pool:
             engine = make_pool(config, self.model_path, policy=self.learner.model, bundles=bundles)
         self.engine = engine or make_engine(config.rollout, self.model_path, device=self.device,
                                             policy=self.learner.model, sleep_mode=config.cluster.colocate)
@@ -126,9 +135,13 @@ class Trainer:
         self.step = 0
         self.run_id = new_run_id()  # a resumed run keeps its checkpoint's id: pruning keys on it
         self.final: Path | None = None  # rl/final/adapter (or rl/final/model) once the run ended
+        self.events = EventLog(self.out, resume=resume)
+        self.queue = RolloutQueue(self.engine, self.stream, self._encode, self.sampling,
+                                  max_staleness=config.rl.max_staleness, last_version=config.rl.steps,
+                                  events=self.events)
         if resume and (ckpt := latest_checkpoint(self.out)) is not None:
             self._resume(ckpt)
-        self.engine.update_weights(self.learner.model)
+        self._sync_weights(self.step, eager=True)
         self.metrics = MetricsWriter(self.out, resume_from_step=self.step - 1 if resume else None)
 
     @staticmethod
@@ -141,25 +154,36 @@ class Trainer:
 
     def rollout(self) -> tuple[list[Group], dict[str, Any]]:
         """This step's groups (§8) and the statistics of every group drawn for it."""
-        record: dict[str, Any] = {"time/generate": 0.0, "time/reward": 0.0}
+        record: dict[str, Any] = {"time/generate": 0.0, "time/reward": 0.0, "rollout/generate_s": 0.0,
+                                  "async/batches": []}
         algo = self.config.algorithm
+        dropped = self.queue.dropped
         groups, seen, batches = sample_groups(lambda: self._draw(record), self.config.rl.prompts_per_step,
                                               algo.dynamic_sampling, algo.max_num_gen_batches)
         record.update({"sampling/gen_batches": batches, "sampling/kept_groups": len(groups),
-                       "sampling/signal_frac": sum(g.has_signal for g in seen) / len(seen)})
+                       "sampling/signal_frac": sum(g.has_signal for g in seen) / len(seen),
+                       "async/dropped_groups": self.queue.dropped - dropped,
+                       "async/dropped_groups_total": self.queue.dropped})
+        staleness = [self.step - g.version for g in groups]
+        record.update({f"async/staleness_{k}": staleness.count(k)
+                       for k in range(self.config.rl.max_staleness + 1)})
         return groups, {**record, **self._rollout_stats(seen)}
 
     def _draw(self, record: dict[str, Any]) -> list[Group]:
-        """Generate G completions for the next prompts and score them."""
-        problems = self.stream.next_batch()
-        prompt_ids = encode_prompts(self.tokenizer, problems, self.config.data.system_prompt,
-                                    self.config.data.max_prompt_tokens)
+        """The next batch from the rollout queue (G completions per prompt), scored. `time/generate`:
+        how long this waited for it; `rollout/generate_s`: how long the engine generated it."""
         with timed(record, "generate"):
-            outputs = self.engine.generate(prompt_ids, self.sampling)
+            rollout = self.queue.next(self.step)
+        record["rollout/generate_s"] += rollout.seconds
+        record["async/batches"].append(rollout.batch)
         with timed(record, "reward"):
-            return self._score(problems, prompt_ids, outputs)
+            return self._score(rollout.problems, rollout.prompt_ids, rollout.groups, rollout.version)
 
-    def _score(self, problems, prompt_ids, outputs) -> list[Group]:
+    def _encode(self, problems) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, problems, self.config.data.system_prompt,
+                              self.config.data.max_prompt_tokens)
+
+    def _score(self, problems, prompt_ids, outputs, version: int) -> list[Group]:
         """Reward each completion, called TRL's way (docs/rewards.md, "The calling convention"):
         conversational problems give message lists as `prompts` and `completions`."""
         G = self.config.rl.group_size
@@ -185,7 +209,7 @@ class Trainer:
         for i, (ids, group) in enumerate(zip(prompt_ids, outputs)):
             part = slice(i * G, (i + 1) * G)
             comps = {name: values[part] for name, values in result.components.items()}
-            groups.append(Group(ids, group, result.total[part], comps, valid[part]))
+            groups.append(Group(ids, group, result.total[part], comps, valid[part], version))
         return groups
 
     def _rollout_stats(self, groups: list[Group]) -> dict[str, float]:
@@ -212,7 +236,8 @@ class Trainer:
                            [c.token_ids for c in completions], [c.logprobs for c in completions],
                            [r for g in groups for r in g.rewards], [ok for g in groups for ok in g.valid],
                            [c.truncated for c in completions], self.config.rl.group_size,
-                           self.tokenizer.pad_token_id, self.config.algorithm.overlong_filter)
+                           self.tokenizer.pad_token_id, self.config.algorithm.overlong_filter,
+                           versions=[g.version for g in groups for _ in g.completions], policy_version=self.step)
 
     def train_step(self) -> dict[str, Any]:
         """One step, rollout to weight sync; returns its record (final metric names)."""
@@ -221,13 +246,17 @@ class Trainer:
             groups, rollout_record = self.rollout()
             record.update(rollout_record)
             record["idle/learner_waiting_rollouts_s"] = record["time/generate"] + record["time/reward"]
+            if self.config.rl.max_staleness:  # the behaviour policy of the rows this version samples
+                self.learner.keep_version(self.step, self.config.rl.max_staleness)
             if not groups:
                 log.warning("step %d: no group had reward variance; skipping the update", self.step)
                 return record
             batch = self.build_batch(groups)
             self.update_sleep.before_update()
+            self.events.emit("update_started", step=self.step, batches=record["async/batches"])
             with timed(record, "learn"):
                 scores = self.learner.score(batch)
+                record["async/logp_old_source"] = scores.logp_old_source
                 logp = scores.logp_old if scores.logp_old is not None else batch.logp_engine
                 advantages = compute_advantages(self.config.algorithm, AdvantageInputs(
                     rewards=batch.rewards, group_size=batch.group_size, mask=batch.loss_mask, valid=batch.valid,
@@ -235,16 +264,31 @@ class Trainer:
                 self.metrics.log_completions(self.step, groups, advantages.advantages, self.tokenizer,
                                              self.config.rl.log_completions)
                 record.update(self.learner.update(batch, scores, advantages, self.shuffle))
+            self.events.emit("update_finished", step=self.step)
             with timed(record, "sync"):
-                record["weights/version"] = self.engine.update_weights(self.learner.model)
+                check = self.sync_check.due(self.step + 1)  # after the (step + 1)-th update
+                eager = not self.config.rl.max_staleness or check or self._eval_due(self.step + 1)
+                record["weights/version"] = self._sync_weights(self.step + 1, eager)
                 self.update_sleep.after_sync()
-                if self.sync_check.due(self.step + 1):  # after the (step + 1)-th update
+                if check:
                     record.update(self.sync_check(self.engine, self.learner.model, self.tokenizer, self.step))
             if isinstance(self.engine, RolloutPool):
-                record.update(self.engine.metrics())  # per worker: tokens/s, time, version, waits
+                record.update(self.engine.metrics())  # per worker: tokens/s, time, version, idle
             tokens = sum(len(c.token_ids) for g in groups for c in g.completions)
-            record["perf/tokens_per_s"] = tokens / max(record["time/generate"], 1e-9)
+            record["perf/tokens_per_s"] = tokens / max(record["rollout/generate_s"], 1e-9)
         return record
+
+    def _sync_weights(self, version: int, eager: bool) -> int:
+        """Serve the learner's weights as `version` (the policy after `version` updates). Eager:
+        every engine has loaded them when this returns (the synchronous step, evaluations, sync
+        checks); else a pool only publishes them for the generations submitted next
+        (docs/design.md, "Asynchronous RL"). Returns the version."""
+        if eager or not isinstance(self.engine, RolloutPool):
+            version = self.engine.update_weights(self.learner.model, version)
+        else:
+            version = self.engine.publish_weights(self.learner.model, version)
+        self.events.emit("weights_published", version=version, eager=eager)
+        return version
 
     def evaluate(self) -> dict[str, float]:
         rl = self.config.rl
@@ -298,23 +342,25 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
-        state = {"stream": self.stream.state_dict(), "shuffle": self.shuffle.get_state()}
+        state = {**self.queue.state_dict(), "shuffle": self.shuffle.get_state()}  # in-flight batches: drawn again
         return self.learner.save_checkpoint(self.out, self.step, state, keep=self.config.rl.keep_checkpoints,
                                             run_id=self.run_id, tokenizer=self.tokenizer)
 
     def _resume(self, checkpoint: Path) -> None:
         state = load_state(checkpoint)
         self.learner.load_state_dict(state["learner"], str(checkpoint / "adapter"))
-        self.stream.load_state_dict(state["stream"])
+        self.queue.load_state_dict(state)
         self.shuffle.set_state(state["shuffle"])
         self.step = state["step"]
         self.run_id = checkpoint_run(checkpoint) or self.run_id
+        self.events.emit("resumed", step=self.step)
         log.info("resumed from %s at step %d", checkpoint, self.step)
 
     def close(self) -> None:
         self.engine.close()
         self.scorer.close()
         self.learner.close()
+        self.events.close()
         if self.ray is not None:
             self.ray.close()
 

@@ -5,13 +5,13 @@
     engine.update_weights(policy)  # after each optimiser step
 """
 
-from pipeline.rollout.base import Completion, RolloutEngine, SamplingSettings, SyncMode
+from pipeline.rollout.base import Completion, EagerSubmit, Generation, RolloutEngine, SamplingSettings, SyncMode
 from pipeline.rollout.factory import EngineUnavailable, make_engine, resolve_engine, resolve_sync
 from pipeline.rollout.hf_engine import HFEngine
 from pipeline.rollout.sync_check import SyncCheck, SyncError, SyncReport, check_sync, learner_logprobs
 from pipeline.rollout.vllm_engine import VLLMEngine
 
 __all__ = [
-    "Completion", "EngineUnavailable", "HFEngine", "RolloutEngine", "SamplingSettings", "SyncCheck", "SyncError", "SyncMode", "SyncReport",
+    "Completion", "EagerSubmit", "EngineUnavailable", "Generation", "HFEngine", "RolloutEngine", "SamplingSettings", "SyncCheck", "SyncError", "SyncMode", "SyncReport",
     "VLLMEngine", "check_sync", "learner_logprobs", "make_engine", "resolve_engine", "resolve_sync",
 ]

@@ -9,6 +9,7 @@ reports `log_softmax(logits)`, the T = 1 distribution, as the learner does.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -57,6 +58,8 @@ class Completion:
     text: str
     """`token_ids` decoded with special tokens skipped."""
     finish_reason: FinishReason
+    version: int = 0
+    """The policy version whose weights sampled it (the engine's `version` when it generated)."""
     truncated: bool = field(init=False)
     """The completion hit `max_tokens` without ending (finish_reason == "length")."""
 
@@ -66,19 +69,43 @@ class Completion:
         self.truncated = self.finish_reason == "length"
 
 
+@dataclass
+class Generation:
+    """A finished generation request (`RolloutEngine.collect`): the groups, the weight version that
+    sampled all of them, and when the engine ran it (wall-clock `time.time()` seconds, taken where
+    the engine runs; docs/design.md, "Asynchronous RL")."""
+
+    groups: list[list[Completion]]
+    version: int
+    started: float
+    finished: float
+
+
 @runtime_checkable
 class RolloutEngine(Protocol):
     """Samples groups of completions from the current policy weights."""
 
     version: int
-    """The weight version being served: 0 at start, +1 per `update_weights`."""
+    """The weight version being served: 0 at start; the trainer names each new one (the policy
+    after s updates is version s), else +1 per `update_weights`."""
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
         """`sampling.n` completions for each prompt (token ids), in prompt order."""
         ...
 
-    def update_weights(self, model) -> int:
-        """Serve the learner's current weights from now on; returns the new version."""
+    def submit(self, prompts: list[list[int]], sampling: SamplingSettings) -> object:
+        """Start `generate` with the version served now; returns a handle for `collect`. An engine
+        in this process generates at once (`EagerSubmit`); a rollout pool returns while its
+        workers generate (docs/design.md, "Asynchronous RL")."""
+        ...
+
+    def collect(self, handle: object) -> Generation:
+        """The finished generation `submit` started (waits for it)."""
+        ...
+
+    def update_weights(self, model, version: int | None = None) -> int:
+        """Serve the learner's current weights from now on as `version` (None: the served version
+        + 1); returns the version served."""
         ...
 
     def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],
@@ -98,3 +125,18 @@ class RolloutEngine(Protocol):
     def close(self) -> None:
         """Release the engine's processes, memory and files."""
         ...
+
+
+class EagerSubmit:
+    """`submit`/`collect` for an engine in the trainer's process: `submit` generates at once, so the
+    one loop of docs/design.md ("Asynchronous RL") runs it too (always on the current weights)."""
+
+    version: int
+
+    def submit(self, prompts: list[list[int]], sampling: SamplingSettings) -> Generation:
+        started = time.time()
+        groups = self.generate(prompts, sampling)  # type: ignore[attr-defined]
+        return Generation(groups, self.version, started, time.time())
+
+    def collect(self, handle: Generation) -> Generation:
+        return handle

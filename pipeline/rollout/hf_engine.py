@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.rollout.base import Completion, SamplingSettings
+from pipeline.rollout.base import Completion, EagerSubmit, SamplingSettings
 from pipeline.rollout.weights import WeightsPayload, is_lora
 from pipeline.rollout.sync_check import learner_logprobs
 
@@ -70,7 +70,7 @@ class _FinishTracker:
         return done
 
 
-class HFEngine:
+class HFEngine(EagerSubmit):
     """`generate` on a given model; `update_weights` only points at the new module (no copy)."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 64) -> None:
@@ -83,10 +83,10 @@ class HFEngine:
         """False once `update_weights` pointed it at the learner's own module."""
         self._awake_on: torch.device | None = None  # where the module lives while it sleeps on the CPU
 
-    def update_weights(self, model) -> int:
+    def update_weights(self, model, version: int | None = None) -> int:
         self.model = model
         self.owns_model = False
-        self.version += 1
+        self.version = self.version + 1 if version is None else version
         return self.version
 
     def sleep(self) -> None:
@@ -181,7 +181,7 @@ class HFEngine:
             tokens = generated[row, :length].tolist()
             out.append(Completion(prompt, tokens, logprobs[row, :length].tolist(),
                                   self.tokenizer.decode(tokens, skip_special_tokens=True),
-                                  "stop" if ended else "length"))
+                                  "stop" if ended else "length", self.version))
         return out
 
     def prompt_logprobs(self, prompt_ids: list[int], completion_ids: list[int],

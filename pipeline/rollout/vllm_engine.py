@@ -46,7 +46,7 @@ import torch
 
 from pipeline.config import RolloutConfig
 from pipeline.core.models import bf16_is_native
-from pipeline.rollout.base import Completion, SamplingSettings, SyncMode
+from pipeline.rollout.base import Completion, EagerSubmit, SamplingSettings, SyncMode
 from pipeline.rollout.weights import WeightsPayload, ram_dir, save_adapter, weights_payload
 
 
@@ -175,7 +175,7 @@ def engine_dtype(setting: str) -> str:
     return "bfloat16" if bf16_is_native(device) else "float32"
 
 
-class VLLMEngine:
+class VLLMEngine(EagerSubmit):
     """A vLLM engine serving the policy; see the module docstring for the weight exchange."""
 
     def __init__(self, model_path: str | Path, config: RolloutConfig, *, sync: SyncMode,
@@ -248,13 +248,14 @@ class VLLMEngine:
         flat = [
             Completion(list(prompts[i // sampling.n]), list(c.token_ids),
                        [step[t].logprob for step, t in zip(c.logprobs, c.token_ids)], text,
-                       "length" if c.finish_reason == "length" else "stop")
+                       "length" if c.finish_reason == "length" else "stop", self.version)
             for i, (c, text) in enumerate(zip(samples, texts))
         ]
         return [flat[i * sampling.n:(i + 1) * sampling.n] for i in range(len(prompts))]
 
-    def update_weights(self, model) -> int:
-        return self.load_weights(weights_payload(model, self.sync, self.dtype, self.version + 1))
+    def update_weights(self, model, version: int | None = None) -> int:
+        version = self.version + 1 if version is None else version
+        return self.load_weights(weights_payload(model, self.sync, self.dtype, version))
 
     def load_weights(self, payload: WeightsPayload) -> int:
         """Serve `payload` (built for this engine's `sync` mode) from now on; returns its version."""
