@@ -63,9 +63,9 @@ class RecordingEngine(CannedEngine):
         self.calls.append("generate")
         return super().generate(prompts, sampling)
 
-    def update_weights(self, model):
+    def update_weights(self, model, version=None):
         self.calls.append("push")
-        return super().update_weights(model)
+        return super().update_weights(model, version)
 
     def sleep(self):
         self.calls.append("sleep")
