@@ -28,6 +28,13 @@ CASES = {
     # off-policy: two epochs over two mini-batches, logp_old from its own pass, an entropy bonus
     "grpo_epochs_entropy": ["algorithm.preset=grpo", "rl.ppo_epochs=2", "rl.mini_batch_size=4",
                             "algorithm.entropy_coef=0.01"],
+    # the sampling distribution read at T != 1 with top-k / top-p, off-policy, an entropy bonus
+    "grpo_truncated_entropy": ["algorithm.preset=grpo", "rollout.temperature=0.7", "rollout.top_k=20",
+                               "rollout.top_p=0.9", "rl.ppo_epochs=2", "rl.mini_batch_size=4",
+                               "algorithm.entropy_coef=0.01"],
+    # the same step under bf16 autocast (float32 weights): the learner's default where bf16 is native
+    "grpo_bf16_autocast": ["algorithm.preset=grpo", "rl.bf16_autocast=true", "rollout.temperature=0.7",
+                           "rollout.top_p=0.9", "algorithm.entropy_coef=0.01"],
 }
 PINS = {
     "grpo": (46.19297709595412, 20.230664873325473, 1.667663468651881e-06, 0.15055114030838013),
