@@ -135,7 +135,8 @@ def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Ten
     gradients d logp / d hidden and d H / d hidden [n, H] (else None).
 
     With z the scaled, truncated logits and p = softmax(z): d logp / dz = onehot(label) - p and
-    d H / dz = -p (log p + H), both 0 outside the kept set.
+    d H / dz = p (sum_a p_a z_a - z) (= -p (log p + H)), both 0 outside the kept set; written as
+    autograd would compute them through `logsumexp` and the entropy's sum, to round alike.
     """
     z = _scaled(F.linear(hidden, weight, bias), temperature)
     kept = truncate_logits(z, top_k, top_p, keep=labels)
@@ -143,17 +144,18 @@ def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Ten
     logp = kept.gather(-1, labels[:, None]).squeeze(-1) - lse
     jac_logp = entropy = jac_entropy = None
     if jacobians[0]:
-        dz = F.softmax(kept, -1).neg_()
+        dz = torch.exp(kept - lse[:, None]).neg_()
         dz.scatter_add_(-1, labels[:, None], torch.ones_like(dz[:, :1]))
         jac_logp = _to_hidden(dz, weight, temperature)
     if with_entropy:
         kept_h = truncate_logits(z, top_k, top_p)
         lse_h = lse if kept_h is kept else torch.logsumexp(kept_h, -1)
         p = F.softmax(kept_h, -1)
-        entropy = lse_h - _mean_logit(p, kept_h)
+        mean = _mean_logit(p, kept_h)
+        entropy = lse_h - mean
         if jacobians[1]:
-            log_p = kept_h - lse_h[:, None]
-            jac_entropy = _to_hidden(torch.where(p > 0, -p * (log_p + entropy[:, None]), 0.0), weight, temperature)
+            dz = torch.where(p > 0, p * (mean[:, None] - kept_h), 0.0)
+            jac_entropy = _to_hidden(dz, weight, temperature)
     return logp, entropy, jac_logp, jac_entropy
 
 
