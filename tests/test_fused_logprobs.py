@@ -59,9 +59,9 @@ def test_fused_read_equals_reading_the_logits(sampling, entropy_grad):
     (logp, entropy, grad), (fused_logp, fused_entropy, fused_grad) = results
     torch.testing.assert_close(fused_logp, logp, rtol=0, atol=1e-6)
     torch.testing.assert_close(fused_entropy, entropy, rtol=0, atol=1e-6)
-    # The entropy's gradient -p (log p + H) cancels where the read through autograd does not: 1e-5.
-    tolerance = 1e-5 if entropy_grad else 1e-6
-    torch.testing.assert_close(fused_grad, grad, rtol=tolerance, atol=tolerance)
+    # within 1e-6 of the gradient's scale: the head's matmul runs per chunk, the per-token weight
+    # multiplies after it instead of before, and the entropy's gradient p (S - z) cancels
+    torch.testing.assert_close(fused_grad, grad, rtol=1e-6, atol=1e-6 * grad.abs().max().item())
     assert torch.isfinite(grad).all() and grad.abs().max() > 0.1  # finite, and not trivially zero
 
 

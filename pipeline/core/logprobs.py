@@ -122,41 +122,30 @@ def token_logprobs(
     return out.view(labels.shape)
 
 
-def _to_hidden(dz: Tensor, weight: Tensor, temperature: float) -> Tensor:
-    """Chain a per-row gradient over scaled logits [n, V] back to the head's input: [n, H] float32."""
-    dz = dz if temperature == 1.0 else dz / temperature
-    return (dz.to(weight.dtype) @ weight).float()
-
-
 def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, temperature: float,
                 top_k: int, top_p: float, with_entropy: bool, jacobians: tuple[bool, bool],
                 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """One chunk of rows: logp [n], entropy [n] (or None), and as `jacobians` asks the per-row
-    gradients d logp / d hidden and d H / d hidden [n, H] (else None).
+    gradients d logp / d hidden and d H / d hidden [n, H] float32 (else None).
 
-    With z the scaled, truncated logits and p = softmax(z): d logp / dz = onehot(label) - p and
-    d H / dz = p (sum_a p_a z_a - z) (= -p (log p + H)), both 0 outside the kept set; written as
-    autograd would compute them through `logsumexp` and the entropy's sum, to round alike.
+    The reads are `_logprob_rows` / `_entropy_rows` on the chunk's logits; their gradients with
+    respect to those logits come from autograd over the chunk (each row's read depends on its
+    own row only, so the gradient of the sum is every row's), then go through the head: `@ weight`.
     """
-    z = _scaled(F.linear(hidden, weight, bias), temperature)
-    kept = truncate_logits(z, top_k, top_p, keep=labels)
-    lse = torch.logsumexp(kept, -1)
-    logp = kept.gather(-1, labels[:, None]).squeeze(-1) - lse
-    jac_logp = entropy = jac_entropy = None
-    if jacobians[0]:
-        dz = torch.exp(kept - lse[:, None]).neg_()
-        dz.scatter_add_(-1, labels[:, None], torch.ones_like(dz[:, :1]))
-        jac_logp = _to_hidden(dz, weight, temperature)
-    if with_entropy:
-        kept_h = truncate_logits(z, top_k, top_p)
-        lse_h = lse if kept_h is kept else torch.logsumexp(kept_h, -1)
-        p = F.softmax(kept_h, -1)
-        mean = _mean_logit(p, kept_h)
-        entropy = lse_h - mean
-        if jacobians[1]:
-            dz = torch.where(p > 0, p * (mean[:, None] - kept_h), 0.0)
-            jac_entropy = _to_hidden(dz, weight, temperature)
-    return logp, entropy, jac_logp, jac_entropy
+    logits = F.linear(hidden, weight, bias).requires_grad_(any(jacobians))
+    with torch.set_grad_enabled(any(jacobians)):
+        logp = _logprob_rows(logits, labels, temperature, top_k, top_p)
+        entropy = None
+        if with_entropy:
+            entropy = _entropy_rows(logits if jacobians[1] else logits.detach(), temperature, top_k, top_p)
+
+    def through_head(value: Tensor) -> Tensor:
+        (d_logits,) = torch.autograd.grad(value.sum(), logits, retain_graph=True)
+        return (d_logits @ weight).float()
+
+    jac_logp = through_head(logp) if jacobians[0] else None
+    jac_entropy = through_head(entropy) if jacobians[1] else None
+    return logp.detach(), None if entropy is None else entropy.detach(), jac_logp, jac_entropy
 
 
 def _read_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, temperature: float,
@@ -169,20 +158,17 @@ def _read_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tens
     return [None if parts[0] is None else torch.cat(parts) for parts in zip(*chunks)]
 
 
-class _HeadRead(torch.autograd.Function):
-    """`_read_rows` with the gradient to `hidden` from the per-row Jacobians it computed in the
-    forward: logp_t and H_t depend on row t of `hidden` only, so d loss / d h_t is
-    `g_logp_t * d logp_t / d h_t + g_H_t * d H_t / d h_t`, no vocabulary-sized tensor kept."""
+class _Linearised(torch.autograd.Function):
+    """Per-row reads of `hidden` [N, H] with their gradients computed beforehand: logp_t and H_t
+    depend on row t only, so d loss / d h_t = g_logp_t * d logp_t / d h_t + g_H_t * d H_t / d h_t,
+    and backward keeps no vocabulary-sized tensor."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, temperature, top_k, top_p, with_entropy, entropy_grad, chunk_rows):
-        logp, entropy, jac_logp, jac_entropy = _read_rows(hidden, weight, bias, labels, temperature, top_k, top_p,
-                                                          with_entropy, (True, entropy_grad), chunk_rows)
+    def forward(ctx, hidden, logp, entropy, jac_logp, jac_entropy):
         ctx.save_for_backward(jac_logp, jac_entropy)
         ctx.hidden_dtype = hidden.dtype
-        if entropy is None:
-            entropy = logp.new_empty(0)
-        if not entropy_grad:
+        logp, entropy = logp.clone(), entropy.clone()
+        if jac_entropy is None:
             ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
@@ -192,7 +178,7 @@ class _HeadRead(torch.autograd.Function):
         grad = grad_logp[:, None] * jac_logp
         if jac_entropy is not None and grad_entropy is not None:
             grad = grad + grad_entropy[:, None] * jac_entropy
-        return grad.to(ctx.hidden_dtype), *[None] * 9
+        return grad.to(ctx.hidden_dtype), None, None, None, None
 
 
 def linear_logprobs(
@@ -205,7 +191,7 @@ def linear_logprobs(
     hidden [..., H], weight [V, H] (a frozen LM head), labels [...] -> logp [...] float32 and
     entropy [...] float32 or None (`with_entropy`). `chunk_rows` rows at a time: their logits
     [chunk_rows, V] are the only vocabulary-sized tensors. Under autograd the gradient to
-    `hidden` comes from per-row Jacobians computed in the same pass (`_HeadRead`): no logits kept
+    `hidden` comes from per-row Jacobians computed in the same pass (`_Linearised`): no logits kept
     for backward and none recomputed. The entropy carries a gradient only with `entropy_grad`.
     Under autocast the head runs in the autocast dtype (the weight cast once per call), as
     autocast's `linear` would. Raises ValueError when `weight` or `bias` requires a gradient.
@@ -217,11 +203,12 @@ def linear_logprobs(
     weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
     flat = hidden.reshape(-1, hidden.shape[-1])
     ids = labels.reshape(-1).clamp(min=0)
-    if torch.is_grad_enabled() and hidden.requires_grad:
-        logp, entropy = _HeadRead.apply(flat, weight, bias, ids, temperature, top_k, top_p, with_entropy,
-                                        entropy_grad, chunk_rows)
-        entropy = entropy if with_entropy else None
-    else:
-        logp, entropy, _, _ = _read_rows(flat, weight, bias, ids, temperature, top_k, top_p, with_entropy,
-                                         (False, False), chunk_rows)
+    track = torch.is_grad_enabled() and hidden.requires_grad
+    entropy_grad = track and with_entropy and entropy_grad
+    logp, entropy, jac_logp, jac_entropy = _read_rows(flat.detach(), weight, bias, ids, temperature, top_k, top_p,
+                                                      with_entropy, (track, entropy_grad), chunk_rows)
+    if track:
+        logp, entropy_out = _Linearised.apply(flat, logp, logp.new_empty(0) if entropy is None else entropy,
+                                              jac_logp, jac_entropy)
+        entropy = entropy_out if with_entropy else None
     return logp.view(labels.shape), None if entropy is None else entropy.view(labels.shape)
