@@ -22,17 +22,17 @@ measured side by side in one run are what to compare):
    positions the LM head (`2 d V` forward + `2 d V` backward) plus the log-prob read, its
    gradient and the entropy read over the vocabulary (`~5 V` each; pipeline/core/logprobs.py
    `linear_logprobs`). MFU = FLOPs / update seconds / peak.
-3. Generation: the engine's tokens/s against the bandwidth bound at that batch size: every decode
+3. The LM head's read (forward and backward of logp, entropy as a statistic) on the update's
+   completion positions, with the model's head under the learner's autocast, two ways
+   alternating `--repeats` times (medians, and their ratio): through the head's logits
+   (`token_logprobs` / `entropy_from_logits`, the path of a trained head and of every head
+   before the fused read) and fused (`linear_logprobs`, the learner's path for a frozen head).
+4. Generation: the engine's tokens/s against the bandwidth bound at that batch size: every decode
    step reads the weights once and each sequence's KV cache, so at most
    `batch / (bytes per step / bandwidth)` tokens/s. `gen_vs_hf`: the engine's tokens/s over HF
    `generate`'s (benchmarks/rollout.py's measurement) on `--gen-prompts` x samples (HF on
    `--hf-prompts` of them); per-token rates, the issue's 64 x 8 x 128 with `--gen-prompts 64
    --max-tokens 128`.
-4. The LM head's read (forward and backward of logp, entropy as a statistic) on the update's
-   completion positions, with the model's head under the learner's autocast, two ways
-   alternating `--repeats` times (medians, and their ratio): through the head's logits
-   (`token_logprobs` / `entropy_from_logits`, the path of a trained head and of every head
-   before the fused read) and fused (`linear_logprobs`, the learner's path for a frozen head).
 5. `--profile`: torch.profiler over one more update, the operators by self CPU time.
 
 Last line: `learner_mfu=<fraction> padding=<fraction> gen_vs_hf=<ratio>` (MFU and padding of the
@@ -305,6 +305,12 @@ def main() -> None:
     print(f"budget vs fixed  : x{results['fixed']['seconds'] / results['budget']['seconds']:.2f} update speed "
           "(same run, side by side)", flush=True)
 
+    positions = int(batch.seqs.completion_mask.sum())
+    head = head_read_seconds(learner, positions, args.repeats)
+    print(f"LM head read     : {positions} positions, fwd+bwd median of {args.repeats}: through logits "
+          f"{head['logits']:.2f} s, fused {head['fused']:.2f} s -> x{head['logits'] / head['fused']:.2f} "
+          "(same run, alternating)", flush=True)
+
     # --- generation against the bandwidth bound, and against HF generate
     engine_bytes = torch.finfo(trainer.engine.dtype).bits // 8 if hasattr(trainer.engine, "dtype") else 4
     prompt_mean = float(batch.seqs.attention_mask[:, : batch.seqs.prompt_width].sum(-1).float().mean())
@@ -327,12 +333,6 @@ def main() -> None:
     print(f"generation       : engine {engine_rate:.0f} tok/s ({args.gen_prompts} x {args.samples}), HF generate "
           f"{hf_rate:.0f} tok/s ({args.hf_prompts} x {args.samples}); bound at {args.gen_prompts * args.samples}: "
           f"{decode_bound(shape, engine_bytes, args.gen_prompts * args.samples, context, gbps):.0f} tok/s", flush=True)
-
-    positions = int(batch.seqs.completion_mask.sum())
-    head = head_read_seconds(learner, positions, args.repeats)
-    print(f"LM head read     : {positions} positions, fwd+bwd median of {args.repeats}: through logits "
-          f"{head['logits']:.2f} s, fused {head['fused']:.2f} s -> x{head['logits'] / head['fused']:.2f} "
-          "(same run, alternating)", flush=True)
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
