@@ -2,7 +2,8 @@
 model FLOPs utilisation, generation against the bandwidth bound, and padding.
 
     .venv/bin/python benchmarks/roofline.py [--adapter runs/bench/sft/adapter] [--prompts 4 --samples 8
-        --max-tokens 160] [--micro-batch-tokens 512] [--gen-prompts 16 --hf-prompts 2] [--profile] [--tiny]
+        --max-tokens 160] [--micro-batch-tokens 512] [--gen-prompts 16 --hf-prompts 2] [--repeats 5] [--profile]
+        [--tiny]
 
 One process, in this order (a busy machine moves every rate: the load average is printed; ratios
 measured side by side in one run are what to compare):
@@ -18,16 +19,21 @@ measured side by side in one run are what to compare):
    `2N` forward + `2N` backward (activation gradients through the frozen base; no weight
    gradients), `6 N_lora` (forward, activation and weight gradients of the adapter), attention
    scores and values (`4 d ctx` per layer forward, twice that backward), and on completion
-   positions the LM head (`2 d V` forward + `2 d V` backward) plus the log-prob and entropy
-   reads over the vocabulary (`~5 V` each, the log-prob chunk read twice: it is checkpointed
-   and recomputed in backward). MFU = FLOPs / update seconds / peak.
-3. Generation: the engine's tokens/s against the bandwidth bound at that batch size: every decode
+   positions the LM head (`2 d V` forward + `2 d V` backward) plus the log-prob read, its
+   gradient and the entropy read over the vocabulary (`~5 V` each; pipeline/core/logprobs.py
+   `linear_logprobs`). MFU = FLOPs / update seconds / peak.
+3. The LM head's read (forward and backward of logp, entropy as a statistic) on the update's
+   completion positions, with the model's head under the learner's autocast, two ways
+   alternating `--repeats` times (medians, and their ratio): through the head's logits
+   (`token_logprobs` / `entropy_from_logits`, the path of a trained head and of every head
+   before the fused read) and fused (`linear_logprobs`, the learner's path for a frozen head).
+4. Generation: the engine's tokens/s against the bandwidth bound at that batch size: every decode
    step reads the weights once and each sequence's KV cache, so at most
    `batch / (bytes per step / bandwidth)` tokens/s. `gen_vs_hf`: the engine's tokens/s over HF
    `generate`'s (benchmarks/rollout.py's measurement) on `--gen-prompts` x samples (HF on
    `--hf-prompts` of them); per-token rates, the issue's 64 x 8 x 128 with `--gen-prompts 64
    --max-tokens 128`.
-4. `--profile`: torch.profiler over one more update, the operators by self CPU time.
+5. `--profile`: torch.profiler over one more update, the operators by self CPU time.
 
 Last line: `learner_mfu=<fraction> padding=<fraction> gen_vs_hf=<ratio>` (MFU and padding of the
 token-budget update).
@@ -136,9 +142,41 @@ def update_flops(shape: ModelShape, batch: RolloutBatch, micro_batches: list[tor
         context = prompt_positions * width_p / 2 + completion_positions * (width_p + width_c / 2)
         count["attention"] += 3 * 4 * shape.layers * shape.hidden * context
         count["head"] += 4 * shape.hidden * shape.vocab * completion_positions
-        count["vocab_reads"] += 3 * 5 * shape.vocab * completion_positions  # log-prob x2 (recomputed) + entropy
+        count["vocab_reads"] += 3 * 5 * shape.vocab * completion_positions  # log-prob, its gradient, entropy
     count["total"] = sum(count.values())
     return count
+
+
+def head_read_seconds(learner: Learner, positions: int, repeats: int) -> dict[str, float]:
+    """Median seconds of the LM head's read over `positions` rows (module docstring, step 4):
+    through the logits and fused, alternating, from the same random states and labels."""
+    from pipeline.core.logprobs import entropy_from_logits, linear_logprobs, token_logprobs
+    from pipeline.core.optim import autocast
+
+    head = learner.model.get_output_embeddings()
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(positions, head.in_features, generator=g)
+    labels = torch.randint(0, head.out_features, (positions,), generator=g)
+    weights = torch.randn(positions, generator=g)
+    sampling = learner.sampling
+
+    def through_logits(h):
+        logits = head(h)
+        return token_logprobs(logits, labels, **sampling), entropy_from_logits(logits.detach(), **sampling)
+
+    def fused(h):
+        return linear_logprobs(h, head.weight, labels, bias=head.bias, with_entropy=True, **sampling)
+
+    times: dict[str, list[float]] = {"logits": [], "fused": []}
+    for _ in range(repeats):
+        for name, read in (("logits", through_logits), ("fused", fused)):
+            h = hidden.clone().requires_grad_(True)
+            start = time.perf_counter()
+            with autocast(learner.device, learner.rl.bf16_autocast):
+                logp, _entropy = read(h)
+            (logp * weights).sum().backward()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def decode_bound(shape: ModelShape, engine_bytes: int, batch: int, mean_context: float, gbps: float) -> float:
@@ -205,6 +243,7 @@ def main() -> None:
     parser.add_argument("--micro-batch-tokens", type=int, default=512)
     parser.add_argument("--gen-prompts", type=int, default=16, help="prompts for gen_vs_hf (the issue: 64)")
     parser.add_argument("--hf-prompts", type=int, default=2, help="of those, prompts HF generate runs")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of the head-read timing")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over one more update")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -265,6 +304,12 @@ def main() -> None:
               f"{f['total'] / r['seconds'] / 1e9:.0f} GFLOP/s = MFU {f['total'] / r['seconds'] / 1e9 / peak:.3f}")
     print(f"budget vs fixed  : x{results['fixed']['seconds'] / results['budget']['seconds']:.2f} update speed "
           "(same run, side by side)", flush=True)
+
+    positions = int(batch.seqs.completion_mask.sum())
+    head = head_read_seconds(learner, positions, args.repeats)
+    print(f"LM head read     : {positions} positions, fwd+bwd median of {args.repeats}: through logits "
+          f"{head['logits']:.2f} s, fused {head['fused']:.2f} s -> x{head['logits'] / head['fused']:.2f} "
+          "(same run, alternating)", flush=True)
 
     # --- generation against the bandwidth bound, and against HF generate
     engine_bytes = torch.finfo(trainer.engine.dtype).bits // 8 if hasattr(trainer.engine, "dtype") else 4

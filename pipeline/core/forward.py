@@ -3,7 +3,9 @@
 Layout: prompts left-padded to width P, completions right-padded to width T, so completion
 token t of every row sits at column P + t and is predicted by the hidden state at P + t - 1.
 The language-model head runs on those T positions only, and log-probabilities are read
-without a full-vocabulary log_softmax copy (`pipeline.core.logprobs.token_logprobs`).
+without a full-vocabulary log_softmax copy: a frozen head fused with the read, a chunk of rows
+at a time (`pipeline.core.logprobs.linear_logprobs`), a trained one through its logits
+(`pipeline.core.logprobs.token_logprobs`).
 
 Which distribution (docs/algorithms.md §9): the engines report the log-prob of each sampled
 token under the distribution it was drawn from, `softmax(logits / T)` restricted to the top-k /
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.core.logprobs import entropy_from_logits, token_logprobs
+from pipeline.core.logprobs import entropy_from_logits, linear_logprobs, token_logprobs
 
 
 @dataclass
@@ -111,7 +113,15 @@ def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
 
 def _read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
                      with_entropy: bool, entropy_grad: bool, top_k: int, top_p: float) -> ForwardOut:
-    """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy)."""
+    """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy).
+
+    A frozen linear head (LoRA, or no gradient) is fused with the read (`linear_logprobs`: the
+    logits of a chunk of rows at a time, gradients from per-row Jacobians); a trained head runs
+    on all rows, then `token_logprobs` reads its logits."""
+    if isinstance(head, torch.nn.Linear) and not any(p.requires_grad for p in head.parameters()):
+        logp, entropy = linear_logprobs(hidden, head.weight, labels, temperature, bias=head.bias, top_k=top_k,
+                                        top_p=top_p, with_entropy=with_entropy, entropy_grad=entropy_grad)
+        return ForwardOut(logp, entropy, hidden)
     logits = head(hidden)
     logp = token_logprobs(logits, labels, temperature, top_k=top_k, top_p=top_p)
     entropy = None

@@ -5,6 +5,11 @@ at a time (checkpointed under autograd) so no full-vocabulary log_softmax copy o
 
     logp = token_logprobs(logits, labels, temperature=1.0)        # [B, T]
     h = entropy_from_logits(logits, temperature=1.0)              # [B, T]
+
+From hidden states and a frozen LM head (the learner's passes, pipeline/core/forward.py), the
+logits of one chunk of rows exist at a time, never the batch's, and nothing is recomputed:
+
+    logp, h = linear_logprobs(hidden, head.weight, labels, with_entropy=True)   # [B, T] each
 """
 
 from __future__ import annotations
@@ -62,14 +67,24 @@ def truncate_logits(z: Tensor, top_k: int = -1, top_p: float = 1.0, keep: Tensor
     return z.masked_fill(removed, -torch.inf)
 
 
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """`logits / temperature` in float32 (no division at temperature 1: the same values)."""
+    z = logits.float()
+    return z if temperature == 1.0 else z / temperature
+
+
 def _entropy_rows(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
-    z = truncate_logits(logits.float() / temperature, top_k, top_p)
-    weighted = torch.where(torch.isfinite(z), F.softmax(z, -1) * z, 0.0)
-    return torch.logsumexp(z, -1) - weighted.sum(-1)
+    z = truncate_logits(_scaled(logits, temperature), top_k, top_p)
+    return torch.logsumexp(z, -1) - _mean_logit(F.softmax(z, -1), z)
+
+
+def _mean_logit(p: Tensor, z: Tensor) -> Tensor:
+    """`sum_a p_a z_a` over the kept set (z = -inf, p = 0 outside it: no 0 * inf in value or gradient)."""
+    return (p * torch.where(torch.isfinite(z), z, 0.0)).sum(-1)
 
 
 def _logprob_rows(logits: Tensor, labels: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
-    z = truncate_logits(logits.float() / temperature, top_k, top_p, keep=labels)
+    z = truncate_logits(_scaled(logits, temperature), top_k, top_p, keep=labels)
     return z.gather(-1, labels[:, None]).squeeze(-1) - torch.logsumexp(z, -1)
 
 
@@ -105,3 +120,95 @@ def token_logprobs(
     out = _map_rows(lambda z, y: _logprob_rows(z, y, temperature, top_k, top_p), flat, ids,
                     chunk_rows=chunk_rows)
     return out.view(labels.shape)
+
+
+def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, temperature: float,
+                top_k: int, top_p: float, with_entropy: bool, jacobians: tuple[bool, bool],
+                ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """One chunk of rows: logp [n], entropy [n] (or None), and as `jacobians` asks the per-row
+    gradients d logp / d hidden and d H / d hidden [n, H] float32 (else None).
+
+    The reads are `_logprob_rows` / `_entropy_rows` on the chunk's logits; their gradients with
+    respect to those logits come from autograd over the chunk (each row's read depends on its
+    own row only, so the gradient of the sum is every row's), then go through the head: `@ weight`.
+    """
+    logits = F.linear(hidden, weight, bias).requires_grad_(any(jacobians))
+    with torch.set_grad_enabled(any(jacobians)):
+        logp = _logprob_rows(logits, labels, temperature, top_k, top_p)
+        entropy = None
+        if with_entropy:
+            entropy = _entropy_rows(logits if jacobians[1] else logits.detach(), temperature, top_k, top_p)
+
+    def through_head(value: Tensor) -> Tensor:
+        (d_logits,) = torch.autograd.grad(value.sum(), logits, retain_graph=True)
+        return (d_logits @ weight).float()
+
+    jac_logp = through_head(logp) if jacobians[0] else None
+    jac_entropy = through_head(entropy) if jacobians[1] else None
+    return logp.detach(), None if entropy is None else entropy.detach(), jac_logp, jac_entropy
+
+
+def _read_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, temperature: float,
+               top_k: int, top_p: float, with_entropy: bool, jacobians: tuple[bool, bool], chunk_rows: int,
+               ) -> list[Tensor | None]:
+    """`_read_chunk` over `chunk_rows` rows of hidden [N, H] at a time (in the head's dtype), concatenated."""
+    chunks = [_read_chunk(hidden[i:i + chunk_rows].to(weight.dtype), weight, bias, labels[i:i + chunk_rows],
+                          temperature, top_k, top_p, with_entropy, jacobians)
+              for i in range(0, hidden.shape[0], chunk_rows)]
+    return [None if parts[0] is None else torch.cat(parts) for parts in zip(*chunks)]
+
+
+class _Linearised(torch.autograd.Function):
+    """Per-row reads of `hidden` [N, H] with their gradients computed beforehand: logp_t and H_t
+    depend on row t only, so d loss / d h_t = g_logp_t * d logp_t / d h_t + g_H_t * d H_t / d h_t,
+    and backward keeps no vocabulary-sized tensor."""
+
+    @staticmethod
+    def forward(ctx, hidden, logp, entropy, jac_logp, jac_entropy):
+        ctx.save_for_backward(jac_logp, jac_entropy)
+        ctx.hidden_dtype = hidden.dtype
+        logp, entropy = logp.clone(), entropy.clone()
+        if jac_entropy is None:
+            ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        jac_logp, jac_entropy = ctx.saved_tensors
+        grad = grad_logp[:, None] * jac_logp
+        if jac_entropy is not None and grad_entropy is not None:
+            grad = grad + grad_entropy[:, None] * jac_entropy
+        return grad.to(ctx.hidden_dtype), None, None, None, None
+
+
+def linear_logprobs(
+    hidden: Tensor, weight: Tensor, labels: Tensor, temperature: float = 1.0, chunk_rows: int = CHUNK_ROWS, *,
+    bias: Tensor | None = None, top_k: int = -1, top_p: float = 1.0, with_entropy: bool = False,
+    entropy_grad: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """`token_logprobs` (and `entropy_from_logits`) of the logits `hidden @ weight.T + bias`, fused.
+
+    hidden [..., H], weight [V, H] (a frozen LM head), labels [...] -> logp [...] float32 and
+    entropy [...] float32 or None (`with_entropy`). `chunk_rows` rows at a time: their logits
+    [chunk_rows, V] are the only vocabulary-sized tensors. Under autograd the gradient to
+    `hidden` comes from per-row Jacobians computed in the same pass (`_Linearised`): no logits kept
+    for backward and none recomputed. The entropy carries a gradient only with `entropy_grad`.
+    Under autocast the head runs in the autocast dtype (the weight cast once per call), as
+    autocast's `linear` would. Raises ValueError when `weight` or `bias` requires a gradient.
+    """
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        raise ValueError("linear_logprobs reads through a frozen head; a trained head needs token_logprobs")
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    ids = labels.reshape(-1).clamp(min=0)
+    track = torch.is_grad_enabled() and hidden.requires_grad
+    entropy_grad = track and with_entropy and entropy_grad
+    logp, entropy, jac_logp, jac_entropy = _read_rows(flat.detach(), weight, bias, ids, temperature, top_k, top_p,
+                                                      with_entropy, (track, entropy_grad), chunk_rows)
+    if track:
+        logp, entropy_out = _Linearised.apply(flat, logp, logp.new_empty(0) if entropy is None else entropy,
+                                              jac_logp, jac_entropy)
+        entropy = entropy_out if with_entropy else None
+    return logp.view(labels.shape), None if entropy is None else entropy.view(labels.shape)
