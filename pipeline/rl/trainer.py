@@ -137,7 +137,7 @@ class Trainer:
         self.final: Path | None = None  # rl/final/adapter (or rl/final/model) once the run ended
         self.events = EventLog(self.out, resume=resume)
         self.queue = RolloutQueue(self.engine, self.stream, self._encode, self.sampling,
-                                  max_staleness=config.rl.max_staleness, last_version=config.rl.steps,
+                                  max_staleness=config.rl.max_staleness, last_version=self._last_rollout(),
                                   events=self.events)
         if resume and (ckpt := latest_checkpoint(self.out)) is not None:
             self._resume(ckpt)
@@ -307,6 +307,12 @@ class Trainer:
         every = self.config.rl.eval_every
         return every > 0 and (step % every == 0 or step == self.config.rl.steps)
 
+    def _last_rollout(self) -> int:
+        """The last step that rolls out: rl.steps - 1, or rl.steps itself when an evaluation is due there
+        (the final policy's record, docs/design.md "One RL step"); the rollout queue submits nothing later."""
+        steps = self.config.rl.steps
+        return steps if self._eval_due(steps) else steps - 1
+
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict[str, Any]:
@@ -315,8 +321,8 @@ class Trainer:
         bar = tqdm(total=rl.steps, initial=self.step, desc="rl", unit="step", dynamic_ncols=True)
         run_info = self.scorer.run_info()  # e.g. sandbox/level, in the first record
         while self.step <= rl.steps:
-            if self.step == rl.steps and not self._eval_due(self.step):
-                break  # the final policy gets a record (and a rollout) only with an evaluation (docs/design.md)
+            if self.step > self._last_rollout():
+                break
             record: dict[str, Any] = {"step": self.step, **run_info}
             run_info = {}
             self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
