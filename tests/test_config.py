@@ -473,3 +473,19 @@ def test_lengths_and_lora_rank_must_fit_the_engine(overrides, keys):
 ])
 def test_lengths_and_lora_rank_that_fit_load(overrides):
     load_config(None, overrides)
+
+
+@pytest.mark.parametrize("section,override,expected", [
+    ("rl", "actor_rollout_ref.rollout.n=4", "unknown key 'actor_rollout_ref.rollout.n' (did you mean 'rl.group_size'?)"),
+    ("rl", "actor_rollout_ref.actor.optim.lr=1e-6", "unknown key 'actor_rollout_ref.actor.optim.lr' (did you mean 'rl.lr'?)"),
+    ("rl", "actor_rollout_ref.rollout.temperature=0.7",
+     "unknown key 'actor_rollout_ref.rollout.temperature' (did you mean 'rollout.temperature'?)"),
+    ("rl", "trainer.total_training_steps=5", "unknown key 'trainer.total_training_steps' (did you mean 'rl.steps'?)"),
+    ("rl", "rollotu.engine=hf", "unknown key 'rollotu' (did you mean 'rollout'?)"),  # a misspelt section
+])
+def test_a_nested_unknown_key_is_hinted_by_its_full_path(section, override, expected):
+    """verl's nested keys (`actor_rollout_ref.rollout.n`) are hinted by their dotted paths, not by the
+    spelling of their first component (which suggested `cluster.rollout_workers`)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override], section=section)
+    assert expected in str(info.value)

@@ -109,11 +109,11 @@ FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
 }
 
 
-def _hints(key: str, valid: list[str], section: str | None) -> list[str]:
+def _hints(key: str, valid: list[str], section: str | None, spelling: bool = True) -> list[str]:
     """Valid keys a user probably meant by the unknown `key`, for the stage whose own section is `section`.
 
-    In order: a TRL/verl name (FOREIGN_NAMES), the same name under another section, a close spelling.
-    The section the key was written under (`dpo.beta`) wins over the stage's.
+    In order: a TRL/verl name (FOREIGN_NAMES), the same name under another section, a close spelling
+    (unless `spelling` is False). The section the key was written under (`dpo.beta`) wins over the stage's.
     """
     parts = key.split(".")
     leaf, where = parts[-1], parts[0] if len(parts) > 1 and parts[0] in STAGE_SECTIONS else section
@@ -132,7 +132,29 @@ def _hints(key: str, valid: list[str], section: str | None) -> list[str]:
     if same_leaf:
         own = [k for k in same_leaf if k.split(".")[0] == where]
         return [_typed_form(k) for k in own or same_leaf]
+    if not spelling:
+        return []
     return [_typed_form(k) for k in difflib.get_close_matches(key, valid, n=1, cutoff=0.6)]
+
+
+def _leaves(value: Any, prefix: str) -> list[str]:
+    """The dotted paths of every leaf of a nested mapping (`actor_rollout_ref.rollout.n`)."""
+    if not isinstance(value, dict) or not value:
+        return [prefix]
+    return [leaf for name, sub in value.items() for leaf in _leaves(sub, f"{prefix}.{name}")]
+
+
+def _unknown(key: str, value: Any, valid: list[str], section: str | None) -> list[str]:
+    """`unknown key ...` lines for `key`; a mapping value (a verl-style nested key such as
+    `actor_rollout_ref.rollout.n`) is hinted by its full dotted paths when any of them names a valid key
+    (`rollout.n` -> `rl.group_size`), unless `key` is a misspelt section (`rollotu` -> `rollout`)."""
+    siblings = [k for k in valid if k.count(".") == key.count(".")]
+    misspelt = bool(difflib.get_close_matches(key, siblings, n=1, cutoff=0.6))
+    paths = {path: _hints(path, valid, section, spelling=False) for path in _leaves(value, key)}
+    if not isinstance(value, dict) or misspelt or not any(paths.values()):
+        paths = {key: _hints(key, valid, section)}
+    return [f"unknown key {path!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+            for path, close in paths.items()]
 
 
 def _typed_form(key: str) -> str:
@@ -151,9 +173,7 @@ def explain(error: ValidationError, section: str | None = None) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
         if item["type"] == "extra_forbidden":
-            close = _hints(key, valid, section)
-            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-            lines.append(f"unknown key {key!r}{hint}")
+            lines += _unknown(key, item.get("input"), valid, section)
         else:
             where = f"{key}: " if key else ""
             message = item["msg"].removeprefix("Value error, ")
