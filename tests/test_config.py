@@ -489,3 +489,19 @@ def test_a_nested_unknown_key_is_hinted_by_its_full_path(section, override, expe
     with pytest.raises(ConfigError) as info:
         load_config(None, [override], section=section)
     assert expected in str(info.value)
+
+
+def test_an_error_names_where_the_key_was_set(tmp_path):
+    """A key set on the command line is blamed on the override, one set in the recipe on the file."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("rl:\n  stepz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(recipe, ["rl.lr=1e-6"])
+    assert str(info.value).startswith(f"{recipe}: unknown key 'rl.stepz'")
+    recipe.write_text("rl:\n  steps: 3\n")
+    for override, expected in [("rl.stpes=3", "override rl.stpes=3: unknown key 'rl.stpes'"),
+                               ("rl.lr=abc", "override rl.lr=abc: rl.lr: "),
+                               ("actor_rollout_ref.rollout.n=4", "override actor_rollout_ref.rollout.n=4: unknown key")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(recipe, [override])
+        assert str(info.value).startswith(expected) and str(recipe) not in str(info.value)

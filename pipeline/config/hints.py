@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -167,17 +168,21 @@ def _typed_form(key: str) -> str:
     return key
 
 
-def explain(error: ValidationError, section: str | None = None) -> str:
+def explain(error: ValidationError, section: str | None = None,
+            source: Callable[[str], str] | None = None) -> str:
+    """`error` in one line: each problem with its dotted key and a hint. `section` is the running stage's;
+    `source(key)` names where the key was set (`configs/demo.yaml`, `override rl.lr=x`), put first."""
     lines = []
     valid = _valid_keys(Config)
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        origin = f"{source(key)}: " if source is not None and source(key) else ""
         if item["type"] == "extra_forbidden":
-            lines += _unknown(key, item.get("input"), valid, section)
+            lines += [origin + line for line in _unknown(key, item.get("input"), valid, section)]
         else:
             where = f"{key}: " if key else ""
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}{message}{_got(item.get('input'))}")
+            lines.append(f"{origin}{where}{message}{_got(item.get('input'))}")
     return "; ".join(lines)
 
 

@@ -123,8 +123,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        source = f"{path}: " if path is not None else ""
-        raise ConfigError(source + explain(exc, section)) from None
+        raise ConfigError(explain(exc, section, lambda key: _source_of(key, path, overrides or []))) from None
+
+
+def _source_of(key: str, path: Path | None, overrides: list[str]) -> str:
+    """Where the dotted `key` (an error's) was set: the overrides that set it or a key inside it (or
+    that it lies inside), else the file `path` ("" with neither)."""
+    named = [item for item in overrides
+             if (name := item.partition("=")[0]) == key or name.startswith(f"{key}.") or key.startswith(f"{name}.")]
+    if named and key:
+        return f"override {' '.join(named)}"
+    return str(path) if path is not None else ""
 
 
 def save_config(config: Config, path: str | Path) -> None:
