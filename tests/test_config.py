@@ -505,3 +505,20 @@ def test_an_error_names_where_the_key_was_set(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_config(recipe, [override])
         assert str(info.value).startswith(expected) and str(recipe) not in str(info.value)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("algorithm.preset=grpoo", "'grpo'"), ("algorithm.advantage=rlo", "'rloo'"),
+    ("algorithm.policy_loss=dapoo", "'dapo'"), ("algorithm.correction=token_truncat", "'token_truncate'"),
+    ("algorithm.loss_agg=token_mean", "'token-mean'"), ("rollout.engine=vlm", "'vllm'"), ("data.preset=gsm8", "'gsm8k'"),
+])
+def test_a_misspelt_choice_gets_the_closest_valid_one(override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).endswith(f"(did you mean {expected}?)")
+
+
+def test_a_choice_far_from_every_valid_one_gets_no_guess():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["algorithm.preset=xyzzy"])
+    assert "did you mean" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -182,8 +183,27 @@ def explain(error: ValidationError, section: str | None = None,
         else:
             where = f"{key}: " if key else ""
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{origin}{where}{message}{_got(item.get('input'))}")
+            lines.append(f"{origin}{where}{message}{_got(item.get('input'))}{_close_choice(item)}")
     return "; ".join(lines)
+
+
+_LISTED = re.compile(r"valid(?: \w+)?: ([\w\-]+(?:, [\w\-]+)*)")
+
+
+def _close_choice(item: Any) -> str:
+    """` (did you mean 'grpo'?)` after a bad value of a closed choice (a Literal, or a registry whose
+    message lists the valid names: presets, policy losses, corrections) when one is spelt close to it."""
+    value = item.get("input")
+    value = value.get("type") if isinstance(value, dict) else value  # a typed setting's `type`
+    if not isinstance(value, str):
+        return ""
+    if item["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
+    else:
+        listed = _LISTED.search(item["msg"])
+        choices = listed.group(1).split(", ") if listed else []
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 GOT_MAX_CHARS = 60
