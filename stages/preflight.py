@@ -12,11 +12,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import huggingface_hub
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
 import rewards
 from pipeline.config import Config, ConfigError, RewardModelConfig, RewardTerm
 from pipeline.data.problems import DataError, Problem, load_problems_for
 from pipeline.eval.evaluation import load_eval_problems
-from pipeline.core.models import ModelError, is_adapter, model_source, resolve_device
+from pipeline.core.models import DEFAULT_MODEL, ModelError, is_adapter, model_source, resolve_device
 from pipeline.data.preference import load_pairs
 from pipeline.rollout import resolve_engine, resolve_sync
 from pipeline.supervised.sft import with_solutions
@@ -120,10 +123,64 @@ def check_checkpoint(folder: str, key: str, *, adapter_only: bool = False) -> st
     raise ModelError(f"{key}: {problem}{hint}")
 
 
-def check_model(config: Config) -> list[str]:
-    """`model.name` resolves without downloading or converting; `model.adapter` is a LoRA adapter folder."""
+HUB_TIMEOUT_S = 5.0
+"""How long the hub may take to answer before a hub model counts as unreachable."""
+
+
+def _is_local_name(name: str) -> bool:
+    """A model name that names a local path (as `data.train` does, pipeline/data/problems.py `is_local`):
+    it starts with `.`, `/` or `~`, or its first path component exists here (`models/nope`)."""
+    first = name.split("/")[0]
+    return name.startswith((".", "/", "~")) or (first != "" and Path(first).expanduser().exists())
+
+
+def _model_folder(config: Config) -> Path | None:
+    """The local folder holding the model's config.json without downloading or converting anything: the
+    folder itself, the converted or downloaded copy under model.cache_dir, or the Hugging Face cache."""
     kind, path = model_source(config.model.name)
-    lines = [f"model.name: {config.model.name} ({kind}: {path})"]
+    cache = Path(config.model.cache_dir)
+    candidates = {"folder": [path], "gguf": [cache / (DEFAULT_MODEL if config.model.name == DEFAULT_MODEL else path.stem)],
+                  "hub": [cache / config.model.name.replace("/", "--")]}[kind]
+    found = next((folder for folder in candidates if (folder / "config.json").is_file()), None)
+    if found is None and kind == "hub":
+        cached = huggingface_hub.try_to_load_from_cache(config.model.name, "config.json")
+        found = Path(cached).parent if isinstance(cached, str) else None
+    return found
+
+
+def check_hub_model(name: str) -> str:
+    """A hub model id that is neither cached nor reachable: ModelError within HUB_TIMEOUT_S naming
+    model.name (offline, or the hub unreachable, or no such model); else how it will be fetched."""
+    if huggingface_hub.is_offline_mode():
+        raise ModelError(f"model.name: {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                         "download it where the hub is reachable, or point model.name at a local folder")
+    try:
+        huggingface_hub.HfApi().model_info(name, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise ModelError(f"model.name: {name!r} is neither a local folder nor a model on the Hugging Face hub") from None
+    except HfHubHTTPError:
+        return "on the hub"  # reachable (gated, rate-limited, ...): the download's own error says more
+    except Exception as exc:  # noqa: BLE001 - any network failure (DNS, refused, timeout) means unreachable
+        raise ModelError(
+            f"model.name: cannot reach the Hugging Face hub for {name!r} within {HUB_TIMEOUT_S:.0f} s "
+            f"({type(exc).__name__}); download it where the hub is reachable and point model.name at the folder"
+        ) from None
+    return "on the hub"
+
+
+def check_model(config: Config) -> list[str]:
+    """`model.name` resolves without downloading or converting: a local name (`models/x`) must exist, a
+    hub id must be cached or reachable; `model.adapter` is a LoRA adapter folder."""
+    path = Path(config.model.name).expanduser()
+    if _is_local_name(config.model.name) and not path.exists() and path.suffix != ".gguf":
+        siblings = [p.name for p in path.parent.iterdir() if (p / "config.json").is_file()] if path.parent.is_dir() else []
+        near = [str(path.parent / n) for n in difflib.get_close_matches(path.name, siblings, n=MAX_HINTS)]
+        hint = f" (found: {', '.join(near or [str(path.parent / n) for n in sorted(siblings)[:MAX_HINTS]])})" \
+            if siblings else ""
+        raise ModelError(f"model.name: model folder not found: {config.model.name}{hint}")
+    kind, path = model_source(config.model.name)
+    where = "" if kind != "hub" else ", cached" if _model_folder(config) else f", {check_hub_model(config.model.name)}"
+    lines = [f"model.name: {config.model.name} ({kind}: {path}{where})"]
     if config.model.adapter is not None:
         what = check_checkpoint(config.model.adapter, "model.adapter", adapter_only=True)
         lines.append(f"model.adapter: {config.model.adapter} ({what})")
