@@ -187,6 +187,39 @@ def check_model(config: Config) -> list[str]:
     return lines
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Names config.json gives the model's context length (Llama/Qwen, GPT-2, others)."""
+
+
+def _lengths(config: Config, stage: str) -> dict[str, int]:
+    """The token lengths `stage` (a catalog stage) asks of the model, by the key that sets them. The
+    engine's context, rollout.max_model_len, already bounds prompt plus completion (Config's check)."""
+    return {"rl": {"rollout.max_model_len": config.rollout.max_model_len},
+            "eval": {"rollout.max_model_len": config.rollout.max_model_len},
+            "sft": {"sft.max_length": config.sft.max_length},
+            "reward-model": {"reward_model.max_length": config.reward_model.max_length},
+            "dpo": {"dpo.max_length": config.dpo.max_length}}.get(stage, {})
+
+
+def check_context(config: Config, stage: str) -> list[str]:
+    """Every length `stage` asks for fits the model's context (`max_position_embeddings` in its
+    config.json, read without loading the model); ConfigError naming the key otherwise. Skipped when
+    the model's config.json is not on disk yet (a GGUF file not yet converted, a hub model to download)."""
+    folder = _model_folder(config)
+    if folder is None:
+        return []
+    settings = json.loads((folder / "config.json").read_text())
+    context = next((settings[key] for key in CONTEXT_KEYS if isinstance(settings.get(key), int)), None)
+    if context is None:
+        return []
+    for name in CHAIN if stage == "run" else (stage,):
+        for key, length in _lengths(config, name).items():
+            if length > context:
+                raise ConfigError(f"{key} = {length} exceeds the model's context of {context} tokens "
+                                  f"(max_position_embeddings in {folder / 'config.json'}); lower it to at most {context}")
+    return [f"model context: {context} tokens"]
+
+
 def _keyed(key: str, load: Callable[[], list]) -> list:
     """`load()`, its DataError prefixed with the config key that named the data."""
     try:
@@ -325,7 +358,7 @@ def preflight(config: Config, stage: str) -> list[str]:
     stages = CHAIN if stage == "run" else (stage,)
     lines = check_output_dir(config) + check_output_paths(config, stage)
     if "model" in COMMANDS[stage].sections:
-        lines += check_model(config)
+        lines += check_model(config) + check_context(config, stage)
     if "reward" in COMMANDS[stage].sections:
         lines += check_rewards(config, stage)
     if stage in ("rl", "run"):

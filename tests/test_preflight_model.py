@@ -4,13 +4,14 @@ reachable hub, and the configured lengths fit the model's context, read from its
 from __future__ import annotations
 
 import json
+import re
 
 import huggingface_hub
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.core.models import ModelError
-from stages.preflight import check_model
+from stages.preflight import check_context, check_model
 
 
 def _hub_is(monkeypatch, answer):
@@ -68,3 +69,34 @@ def test_a_reachable_hub_model_passes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _hub_is(monkeypatch, None)
     assert "on the hub" in check_model(load_config(None, ["model.name=org/model"]))[0]
+
+
+def _model_folder(tmp_path, context: int):
+    folder = tmp_path / "mymodel"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": context}))
+    return folder
+
+
+@pytest.mark.parametrize("stage, overrides, key", [
+    ("rl", ["rollout.max_model_len=100000"], "rollout.max_model_len = 100000"),
+    ("rl", ["rollout.max_model_len=100000", "rollout.max_tokens=90000"], "rollout.max_model_len = 100000"),
+    ("sft", ["sft.max_length=100000"], "sft.max_length = 100000"),
+    ("reward-model", ["reward_model.max_length=9000"], "reward_model.max_length = 9000"),
+    ("dpo", ["dpo.max_length=9000"], "dpo.max_length = 9000"),
+    ("eval", ["rollout.max_model_len=9000"], "rollout.max_model_len = 9000"),
+    ("run", ["dpo.max_length=9000"], "dpo.max_length = 9000"),
+])
+def test_a_length_over_the_model_context_fails(tmp_path, stage, overrides, key):
+    folder = _model_folder(tmp_path, 8192)
+    config = load_config(None, [f"model.name={folder}", *overrides])
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)} exceeds the model's context of 8192 tokens"):
+        check_context(config, stage)
+
+
+def test_lengths_within_the_model_context_pass(tmp_path):
+    folder = _model_folder(tmp_path, 8192)
+    config = load_config(None, [f"model.name={folder}", "rollout.max_model_len=8192", "sft.max_length=8192"])
+    assert check_context(config, "run") == ["model context: 8192 tokens"]
+    assert check_context(config.model_copy(update={"model": config.model.model_copy(
+        update={"name": "org/not-downloaded"})}), "rl") == []  # nothing on disk to read: the load checks it
