@@ -13,10 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import huggingface_hub
+import torch
+from ray._private.services import get_ray_address_from_environment
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 import rewards
-from pipeline.config import Config, ConfigError, RewardModelConfig, RewardTerm
+from pipeline.cluster.runtime import private_cpus
+from pipeline.config import ClusterConfig, Config, ConfigError, RewardModelConfig, RewardTerm
 from pipeline.data.problems import DataError, Problem, load_problems_for
 from pipeline.eval.evaluation import load_eval_problems
 from pipeline.core.models import DEFAULT_MODEL, ModelError, is_adapter, model_source, resolve_device
@@ -350,6 +353,47 @@ def check_engine(config: Config) -> list[str]:
     return [f"rollout.engine: {config.rollout.engine} ({engine}, {sync} sync on {device})"]
 
 
+def _asked(cluster: ClusterConfig, resource: str) -> float:
+    """The CPUs or GPUs (`resource`) the rollout workers and learner ranks ask of Ray in all."""
+    return (cluster.rollout_workers * getattr(cluster, f"{resource}_per_rollout_worker")
+            + cluster.learner_workers * getattr(cluster, f"{resource}_per_learner_worker"))
+
+
+def check_cluster(config: Config) -> list[str]:
+    """What Ray will be asked for, checked without starting it. A private Ray (no address, `local`):
+    the GPUs asked for exist here (torch.cuda.device_count()) and no worker asks for more CPUs than the
+    machine has (more in all only oversubscribes: pipeline/cluster/runtime.py `private_cpus`); `auto`: a
+    Ray started here by `ray start` (or RAY_ADDRESS). A remote address is left to the connect.
+    ConfigError naming the keys otherwise."""
+    if not config.uses_ray:
+        return []
+    cluster = config.cluster
+    if cluster.address == "auto":
+        try:
+            found = get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise ConfigError("cluster.address=auto: no running Ray found on this machine (nor RAY_ADDRESS); "
+                              "start one with `ray start --head`, or use cluster.address=local for a private "
+                              "Ray") from None
+        return [f"cluster.address: auto ({found})"]
+    if cluster.address not in (None, "local"):
+        return [f"cluster.address: {cluster.address} (checked when the run connects)"]
+    gpus, have_gpus = _asked(cluster, "gpus"), torch.cuda.device_count()
+    if gpus > have_gpus:
+        raise ConfigError(f"cluster: the workers ask for {gpus:g} GPUs (rollout_workers x gpus_per_rollout_worker + "
+                          f"learner_workers x gpus_per_learner_worker) but this machine has {have_gpus}; "
+                          "lower them, or join a cluster that has them with cluster.address")
+    cores = os.cpu_count() or 1
+    for role in ("rollout", "learner"):
+        cpus = getattr(cluster, f"cpus_per_{role}_worker")
+        if cpus > cores:
+            raise ConfigError(f"cluster.cpus_per_{role}_worker={cpus:g} is more than the {cores} CPUs of this "
+                              "machine, where a private Ray runs; lower it, or join a larger cluster with "
+                              "cluster.address")
+    return [f"cluster: private Ray, {private_cpus(cluster)} CPUs for {_asked(cluster, 'cpus'):g} asked, "
+            f"{gpus:g} of {have_gpus} GPUs"]
+
+
 def preflight(config: Config, stage: str) -> list[str]:
     """Run every model-free check of `stage` (a catalog command); the dry run's summary lines.
 
@@ -362,7 +406,7 @@ def preflight(config: Config, stage: str) -> list[str]:
     if "reward" in COMMANDS[stage].sections:
         lines += check_rewards(config, stage)
     if stage in ("rl", "run"):
-        lines += check_engine(config)
+        lines += check_engine(config) + check_cluster(config)
     for name in stages:
         if name in STAGE_CHECKS:
             lines += STAGE_CHECKS[name](config)
