@@ -232,10 +232,30 @@ def _keyed(key: str, load: Callable[[], list]) -> list:
 
 
 def _problems(config: Config, which: str, levels: list[int] | None = None) -> tuple[list[Problem], str]:
+    """The `which` ("train"/"test") problems, filtered by `levels` (a stage's, e.g. rl.levels) when set,
+    else data.levels; a DataError names data.{which} and, where they matter, the keys behind it."""
     data = config.data if levels is None else config.data.model_copy(update={"levels": levels})
     key = f"data.{which}"
-    problems = _keyed(key, lambda: load_problems_for(data, which, seed=config.seed))  # type: ignore[arg-type]
+    try:
+        problems = load_problems_for(data, which, seed=config.seed)  # type: ignore[arg-type]
+    except DataError as exc:
+        raise DataError(f"{key}: {exc}{_data_hint(config, which, levels, str(exc))}") from None
     return problems, f"{key}: {getattr(data, which)}: {len(problems)} problems"
+
+
+def _data_hint(config: Config, which: str, levels: list[int] | None, message: str) -> str:
+    """The config keys behind a data error that its loader cannot name: the filter's (`rl.levels` set by
+    the recipe wins over `data.levels`), or data.columns/data.preset, which apply to data.test too."""
+    data = config.data
+    if "after filtering" in message:
+        keys = [f"rl.levels={levels}" if levels is not None else f"data.levels={data.levels}" if data.levels else "",
+                f"data.sources={data.sources}" if data.sources else ""]
+        return f"; the filter is {' and '.join(k for k in keys if k)}: widen or unset it"
+    if which == "test" and (data.columns or data.preset != "auto"):
+        mapping = " and ".join(k for k, v in (("data.columns", data.columns), ("data.preset", data.preset != "auto")) if v)
+        return (f"; {mapping} apply to data.test too: set data.test to a held-out file in the same layout as "
+                f"data.train ({data.train})")
+    return ""
 
 
 def check_sft_data(config: Config) -> list[str]:
