@@ -522,3 +522,23 @@ def test_a_choice_far_from_every_valid_one_gets_no_guess():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["algorithm.preset=xyzzy"])
     assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("reward.terms=[{name:acuracy,weight:1}]", "'name:acuracy'"), ("lora={rank:8}", "'rank:8'"),
+    ("algorithm.policy_loss={type:dapo}", "'type:dapo'"),
+])
+def test_a_flow_style_key_without_a_space_after_the_colon_is_explained(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(f"override {override!r}: {key} reads as one key")
+    assert "write `name: value` with a space after the colon (YAML flow style)" in str(info.value)
+
+
+def test_a_flow_style_key_without_a_space_in_a_recipe_is_explained(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("reward:\n  terms: [{name:accuracy}]\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(recipe))}: 'name:accuracy' reads as one key"):
+        load_config(recipe)
+    recipe.write_text("reward:\n  terms: [{name: accuracy}]\n")  # with the space: loads
+    assert load_config(recipe).reward.terms[0].name == "accuracy"
