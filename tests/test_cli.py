@@ -303,6 +303,14 @@ def test_stage_help_shows_each_keys_first_sentence_whole(stage, capsys):
             assert sentence.endswith((".", ")", "`")) or sentence == " ".join(field.description.split()), sentence
 
 
+def test_the_readme_names_what_run_runs():
+    """The README's `rlvr run` line lists the catalog's chain, and says which listed stages it leaves out."""
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("rlvr run configs/"))
+    comment = line.split("#", 1)[1]
+    assert ", ".join(CHAIN) in comment and "above" not in comment
+    assert all(f"not {name}" in comment for name in COMMANDS if name not in (*CHAIN, "run"))
+
+
 def test_rlvr_help_and_run_help_agree_on_the_chain(capsys):
     cli.main(["--help"])
     top = capsys.readouterr().out
