@@ -195,6 +195,11 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
         main(config, args)
     except (ConfigError, DataError, ModelError, EngineUnavailable, LearnerRankError) as exc:
         sys.exit(f"{parser.prog}: {exc}")
+    except ConnectionError as exc:  # joining the Ray at cluster.address failed: Ray's own reason, first line
+        if config.cluster.address is None:
+            raise
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        sys.exit(f"{parser.prog}: cluster.address={config.cluster.address}: cannot join the Ray cluster: {reason}")
 
 
 # ---------------------------------------------------------------- output folders: nothing lost silently

@@ -12,11 +12,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import huggingface_hub
+import torch
+from ray._private.services import get_ray_address_from_environment
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
 import rewards
-from pipeline.config import Config, ConfigError, RewardModelConfig, RewardTerm
+from pipeline.cluster.runtime import private_cpus
+from pipeline.config import ClusterConfig, Config, ConfigError, RewardModelConfig, RewardTerm
 from pipeline.data.problems import DataError, Problem, load_problems_for
 from pipeline.eval.evaluation import load_eval_problems
-from pipeline.core.models import ModelError, is_adapter, model_source, resolve_device
+from pipeline.core.models import DEFAULT_MODEL, ModelError, is_adapter, model_source, resolve_device
 from pipeline.data.preference import load_pairs
 from pipeline.rollout import resolve_engine, resolve_sync
 from pipeline.supervised.sft import with_solutions
@@ -120,14 +126,101 @@ def check_checkpoint(folder: str, key: str, *, adapter_only: bool = False) -> st
     raise ModelError(f"{key}: {problem}{hint}")
 
 
-def check_model(config: Config) -> list[str]:
-    """`model.name` resolves without downloading or converting; `model.adapter` is a LoRA adapter folder."""
+HUB_TIMEOUT_S = 5.0
+"""How long the hub may take to answer before a hub model counts as unreachable."""
+
+
+def _is_local_name(name: str) -> bool:
+    """A model name that names a local path (as `data.train` does, pipeline/data/problems.py `is_local`):
+    it starts with `.`, `/` or `~`, or its first path component exists here (`models/nope`)."""
+    first = name.split("/")[0]
+    return name.startswith((".", "/", "~")) or (first != "" and Path(first).expanduser().exists())
+
+
+def _model_folder(config: Config) -> Path | None:
+    """The local folder holding the model's config.json without downloading or converting anything: the
+    folder itself, the converted or downloaded copy under model.cache_dir, or the Hugging Face cache."""
     kind, path = model_source(config.model.name)
-    lines = [f"model.name: {config.model.name} ({kind}: {path})"]
+    cache = Path(config.model.cache_dir)
+    candidates = {"folder": [path], "gguf": [cache / (DEFAULT_MODEL if config.model.name == DEFAULT_MODEL else path.stem)],
+                  "hub": [cache / config.model.name.replace("/", "--")]}[kind]
+    found = next((folder for folder in candidates if (folder / "config.json").is_file()), None)
+    if found is None and kind == "hub":
+        cached = huggingface_hub.try_to_load_from_cache(config.model.name, "config.json")
+        found = Path(cached).parent if isinstance(cached, str) else None
+    return found
+
+
+def check_hub_model(name: str) -> str:
+    """A hub model id that is neither cached nor reachable: ModelError within HUB_TIMEOUT_S naming
+    model.name (offline, or the hub unreachable, or no such model); else how it will be fetched."""
+    if huggingface_hub.is_offline_mode():
+        raise ModelError(f"model.name: {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                         "download it where the hub is reachable, or point model.name at a local folder")
+    try:
+        huggingface_hub.HfApi().model_info(name, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise ModelError(f"model.name: {name!r} is neither a local folder nor a model on the Hugging Face hub") from None
+    except HfHubHTTPError:
+        return "on the hub"  # reachable (gated, rate-limited, ...): the download's own error says more
+    except Exception as exc:  # noqa: BLE001 - any network failure (DNS, refused, timeout) means unreachable
+        raise ModelError(
+            f"model.name: cannot reach the Hugging Face hub for {name!r} within {HUB_TIMEOUT_S:.0f} s "
+            f"({type(exc).__name__}); download it where the hub is reachable and point model.name at the folder"
+        ) from None
+    return "on the hub"
+
+
+def check_model(config: Config) -> list[str]:
+    """`model.name` resolves without downloading or converting: a local name (`models/x`) must exist, a
+    hub id must be cached or reachable; `model.adapter` is a LoRA adapter folder."""
+    path = Path(config.model.name).expanduser()
+    if _is_local_name(config.model.name) and not path.exists() and path.suffix != ".gguf":
+        siblings = [p.name for p in path.parent.iterdir() if (p / "config.json").is_file()] if path.parent.is_dir() else []
+        near = [str(path.parent / n) for n in difflib.get_close_matches(path.name, siblings, n=MAX_HINTS)]
+        hint = f" (found: {', '.join(near or [str(path.parent / n) for n in sorted(siblings)[:MAX_HINTS]])})" \
+            if siblings else ""
+        raise ModelError(f"model.name: model folder not found: {config.model.name}{hint}")
+    kind, path = model_source(config.model.name)
+    where = "" if kind != "hub" else ", cached" if _model_folder(config) else f", {check_hub_model(config.model.name)}"
+    lines = [f"model.name: {config.model.name} ({kind}: {path}{where})"]
     if config.model.adapter is not None:
         what = check_checkpoint(config.model.adapter, "model.adapter", adapter_only=True)
         lines.append(f"model.adapter: {config.model.adapter} ({what})")
     return lines
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Names config.json gives the model's context length (Llama/Qwen, GPT-2, others)."""
+
+
+def _lengths(config: Config, stage: str) -> dict[str, int]:
+    """The token lengths `stage` (a catalog stage) asks of the model, by the key that sets them. The
+    engine's context, rollout.max_model_len, already bounds prompt plus completion (Config's check)."""
+    return {"rl": {"rollout.max_model_len": config.rollout.max_model_len},
+            "eval": {"rollout.max_model_len": config.rollout.max_model_len},
+            "sft": {"sft.max_length": config.sft.max_length},
+            "reward-model": {"reward_model.max_length": config.reward_model.max_length},
+            "dpo": {"dpo.max_length": config.dpo.max_length}}.get(stage, {})
+
+
+def check_context(config: Config, stage: str) -> list[str]:
+    """Every length `stage` asks for fits the model's context (`max_position_embeddings` in its
+    config.json, read without loading the model); ConfigError naming the key otherwise. Skipped when
+    the model's config.json is not on disk yet (a GGUF file not yet converted, a hub model to download)."""
+    folder = _model_folder(config)
+    if folder is None:
+        return []
+    settings = json.loads((folder / "config.json").read_text())
+    context = next((settings[key] for key in CONTEXT_KEYS if isinstance(settings.get(key), int)), None)
+    if context is None:
+        return []
+    for name in CHAIN if stage == "run" else (stage,):
+        for key, length in _lengths(config, name).items():
+            if length > context:
+                raise ConfigError(f"{key} = {length} exceeds the model's context of {context} tokens "
+                                  f"(max_position_embeddings in {folder / 'config.json'}); lower it to at most {context}")
+    return [f"model context: {context} tokens"]
 
 
 def _keyed(key: str, load: Callable[[], list]) -> list:
@@ -139,10 +232,30 @@ def _keyed(key: str, load: Callable[[], list]) -> list:
 
 
 def _problems(config: Config, which: str, levels: list[int] | None = None) -> tuple[list[Problem], str]:
+    """The `which` ("train"/"test") problems, filtered by `levels` (a stage's, e.g. rl.levels) when set,
+    else data.levels; a DataError names data.{which} and, where they matter, the keys behind it."""
     data = config.data if levels is None else config.data.model_copy(update={"levels": levels})
     key = f"data.{which}"
-    problems = _keyed(key, lambda: load_problems_for(data, which, seed=config.seed))  # type: ignore[arg-type]
+    try:
+        problems = load_problems_for(data, which, seed=config.seed)  # type: ignore[arg-type]
+    except DataError as exc:
+        raise DataError(f"{key}: {exc}{_data_hint(config, which, levels, str(exc))}") from None
     return problems, f"{key}: {getattr(data, which)}: {len(problems)} problems"
+
+
+def _data_hint(config: Config, which: str, levels: list[int] | None, message: str) -> str:
+    """The config keys behind a data error that its loader cannot name: the filter's (`rl.levels` set by
+    the recipe wins over `data.levels`), or data.columns/data.preset, which apply to data.test too."""
+    data = config.data
+    if "after filtering" in message:
+        keys = [f"rl.levels={levels}" if levels is not None else f"data.levels={data.levels}" if data.levels else "",
+                f"data.sources={data.sources}" if data.sources else ""]
+        return f"; the filter is {' and '.join(k for k in keys if k)}: widen or unset it"
+    if which == "test" and (data.columns or data.preset != "auto"):
+        mapping = " and ".join(k for k, v in (("data.columns", data.columns), ("data.preset", data.preset != "auto")) if v)
+        return (f"; {mapping} apply to data.test too: set data.test to a held-out file in the same layout as "
+                f"data.train ({data.train})")
+    return ""
 
 
 def check_sft_data(config: Config) -> list[str]:
@@ -260,6 +373,47 @@ def check_engine(config: Config) -> list[str]:
     return [f"rollout.engine: {config.rollout.engine} ({engine}, {sync} sync on {device})"]
 
 
+def _asked(cluster: ClusterConfig, resource: str) -> float:
+    """The CPUs or GPUs (`resource`) the rollout workers and learner ranks ask of Ray in all."""
+    return (cluster.rollout_workers * getattr(cluster, f"{resource}_per_rollout_worker")
+            + cluster.learner_workers * getattr(cluster, f"{resource}_per_learner_worker"))
+
+
+def check_cluster(config: Config) -> list[str]:
+    """What Ray will be asked for, checked without starting it. A private Ray (no address, `local`):
+    the GPUs asked for exist here (torch.cuda.device_count()) and no worker asks for more CPUs than the
+    machine has (more in all only oversubscribes: pipeline/cluster/runtime.py `private_cpus`); `auto`: a
+    Ray started here by `ray start` (or RAY_ADDRESS). A remote address is left to the connect.
+    ConfigError naming the keys otherwise."""
+    if not config.uses_ray:
+        return []
+    cluster = config.cluster
+    if cluster.address == "auto":
+        try:
+            found = get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise ConfigError("cluster.address=auto: no running Ray found on this machine (nor RAY_ADDRESS); "
+                              "start one with `ray start --head`, or use cluster.address=local for a private "
+                              "Ray") from None
+        return [f"cluster.address: auto ({found})"]
+    if cluster.address not in (None, "local"):
+        return [f"cluster.address: {cluster.address} (checked when the run connects)"]
+    gpus, have_gpus = _asked(cluster, "gpus"), torch.cuda.device_count()
+    if gpus > have_gpus:
+        raise ConfigError(f"cluster: the workers ask for {gpus:g} GPUs (rollout_workers x gpus_per_rollout_worker + "
+                          f"learner_workers x gpus_per_learner_worker) but this machine has {have_gpus}; "
+                          "lower them, or join a cluster that has them with cluster.address")
+    cores = os.cpu_count() or 1
+    for role in ("rollout", "learner"):
+        cpus = getattr(cluster, f"cpus_per_{role}_worker")
+        if cpus > cores:
+            raise ConfigError(f"cluster.cpus_per_{role}_worker={cpus:g} is more than the {cores} CPUs of this "
+                              "machine, where a private Ray runs; lower it, or join a larger cluster with "
+                              "cluster.address")
+    return [f"cluster: private Ray, {private_cpus(cluster)} CPUs for {_asked(cluster, 'cpus'):g} asked, "
+            f"{gpus:g} of {have_gpus} GPUs"]
+
+
 def preflight(config: Config, stage: str) -> list[str]:
     """Run every model-free check of `stage` (a catalog command); the dry run's summary lines.
 
@@ -268,11 +422,11 @@ def preflight(config: Config, stage: str) -> list[str]:
     stages = CHAIN if stage == "run" else (stage,)
     lines = check_output_dir(config) + check_output_paths(config, stage)
     if "model" in COMMANDS[stage].sections:
-        lines += check_model(config)
+        lines += check_model(config) + check_context(config, stage)
     if "reward" in COMMANDS[stage].sections:
         lines += check_rewards(config, stage)
     if stage in ("rl", "run"):
-        lines += check_engine(config)
+        lines += check_engine(config) + check_cluster(config)
     for name in stages:
         if name in STAGE_CHECKS:
             lines += STAGE_CHECKS[name](config)

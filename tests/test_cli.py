@@ -19,7 +19,7 @@ from pipeline.data.problems import load_problems_for
 from pipeline.data.subsets import split_holdout
 from pipeline.eval.evaluation import load_eval_problems
 from pipeline.supervised.sft import with_solutions
-from stages import cli, evaluate, export, rl, sft
+from stages import cli, evaluate, export, preflight, rl, sft
 from stages.catalog import CHAIN, COMMANDS, STAGES
 from stages.common import first_sentence
 
@@ -303,6 +303,14 @@ def test_stage_help_shows_each_keys_first_sentence_whole(stage, capsys):
             assert sentence.endswith((".", ")", "`")) or sentence == " ".join(field.description.split()), sentence
 
 
+def test_the_readme_names_what_run_runs():
+    """The README's `rlvr run` line lists the catalog's chain, and says which listed stages it leaves out."""
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("rlvr run configs/"))
+    comment = line.split("#", 1)[1]
+    assert ", ".join(CHAIN) in comment and "above" not in comment
+    assert all(f"not {name}" in comment for name in COMMANDS if name not in (*CHAIN, "run"))
+
+
 def test_rlvr_help_and_run_help_agree_on_the_chain(capsys):
     cli.main(["--help"])
     top = capsys.readouterr().out
@@ -347,6 +355,15 @@ def _create_inputs(argv: list[str], root: Path) -> None:
             (path / "adapter_config.json").write_text("{}")
 
 
+def _stand_in_cluster(argv: list[str], monkeypatch) -> None:
+    """The machine a cluster example is written for: GPUs when it asks for some, a running Ray for
+    `cluster.address=auto` (this one may have neither: stages/preflight.py `check_cluster`)."""
+    if any(token.startswith("cluster.gpus_per_") for token in argv):
+        monkeypatch.setattr(preflight.torch.cuda, "device_count", lambda: 64)
+    if "cluster.address=auto" in argv:
+        monkeypatch.setattr(preflight, "get_ray_address_from_environment", lambda address, temp_dir: "10.0.0.1:6379")
+
+
 def test_the_readme_has_example_commands():
     commands = _example_commands()
     assert len(commands) >= 10 and any(c.startswith("rlvr eval") and "--compare" in c for c in commands)
@@ -359,6 +376,7 @@ def test_example_command_passes_dry_run(command, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     argv = shlex.split(command)[1:]
     _create_inputs(argv, tmp_path)
+    _stand_in_cluster(argv, monkeypatch)
     try:
         cli.main(argv + ([] if "--help" in argv else ["--dry-run"]))
     except SystemExit as exc:

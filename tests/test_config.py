@@ -473,3 +473,72 @@ def test_lengths_and_lora_rank_must_fit_the_engine(overrides, keys):
 ])
 def test_lengths_and_lora_rank_that_fit_load(overrides):
     load_config(None, overrides)
+
+
+@pytest.mark.parametrize("section,override,expected", [
+    ("rl", "actor_rollout_ref.rollout.n=4", "unknown key 'actor_rollout_ref.rollout.n' (did you mean 'rl.group_size'?)"),
+    ("rl", "actor_rollout_ref.actor.optim.lr=1e-6", "unknown key 'actor_rollout_ref.actor.optim.lr' (did you mean 'rl.lr'?)"),
+    ("rl", "actor_rollout_ref.rollout.temperature=0.7",
+     "unknown key 'actor_rollout_ref.rollout.temperature' (did you mean 'rollout.temperature'?)"),
+    ("rl", "trainer.total_training_steps=5", "unknown key 'trainer.total_training_steps' (did you mean 'rl.steps'?)"),
+    ("rl", "rollotu.engine=hf", "unknown key 'rollotu' (did you mean 'rollout'?)"),  # a misspelt section
+])
+def test_a_nested_unknown_key_is_hinted_by_its_full_path(section, override, expected):
+    """verl's nested keys (`actor_rollout_ref.rollout.n`) are hinted by their dotted paths, not by the
+    spelling of their first component (which suggested `cluster.rollout_workers`)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override], section=section)
+    assert expected in str(info.value)
+
+
+def test_an_error_names_where_the_key_was_set(tmp_path):
+    """A key set on the command line is blamed on the override, one set in the recipe on the file."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("rl:\n  stepz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(recipe, ["rl.lr=1e-6"])
+    assert str(info.value).startswith(f"{recipe}: unknown key 'rl.stepz'")
+    recipe.write_text("rl:\n  steps: 3\n")
+    for override, expected in [("rl.stpes=3", "override rl.stpes=3: unknown key 'rl.stpes'"),
+                               ("rl.lr=abc", "override rl.lr=abc: rl.lr: "),
+                               ("actor_rollout_ref.rollout.n=4", "override actor_rollout_ref.rollout.n=4: unknown key")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(recipe, [override])
+        assert str(info.value).startswith(expected) and str(recipe) not in str(info.value)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("algorithm.preset=grpoo", "'grpo'"), ("algorithm.advantage=rlo", "'rloo'"),
+    ("algorithm.policy_loss=dapoo", "'dapo'"), ("algorithm.correction=token_truncat", "'token_truncate'"),
+    ("algorithm.loss_agg=token_mean", "'token-mean'"), ("rollout.engine=vlm", "'vllm'"), ("data.preset=gsm8", "'gsm8k'"),
+])
+def test_a_misspelt_choice_gets_the_closest_valid_one(override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).endswith(f"(did you mean {expected}?)")
+
+
+def test_a_choice_far_from_every_valid_one_gets_no_guess():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["algorithm.preset=xyzzy"])
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("reward.terms=[{name:acuracy,weight:1}]", "'name:acuracy'"), ("lora={rank:8}", "'rank:8'"),
+    ("algorithm.policy_loss={type:dapo}", "'type:dapo'"),
+])
+def test_a_flow_style_key_without_a_space_after_the_colon_is_explained(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(f"override {override!r}: {key} reads as one key")
+    assert "write `name: value` with a space after the colon (YAML flow style)" in str(info.value)
+
+
+def test_a_flow_style_key_without_a_space_in_a_recipe_is_explained(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("reward:\n  terms: [{name:accuracy}]\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(recipe))}: 'name:accuracy' reads as one key"):
+        load_config(recipe)
+    recipe.write_text("reward:\n  terms: [{name: accuracy}]\n")  # with the space: loads
+    assert load_config(recipe).reward.terms[0].name == "accuracy"

@@ -33,7 +33,10 @@ def private_cpus(cluster: ClusterConfig) -> int:
     for more (Ray schedules on logical CPUs; an actor that cannot be placed would wait forever)."""
     wanted = (cluster.rollout_workers * cluster.cpus_per_rollout_worker
               + cluster.learner_workers * cluster.cpus_per_learner_worker)
-    return max(os.cpu_count() or 1, int(-(-wanted // 1)))
+    cores = os.cpu_count() or 1
+    if wanted > cores:
+        log.warning("ray: the workers ask for %g CPUs, this machine has %d: they share its cores", wanted, cores)
+    return max(cores, int(-(-wanted // 1)))
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Callable
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -109,11 +111,11 @@ FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
 }
 
 
-def _hints(key: str, valid: list[str], section: str | None) -> list[str]:
+def _hints(key: str, valid: list[str], section: str | None, spelling: bool = True) -> list[str]:
     """Valid keys a user probably meant by the unknown `key`, for the stage whose own section is `section`.
 
-    In order: a TRL/verl name (FOREIGN_NAMES), the same name under another section, a close spelling.
-    The section the key was written under (`dpo.beta`) wins over the stage's.
+    In order: a TRL/verl name (FOREIGN_NAMES), the same name under another section, a close spelling
+    (unless `spelling` is False). The section the key was written under (`dpo.beta`) wins over the stage's.
     """
     parts = key.split(".")
     leaf, where = parts[-1], parts[0] if len(parts) > 1 and parts[0] in STAGE_SECTIONS else section
@@ -132,7 +134,29 @@ def _hints(key: str, valid: list[str], section: str | None) -> list[str]:
     if same_leaf:
         own = [k for k in same_leaf if k.split(".")[0] == where]
         return [_typed_form(k) for k in own or same_leaf]
+    if not spelling:
+        return []
     return [_typed_form(k) for k in difflib.get_close_matches(key, valid, n=1, cutoff=0.6)]
+
+
+def _leaves(value: Any, prefix: str) -> list[str]:
+    """The dotted paths of every leaf of a nested mapping (`actor_rollout_ref.rollout.n`)."""
+    if not isinstance(value, dict) or not value:
+        return [prefix]
+    return [leaf for name, sub in value.items() for leaf in _leaves(sub, f"{prefix}.{name}")]
+
+
+def _unknown(key: str, value: Any, valid: list[str], section: str | None) -> list[str]:
+    """`unknown key ...` lines for `key`; a mapping value (a verl-style nested key such as
+    `actor_rollout_ref.rollout.n`) is hinted by its full dotted paths when any of them names a valid key
+    (`rollout.n` -> `rl.group_size`), unless `key` is a misspelt section (`rollotu` -> `rollout`)."""
+    siblings = [k for k in valid if k.count(".") == key.count(".")]
+    misspelt = bool(difflib.get_close_matches(key, siblings, n=1, cutoff=0.6))
+    paths = {path: _hints(path, valid, section, spelling=False) for path in _leaves(value, key)}
+    if not isinstance(value, dict) or misspelt or not any(paths.values()):
+        paths = {key: _hints(key, valid, section)}
+    return [f"unknown key {path!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+            for path, close in paths.items()]
 
 
 def _typed_form(key: str) -> str:
@@ -145,20 +169,41 @@ def _typed_form(key: str) -> str:
     return key
 
 
-def explain(error: ValidationError, section: str | None = None) -> str:
+def explain(error: ValidationError, section: str | None = None,
+            source: Callable[[str], str] | None = None) -> str:
+    """`error` in one line: each problem with its dotted key and a hint. `section` is the running stage's;
+    `source(key)` names where the key was set (`configs/demo.yaml`, `override rl.lr=x`), put first."""
     lines = []
     valid = _valid_keys(Config)
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        origin = f"{source(key)}: " if source is not None and source(key) else ""
         if item["type"] == "extra_forbidden":
-            close = _hints(key, valid, section)
-            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-            lines.append(f"unknown key {key!r}{hint}")
+            lines += [origin + line for line in _unknown(key, item.get("input"), valid, section)]
         else:
             where = f"{key}: " if key else ""
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}{message}{_got(item.get('input'))}")
+            lines.append(f"{origin}{where}{message}{_got(item.get('input'))}{_close_choice(item)}")
     return "; ".join(lines)
+
+
+_LISTED = re.compile(r"valid(?: \w+)?: ([\w\-]+(?:, [\w\-]+)*)")
+
+
+def _close_choice(item: Any) -> str:
+    """` (did you mean 'grpo'?)` after a bad value of a closed choice (a Literal, or a registry whose
+    message lists the valid names: presets, policy losses, corrections) when one is spelt close to it."""
+    value = item.get("input")
+    value = value.get("type") if isinstance(value, dict) else value  # a typed setting's `type`
+    if not isinstance(value, str):
+        return ""
+    if item["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
+    else:
+        listed = _LISTED.search(item["msg"])
+        choices = listed.group(1).split(", ") if listed else []
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 GOT_MAX_CHARS = 60

@@ -37,7 +37,23 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(exc)}); "
                               "quote a text value that holds YAML syntax ([ ] { } : #)") from None
+        _check_flow_keys(node[leaf], f"override {item!r}")
     return tree
+
+
+def _check_flow_keys(value: Any, where: str) -> None:
+    """ConfigError naming `where` when a mapping key holds `:` (`{name:accuracy}` is one key,
+    `name:accuracy`, in YAML flow style, where `name: accuracy` is a key and its value)."""
+    if isinstance(value, list):
+        for item in value:
+            _check_flow_keys(item, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and ":" in key and item is None:
+                raise ConfigError(f"{where}: {key!r} reads as one key without a value; write `name: value` with "
+                                  f"a space after the colon (YAML flow style), e.g. "
+                                  f"{{{key.replace(':', ': ', 1)}}}")
+            _check_flow_keys(item, where)
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:
@@ -118,13 +134,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        _check_flow_keys(data, str(path))
         data = _reward_files_from(data, path.parent)
     data = _merge(_typed_as_mapping(data), _typed_as_mapping(parse_overrides(overrides or [])))
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        source = f"{path}: " if path is not None else ""
-        raise ConfigError(source + explain(exc, section)) from None
+        raise ConfigError(explain(exc, section, lambda key: _source_of(key, path, overrides or []))) from None
+
+
+def _source_of(key: str, path: Path | None, overrides: list[str]) -> str:
+    """Where the dotted `key` (an error's) was set: the overrides that set it or a key inside it (or
+    that it lies inside), else the file `path` ("" with neither)."""
+    named = [item for item in overrides
+             if (name := item.partition("=")[0]) == key or name.startswith(f"{key}.") or key.startswith(f"{name}.")]
+    if named and key:
+        return f"override {' '.join(named)}"
+    return str(path) if path is not None else ""
 
 
 def save_config(config: Config, path: str | Path) -> None:
