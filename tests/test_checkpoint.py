@@ -1,6 +1,7 @@
 """Atomic checkpoints and the metrics record."""
 
 import json
+import os
 
 import torch
 
@@ -131,3 +132,15 @@ def test_console_line_and_plot(tmp_path):
     path.write_text("".join(json.dumps({"step": s, "reward/mean": s * 0.1}) + "\n" for s in range(3)))
     (png,) = plot_metrics(path, tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finished_folders_get_the_mode_mkdir_would_give_them(tmp_path):
+    """A checkpoint or model folder is readable by others as the umask allows (not tempfile's 0700)."""
+    from pipeline.core.checkpoint import write_folder_atomic
+
+    old = os.umask(0o022)
+    try:
+        folder = write_folder_atomic(tmp_path / "model", lambda staging: (staging / "weights").write_text("w"))
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755

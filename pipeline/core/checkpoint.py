@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from pipeline.core.models import save_weights, weights_name
+from pipeline.core.staging import staging_folder
 
 STATE_FILE = "trainer_state.pt"
 RUN_FILE = "run_id"
@@ -65,7 +65,7 @@ def write_json_atomic(path: Path, data: Any, indent: int = 2) -> Path:
 
 def write_folder_atomic(target: Path, fill: Callable[[Path], None]) -> Path:
     """Build `target` complete in a staging folder beside it (`fill(staging)`), then swap it in."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = staging_folder(target)
     old = target.parent / f".{target.name}-replaced-{uuid.uuid4().hex[:8]}"
     try:
         fill(staging)

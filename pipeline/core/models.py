@@ -10,13 +10,13 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from pipeline.config import LoraConfig
+from pipeline.core.staging import staging_folder
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         return out
     log.info("converting %s to %s (once; about 30 s)", gguf, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging = staging_folder(out)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -66,7 +66,6 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        staging.chmod(0o755)
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
