@@ -4,7 +4,6 @@ flight, and a run on a Ray rollout worker whose order of events shows the overla
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
@@ -25,14 +24,6 @@ from pipeline.rl.trainer import Trainer
 from pipeline.rollout import Completion, SamplingSettings, learner_logprobs
 
 PROMPTS_PER_STEP = 2
-
-
-@pytest.fixture(scope="module")
-def problems_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("async-data") / "problems.jsonl"
-    rows = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(16)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _config(model_dir, problems_file, out, *overrides):

@@ -14,14 +14,6 @@ from canned_engine import CannedEngine
 PRESETS = ["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "sapo", "ppo", "reinforce", "rloo"]
 
 
-@pytest.fixture(scope="module")
-def problems_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
-    rows = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(16)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _config(tiny_model_dir, problems_file, tmp_path, *overrides):
     return load_config(None, [
         f"model.name={tiny_model_dir}", f"output_dir={tmp_path}", f"data.train={problems_file}",
