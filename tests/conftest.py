@@ -139,3 +139,26 @@ def problems_file(tmp_path_factory):
     rows = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(16)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture
+def run_killed_at_step(monkeypatch):
+    """`run(config, step)`: the RL stage on `config`, stopped by a KeyboardInterrupt as step `step`
+    begins its update (as a kill would stop it); later runs in the test train normally."""
+    import stages.rl
+    from pipeline.rl.trainer import Trainer
+
+    def run(config, step: int) -> None:
+        real_train_step = Trainer.train_step
+
+        def dies(self):
+            if self.step == step:
+                raise KeyboardInterrupt("killed")
+            return real_train_step(self)
+
+        monkeypatch.setattr(Trainer, "train_step", dies)
+        with pytest.raises(KeyboardInterrupt):
+            stages.rl.run(config)
+        monkeypatch.setattr(Trainer, "train_step", real_train_step)
+
+    return run

@@ -336,24 +336,15 @@ def test_a_step_without_an_update_keeps_its_version_for_the_next_steps_stale_row
 
 @pytest.mark.slow
 def test_kill_and_resume_at_max_staleness_1_draws_the_batches_in_flight_again(ray_address, tiny_model_dir,
-                                                                              problems_file, tmp_path, monkeypatch):
+                                                                              problems_file, tmp_path, monkeypatch,
+                                                                              run_killed_at_step):
     import pipeline.rl.trainer
 
     monkeypatch.setattr(pipeline.rl.trainer, "make_pool", lambda *a, **k: CannedEngine())
     overrides = ["rl.max_staleness=1", "rl.save_every=1", "reward.terms=[{name: async_alternating}]"]
     config = _config(tiny_model_dir, problems_file, tmp_path, *overrides, "rl.steps=4")
-    real_train_step = Trainer.train_step
-
-    def dies_at_step_2(self):
-        if self.step == 2:
-            raise KeyboardInterrupt("killed")
-        return real_train_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        stages.rl.run(config)
+    run_killed_at_step(config, 2)
     killed = read_events(tmp_path / "rl")
-    monkeypatch.setattr(Trainer, "train_step", real_train_step)
     stages.rl.run(config, resume=True)
 
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")

@@ -154,24 +154,14 @@ def test_rl_levels_narrow_the_problems_rl_trains_and_evaluates_on(tiny_model_dir
     trainer.close()
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_file, tmp_path, monkeypatch):
+def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, problems_file, tmp_path, run_killed_at_step):
     overrides = ["rollout.engine=hf", "rl.steps=3", "rl.eval_every=0", "rollout.temperature=1.0"]
     full = _config(tiny_model_dir, problems_file, tmp_path / "full", *overrides)
     stages.rl.run(full)
     expected = read_metrics(tmp_path / "full" / "rl" / "metrics.jsonl")
 
     killed = _config(tiny_model_dir, problems_file, tmp_path / "killed", *overrides)
-    real_train_step = Trainer.train_step
-
-    def dies_at_step_2(self):
-        if self.step == 2:
-            raise KeyboardInterrupt("killed")
-        return real_train_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        stages.rl.run(killed)
-    monkeypatch.setattr(Trainer, "train_step", real_train_step)
+    run_killed_at_step(killed, 2)
     stages.rl.run(killed, resume=True)
     resumed = read_metrics(tmp_path / "killed" / "rl" / "metrics.jsonl")
 
