@@ -64,7 +64,8 @@ from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages  
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.core.models import bf16_is_native, resolve_device  # noqa: E402
 from pipeline.learner.batch import RolloutBatch  # noqa: E402
-from pipeline.learner.learner import Learner, computed_positions  # noqa: E402
+from pipeline.learner.learner import Learner  # noqa: E402
+from pipeline.learner.micro_batches import computed_positions  # noqa: E402
 from pipeline.rl.trainer import Trainer  # noqa: E402
 
 

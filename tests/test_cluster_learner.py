@@ -17,7 +17,8 @@ from pipeline.core.forward import collate
 from pipeline.core.tracking import read_metrics
 from pipeline.algorithms.advantages import Advantages
 from pipeline.learner.batch import RolloutBatch
-from pipeline.learner.learner import Learner, _group_order
+from pipeline.learner.learner import Learner
+from pipeline.learner.micro_batches import group_order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANKS = ["cluster.learner_workers=2", "cluster.cpus_per_learner_worker=0.5", "cluster.collective_timeout_s=20"]
@@ -57,7 +58,7 @@ def test_two_ranks_take_the_one_process_update(ray_address, tiny_fp32_model_dir,
         single.model.load_state_dict(group.model.state_dict())
         batch = _batch(single)
         # first update: in the first mini-batch of the first epoch, rank 1's group has zero advantage
-        first_mini = _group_order(len(batch), 2, torch.Generator().manual_seed(0))[:4]
+        first_mini = group_order(len(batch), 2, torch.Generator().manual_seed(0))[:4]
         skipped = torch.zeros(len(batch), dtype=torch.bool)
         skipped[first_mini[2:]] = True
         signs = torch.tensor([1.0, -1.0, -1.0, 1.0, 0.5, -0.5, 2.0, -2.0])

@@ -10,7 +10,8 @@ from pipeline.config import ConfigError, load_config
 from pipeline.core.forward import collate
 from pipeline.algorithms.advantages import Advantages
 from pipeline.learner.batch import RolloutBatch
-from pipeline.learner.learner import Learner, computed_positions, token_budget_split
+from pipeline.learner.learner import Learner
+from pipeline.learner.micro_batches import computed_positions, token_budget_split
 
 # three groups of four; completion lengths 1..12 spread across the groups
 PROMPTS = [[10, 11, 12, 13]] * 4 + [[20, 21]] * 4 + [[30, 31, 32]] * 4
