@@ -357,11 +357,11 @@ def _create_inputs(argv: list[str], root: Path) -> None:
 
 def _stand_in_cluster(argv: list[str], monkeypatch) -> None:
     """The machine a cluster example is written for: GPUs when it asks for some, a running Ray for
-    `cluster.address=auto` (this one may have neither: stages/preflight.py `check_cluster`)."""
+    `cluster.address=auto` (this one may have neither: stages/preflight/cluster.py `check_cluster`)."""
     if any(token.startswith("cluster.gpus_per_") for token in argv):
-        monkeypatch.setattr(preflight.torch.cuda, "device_count", lambda: 64)
+        monkeypatch.setattr(preflight.cluster.torch.cuda, "device_count", lambda: 64)
     if "cluster.address=auto" in argv:
-        monkeypatch.setattr(preflight, "get_ray_address_from_environment", lambda address, temp_dir: "10.0.0.1:6379")
+        monkeypatch.setattr(preflight.cluster, "get_ray_address_from_environment", lambda address, temp_dir: "10.0.0.1:6379")
 
 
 def test_the_readme_has_example_commands():

@@ -1,4 +1,4 @@
-"""The preflight's cluster checks (stages/preflight.py `check_cluster`): what Ray is asked for, checked
+"""The preflight's cluster checks (stages/preflight/cluster.py `check_cluster`): what Ray is asked for, checked
 without starting it; and a failed join of a remote Ray reported in one line (stages/common.py)."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from stages import cli, common, preflight
-from stages.preflight import check_cluster
+from stages import cli, common
+from stages.preflight import cluster as preflight
+from stages.preflight.cluster import check_cluster, check_rl_mode
 
 
 @pytest.fixture
@@ -55,3 +56,17 @@ def test_a_failed_join_of_a_remote_ray_is_one_line(tmp_path, monkeypatch):
         cli.main(["rl", f"output_dir={tmp_path / 'run'}", "cluster.address=10.0.0.1:6379"])
     assert info.value.code == ("rlvr rl: cluster.address=10.0.0.1:6379: cannot join the Ray cluster: "
                                "Failed to connect to GCS at 10.0.0.1:6379.")
+
+
+def test_the_summary_says_whether_rl_is_asynchronous():
+    assert check_rl_mode(load_config(None, ["rl.steps=10"])) == ["rl: synchronous (rl.max_staleness=0)"]
+    lines = check_rl_mode(load_config(None, ["rl.steps=10", "rl.max_staleness=2"]))
+    assert len(lines) == 1 and lines[0].startswith("rl: asynchronous, max_staleness=2 ")
+
+
+@pytest.mark.parametrize("staleness, steps", [(3, 3), (5, 2)])
+def test_a_staleness_bound_that_bounds_nothing_is_warned_about(staleness, steps, caplog):
+    lines = check_rl_mode(load_config(None, [f"rl.steps={steps}", f"rl.max_staleness={staleness}"]))
+    assert lines[1] == (f"warning: rl.max_staleness={staleness} >= rl.steps={steps}: it bounds nothing, every "
+                        "batch may come from the first weights; 1 or 2 is the usual choice")
+    assert caplog.records[-1].levelname == "WARNING"

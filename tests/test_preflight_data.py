@@ -1,4 +1,4 @@
-"""The preflight's data errors name the config keys behind them (stages/preflight.py `_problems`)."""
+"""The preflight's data errors name the config keys behind them (stages/preflight/data.py `_problems`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.config import DataError, load_config
-from stages.preflight import check_rl_data, check_sft_data
+from stages.preflight.data import check_rl_data, check_sft_data
 
 ROWS = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i), "solution": f"\\boxed{{{2 * i}}}", "level": 1}
         for i in range(4)]

@@ -1,4 +1,4 @@
-"""The preflight's model checks (stages/preflight.py): the model reference resolves locally or on a
+"""The preflight's model checks (stages/preflight/model.py): the model reference resolves locally or on a
 reachable hub, and the configured lengths fit the model's context, read from its config.json."""
 
 from __future__ import annotations

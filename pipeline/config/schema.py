@@ -91,7 +91,7 @@ class Config(Section):
     def check_lora_rank(self, sync: str) -> None:
         """With `sync` (rollout.sync, resolved: `adapter` or `merged`) pushing LoRA adapters to vLLM, the
         engine must accept lora.rank; ValueError naming both keys otherwise (`auto` is checked where it
-        resolves, stages/preflight.py)."""
+        resolves, stages/preflight/model.py)."""
         if sync == "adapter" and self.lora.enabled and self.lora.rank > self.rollout.max_lora_rank:
             raise ValueError(
                 f"lora.rank={self.lora.rank} exceeds rollout.max_lora_rank={self.rollout.max_lora_rank}, the "
