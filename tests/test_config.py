@@ -542,3 +542,26 @@ def test_a_flow_style_key_without_a_space_in_a_recipe_is_explained(tmp_path):
         load_config(recipe)
     recipe.write_text("reward:\n  terms: [{name: accuracy}]\n")  # with the space: loads
     assert load_config(recipe).reward.terms[0].name == "accuracy"
+
+
+def _number_keys() -> list[str]:
+    """Every `section.key` whose type is a number (int or float, not bool), from the schema."""
+    from pipeline.config.base import Section, _names
+
+    keys = []
+    for section, field in Config.model_fields.items():
+        kind = field.annotation
+        if not (isinstance(kind, type) and issubclass(kind, Section)):
+            continue
+        keys += [f"{section}.{name}" for name, sub in kind.model_fields.items()
+                 if not _names(sub.annotation, bool) and (_names(sub.annotation, int) or _names(sub.annotation, float))]
+    return keys
+
+
+@pytest.mark.parametrize("value", ["true", "false", "yes"])
+def test_a_boolean_for_a_number_key_is_an_error_naming_it(value):
+    keys = _number_keys()
+    assert {"rl.max_staleness", "rl.steps", "rl.lr", "rollout.temperature", "lora.rank"} <= set(keys)
+    for key in keys:
+        with pytest.raises(ConfigError, match=re.escape(f"{key}: expects a number, not a boolean")):
+            load_config(None, [f"{key}={value}"])
