@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -167,10 +168,31 @@ def stage_dir(config: Config, stage: str) -> Path:
     return path
 
 
+class Stopped(BaseException):
+    """SIGTERM arrived (a scheduler's preemption, `kill`): unwinds the stage like Ctrl-C's
+    KeyboardInterrupt, so Ray, the reward workers and open files close on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+def stopped_line(prog: str, stage: str, signum: int) -> str:
+    """The one line a stage stopped by `signum` ends with: what stopped it, and how to continue."""
+    where = ("its finished stages and last checkpoint are kept: run the same command again to continue"
+             if stage == "run" else "its last finished checkpoint is kept: continue with --resume"
+             if stage in STAGES and STAGES[stage].resumes else "it did not finish: run it again")
+    return f"{prog}: stopped by {signal.Signals(signum).name}; {where}"
+
+
 def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argparse.ArgumentParser,
               argv: list[str] | None,
               checks: Sequence[Callable[[Config, argparse.Namespace], list[str]]] = ()) -> None:
-    """Parse, set up logging, run the preflight (stages/preflight.py and the stage's own `checks`), run.
+    """Parse, set up logging, run the preflight (stages/preflight/ and the stage's own `checks`), run.
 
     `--print-config` prints the resolved config and `--dry-run` the preflight's summary (both: both);
     they return without loading a model. A user-facing error (bad config, data, model, missing engine)
@@ -192,7 +214,12 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
             print(f"{parser.prog}: dry run: every check passed (nothing loaded or written)")
             print("\n".join(f"  {line}" for line in summary))
             return
+        signal.signal(signal.SIGTERM, _stop)  # pipeline/cluster/runtime.py keeps it past ray.init
         main(config, args)
+    except (Stopped, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(stopped_line(parser.prog, args.stage, signum), file=sys.stderr)
+        sys.exit(128 + signum)
     except (ConfigError, DataError, ModelError, EngineUnavailable, LearnerRankError) as exc:
         sys.exit(f"{parser.prog}: {exc}")
     except ConnectionError as exc:  # joining the Ray at cluster.address failed: Ray's own reason, first line

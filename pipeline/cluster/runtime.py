@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
@@ -37,6 +41,20 @@ def private_cpus(cluster: ClusterConfig) -> int:
     if wanted > cores:
         log.warning("ray: the workers ask for %g CPUs, this machine has %d: they share its cores", wanted, cores)
     return max(cores, int(-(-wanted // 1)))
+
+
+@contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Keep the process's SIGTERM handler across `ray.init`, which installs a crash reporter in its
+    place (a stack dump, then abort: exit 134). The stage's own handler (stages/common.py
+    `run_stage`) stops the run with one line and shuts Ray down on the way out."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 @dataclass
@@ -61,10 +79,11 @@ class RayRuntime:
             runtime = cls(ray.get_runtime_context().gcs_address, owned=False)
         else:
             quiet = dict(logging_level=logging.WARNING, include_dashboard=False)
-            if cluster.address in (None, "local"):
-                ray.init(address="local", num_cpus=private_cpus(cluster), **quiet)
-            else:
-                ray.init(address=cluster.address, **quiet)
+            with _sigterm_kept():
+                if cluster.address in (None, "local"):
+                    ray.init(address="local", num_cpus=private_cpus(cluster), **quiet)
+                else:
+                    ray.init(address=cluster.address, **quiet)
             runtime = cls(ray.get_runtime_context().gcs_address, owned=True)
             log.info("ray: %s (%s)", runtime.address, "private" if cluster.address in (None, "local") else "joined")
         if cluster.colocate:
