@@ -162,3 +162,17 @@ def run_killed_at_step(monkeypatch):
         monkeypatch.setattr(Trainer, "train_step", real_train_step)
 
     return run
+
+
+@pytest.fixture
+def forbid(monkeypatch):
+    """`forbid(reason, (owner, "name"), ...)`: replace each `owner.name` by a callable that fails
+    the test with `reason` if reached (a check must stop the run before it)."""
+    def patch(reason: str, *targets: tuple[object, str]) -> None:
+        def refuse(*args, **kwargs):
+            raise AssertionError(reason)
+
+        for owner, name in targets:
+            monkeypatch.setattr(owner, name, refuse)
+
+    return patch

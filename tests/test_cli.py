@@ -43,15 +43,10 @@ def workdir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def no_training(monkeypatch):
+def no_training(forbid):
     """Stage mains that fail the test if reached: the preflight must stop the run first."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the stage started although a check should have failed")
-
-    monkeypatch.setattr(sft, "run_sft", refuse)
-    monkeypatch.setattr(rl, "Trainer", refuse)
-    monkeypatch.setattr(evaluate, "run_eval", refuse)
-    monkeypatch.setattr(export, "export_model", refuse)
+    forbid("the stage started although a check should have failed", (sft, "run_sft"), (rl, "Trainer"),
+           (evaluate, "run_eval"), (export, "export_model"))
 
 
 def _fails(argv: list[str]) -> str:

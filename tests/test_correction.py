@@ -2,8 +2,6 @@
 computations: every variant's weights and stats, the mismatch measures. The learner-level check
 (identical weights on both sides give weight 1 for every variant) is in test_learner.py."""
 
-import math
-
 import pytest
 import torch
 
@@ -17,9 +15,7 @@ from pipeline.algorithms.correction import (
     correction_weights,
     mismatch_stats,
 )
-
-NAN, INF = float("nan"), float("inf")
-ln = math.log
+from hand_tensors import INF, NAN, ln
 
 
 def _ratios(rows):

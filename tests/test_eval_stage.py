@@ -129,12 +129,9 @@ def test_overrides_after_compare_are_overrides(argv):
 
 
 @pytest.fixture
-def no_model(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the checkpoints were checked")
-
-    monkeypatch.setattr(stage, "prepare_model", refuse)
-    monkeypatch.setattr(stage, "load_tokenizer", refuse)
+def no_model(forbid):
+    forbid("a model was loaded before the checkpoints were checked", (stage, "prepare_model"),
+           (stage, "load_tokenizer"))
 
 
 @pytest.mark.parametrize("make, message", [
@@ -147,7 +144,7 @@ def test_bad_compare_checkpoint_fails_before_any_model_loads(setup, adapter, no_
     make(tmp_path)
     with pytest.raises(SystemExit) as info:
         stage.main([*overrides, "--compare", "base", f"rl={adapter}", f"sft={tmp_path / 'sft'}", "eval.n=1"])
-    assert f"checkpoint 'sft': " in str(info.value) and message in str(info.value)
+    assert "checkpoint 'sft': " in str(info.value) and message in str(info.value)
     assert engines == [] and not (tmp_path / "run").exists()
 
 

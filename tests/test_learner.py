@@ -8,10 +8,13 @@ import torch
 
 import pipeline.learner.learner
 from pipeline.algorithms.advantages import Advantages
+from pipeline.algorithms.correction import TokenTruncateSettings, correction_weights
 from pipeline.learner.batch import RolloutBatch
 from pipeline.config import load_config
-from pipeline.core.forward import collate
+from pipeline.core.forward import collate, completion_forward
+from pipeline.core.models import load_tokenizer
 from pipeline.learner.learner import Learner
+from pipeline.rollout import HFEngine, SamplingSettings
 
 
 def _config(*overrides):
@@ -150,25 +153,12 @@ def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_model_dir
 def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_dir, sampling):
     # Issue 14: with top_p=0.5 (top_k=50) and identical weights the TIS weight was 0.5 (0.0017):
     # the engine renormalises over the kept set, the learner read the whole vocabulary.
-    from pipeline.algorithms.correction import TokenTruncateSettings, correction_weights
-    from pipeline.core.models import load_tokenizer
-    from pipeline.rollout import HFEngine, SamplingSettings
-
     config = _config("rl.ppo_epochs=2", *sampling)  # two epochs: score() computes logp_old
     learner = Learner(config, str(tiny_model_dir), torch.device("cpu"), 10)
-    tokenizer = load_tokenizer(str(tiny_model_dir))
     torch.manual_seed(0)
-    groups = HFEngine(learner.model, tokenizer).generate(PROMPTS[::2], SamplingSettings.from_config(config.rollout, n=2))
-    samples = [c for group in groups for c in group]
-    seqs = collate([c.prompt_ids for c in samples], [c.token_ids for c in samples], tokenizer.pad_token_id)
-    logp_engine = torch.zeros(seqs.completion_mask.shape)
-    for i, c in enumerate(samples):
-        logp_engine[i, : len(c.logprobs)] = torch.tensor(c.logprobs)
-    batch = RolloutBatch(seqs=seqs, loss_mask=seqs.completion_mask.clone(), logp_engine=logp_engine,
-                         rewards=torch.zeros(len(samples), dtype=torch.float64),
-                         valid=torch.ones(len(samples), dtype=torch.bool), group_size=2)
+    batch = _engine_batch(learner, config, tiny_model_dir)
     scores = learner.score(batch)
-    mask = batch.loss_mask
+    mask, logp_engine = batch.loss_mask, batch.logp_engine
     torch.testing.assert_close(scores.logp_old[mask], logp_engine[mask], atol=1e-4, rtol=0)
     _, stats = correction_weights(TokenTruncateSettings(), scores.logp_old, logp_engine, mask)
     assert stats["train/tis_weight_mean"] == pytest.approx(1.0, abs=1e-4) and stats["train/tis_truncated_frac"] == 0
@@ -179,9 +169,6 @@ def test_learner_logprobs_are_the_engines_under_truncated_sampling(tiny_model_di
 def _engine_batch(learner, config, tiny_model_dir):
     """Two groups of two completions sampled by an HF engine on the learner's own model, with the
     engine's log-probs: both sides hold identical weights."""
-    from pipeline.core.models import load_tokenizer
-    from pipeline.rollout import HFEngine, SamplingSettings
-
     tokenizer = load_tokenizer(str(tiny_model_dir))
     groups = HFEngine(learner.model, tokenizer).generate(PROMPTS[::2], SamplingSettings.from_config(config.rollout, n=2))
     samples = [c for group in groups for c in group]
@@ -235,9 +222,6 @@ def test_the_learner_applies_the_configured_correction(tiny_model_dir):
 def test_learner_logprobs_are_vllms_under_truncated_sampling(vllm_merged_engine, tiny_model_dir, top_k, top_p):
     # vLLM serves the base tiny model in float32 with logprobs_mode="processed_logprobs".
     from transformers import AutoModelForCausalLM
-
-    from pipeline.core.forward import completion_forward
-    from pipeline.rollout import SamplingSettings
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     vllm_merged_engine.update_weights(base)

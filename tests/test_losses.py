@@ -14,17 +14,7 @@ from pipeline.algorithms.losses import (
     kl_estimate,
     value_loss,
 )
-
-NAN, INF = float("nan"), float("inf")
-ln = math.log
-
-
-def leaf(values):
-    return torch.tensor(values, dtype=torch.float32, requires_grad=True)
-
-
-def full_mask(*shape):
-    return torch.ones(*shape, dtype=torch.bool)
+from hand_tensors import INF, NAN, full_mask, leaf, ln
 
 
 # ---------------------------------------------------------------- ratios (§2)

@@ -1,8 +1,6 @@
 """Policy losses (pipeline/algorithms/policy_losses.py, docs/algorithms.md §2-4, §9) against hand computations,
 and their typed settings (one class per loss, selected by `type`)."""
 
-import math
-
 import pytest
 import torch
 from pydantic import ValidationError
@@ -12,17 +10,7 @@ from pipeline.algorithms.losses import AGG_MODES, gspo_sequence_ratio
 from pipeline.algorithms.policy_losses import (POLICY_LOSSES, DAPOSettings, GSPOSettings, GSPOTokenSettings, PPOClipSettings,
                                     SAPOSettings, policy_loss, register_policy_loss, sapo_gate_weight)
 from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
-
-NAN, INF = float("nan"), float("inf")
-ln = math.log
-
-
-def leaf(values):
-    return torch.tensor(values, dtype=torch.float32, requires_grad=True)
-
-
-def full_mask(*shape):
-    return torch.ones(*shape, dtype=torch.bool)
+from hand_tensors import INF, NAN, full_mask, leaf, ln
 
 
 # ---------------------------------------------------------------- PPO clip, DAPO, dual clip (§3)
