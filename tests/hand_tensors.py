@@ -1,5 +1,5 @@
-"""Small tensors for the tests that check losses against hand computations (test_losses.py,
-test_policy_losses.py, test_correction.py)."""
+"""Small tensors and constants for the tests that check formulas against hand computations (losses,
+policy losses, corrections, regularisers, log-probs, rewards entering training)."""
 
 import math
 

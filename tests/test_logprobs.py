@@ -1,19 +1,11 @@
 """Log-probs and entropies of the sampling distribution (pipeline/core/logprobs.py, docs/algorithms.md
 §6, §9) against hand computations and the transformers warpers."""
 
-import math
-
 import pytest
 import torch
 
+from hand_tensors import INF, leaf, ln
 from pipeline.core.logprobs import entropy_from_logits, token_logprobs, truncate_logits
-
-INF = float("inf")
-ln = math.log
-
-
-def leaf(values):
-    return torch.tensor(values, dtype=torch.float32, requires_grad=True)
 
 
 # ---------------------------------------------------------------- entropy, log-probs (§6)

@@ -1,16 +1,12 @@
 """The KL and entropy terms the learner adds to the policy loss (pipeline/algorithms/regularisers.py,
 docs/algorithms.md §5-6) against hand computations."""
 
-import math
-
 import pytest
 import torch
 
+from hand_tensors import NAN, ln
 from pipeline.algorithms.policy_losses import PPOClipSettings, policy_loss
 from pipeline.algorithms.regularisers import entropy_bonus, kl_penalty
-
-ln = math.log
-NAN = float("nan")
 
 
 def test_kl_and_entropy_terms_in_the_loss():

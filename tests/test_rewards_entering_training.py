@@ -11,8 +11,7 @@ from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages, 
 from pipeline.config import ConfigError, load_config
 from pipeline.rl.reward_checks import NonFiniteRewardError, finite_samples
 from canned_engine import CannedEngine
-
-NAN, INF = float("nan"), float("inf")
+from hand_tensors import INF, NAN
 
 
 # --- finite_samples: which samples count, and the error that names the term and the sample
