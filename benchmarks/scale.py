@@ -12,8 +12,8 @@ default model, `--engine` hf or vllm, LoRA) as:
   one rollout worker: the worker generates the next step's batch while the learner trains, so
   against `ray-1` (the same processes, synchronous) it shows what the overlap buys;
 * `rollout-2`: two rollout workers;
-* with `--learner-ranks` (once the data-parallel learner is wired into the trainer), also
-  `learner-2` and `rollout-2+learner-2`: the `LEARNER_VARIANTS` hook below.
+* with `--learner-ranks`, also `learner-2` (two data-parallel learner ranks, gloo on CPU) and
+  `rollout-2+learner-2`: `LEARNER_VARIANTS` below.
 
 Each variant runs one warm-up step, then `--steps` timed steps; samples/s is the samples of a
 step over its median wall time, its ratio is against `single`, and the median phase times
@@ -52,7 +52,7 @@ LEARNER_VARIANTS: dict[str, list[str]] = {
     "rollout-2+learner-2": ["cluster.rollout_workers=2", "cluster.learner_workers=2",
                             "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_learner_worker=0.5"],
 }
-"""Data-parallel learner ranks (issue 17, the learner part): measured with `--learner-ranks`."""
+"""Data-parallel learner ranks (docs/design.md, "Scaling out"): measured with `--learner-ranks`."""
 
 
 def measure(overrides: list[str], steps: int) -> dict[str, float]:
