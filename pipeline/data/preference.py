@@ -25,7 +25,8 @@ from typing import Any
 from pipeline.config import DataError
 from pipeline.core.forward import SequenceBatch, collate
 from pipeline.core.tokens import fit_response, prompt_ids, response_ids
-from pipeline.data.problems import Problem, read_rows
+from pipeline.data.readers import read_rows
+from pipeline.data.records import Problem
 from pipeline.data.subsets import split_holdout
 
 log = logging.getLogger(__name__)
