@@ -1,6 +1,6 @@
 """Rollout workers on Ray behind the `RolloutEngine` protocol (docs/design.md, "Scaling out").
 
-    pool = RolloutPool(EngineSpec(model_path, config.rollout), config.cluster, policy=learner.model)
+    pool = make_pool(config, model_path, policy=learner.model)  # a RolloutPool of cluster.rollout_workers
     pool.update_weights(learner.model, version)  # one ray.put; every worker acknowledges the version
     groups = pool.generate(prompts, sampling)    # whole groups per worker, back in prompt order
     handle = pool.submit(prompts, sampling)      # asynchronous RL: returns while the workers generate
