@@ -52,7 +52,7 @@ class DataConfig(Section):
     split: str = "train"
     """The split of a hub dataset named by `train`."""
     preset: Literal["auto", "rlvr", "gsm8k", "math", "aime", "trl"] = "auto"
-    """Column mapping preset (pipeline/data/problems.py); `auto` picks one from the columns present
+    """Column mapping preset (pipeline/data/records.py); `auto` picks one from the columns present
     (`trl`: TRL's and open-r1's `prompt` + `solution`)."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Explicit mapping of our field names (problem, answer, solution, level, source) to the file's columns."""

@@ -21,7 +21,7 @@ HUB_TIMEOUT_S = 5.0
 
 
 def _is_local_name(name: str) -> bool:
-    """A model name that names a local path (as `data.train` does, pipeline/data/problems.py `is_local`):
+    """A model name that names a local path (as `data.train` does, pipeline/data/readers.py `is_local`):
     it starts with `.`, `/` or `~`, or its first path component exists here (`models/nope`)."""
     first = name.split("/")[0]
     return name.startswith((".", "/", "~")) or (first != "" and Path(first).expanduser().exists())
