@@ -118,6 +118,20 @@ def test_a_queue_keeps_one_plus_max_staleness_batches_in_flight(tmp_path):
     assert queue.dropped == 0
 
 
+@pytest.mark.parametrize("max_staleness", [1, 2])
+def test_the_final_policys_draw_is_sampled_by_the_final_weights(tmp_path, max_staleness):
+    """The draw after the last training version (the record of the final policy, rl.steps) finds
+    nothing submitted ahead for it: its batch is submitted, and sampled, at its own version."""
+    last = 3
+    queue, engine, _ = _queue(tmp_path, max_staleness, last_version=last)
+    for version in range(last + 2):
+        engine.update_weights(None, version)
+        rollout = queue.next(version)
+        assert rollout.version <= version and version - rollout.version <= max_staleness
+    assert rollout.version == last + 1 and engine.submitted[-1][0] == last + 1
+    assert len(engine.submitted) == last + 2 and not queue.in_flight
+
+
 def test_batches_older_than_max_staleness_are_dropped_and_counted(tmp_path):
     queue, engine, _ = _queue(tmp_path, 1)
     queue.next(0)  # batch 0; batch 1 stays in flight, sampled by version 0
@@ -332,6 +346,28 @@ def test_a_step_without_an_update_keeps_its_version_for_the_next_steps_stale_row
     assert "train/loss" not in records[1]  # step 1 found no group with signal: no update
     # step 2 trains on the batch submitted during step 1 (version 1: the weights step 1 left unchanged)
     assert records[2]["async/staleness_1"] > 0 and records[2]["async/logp_old_source"] == "learner_adapter"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_staleness", [1, 2])
+def test_the_final_record_rolls_out_the_final_policy(ray_address, tiny_model_dir, problems_file, tmp_path,
+                                                     monkeypatch, max_staleness):
+    """Record s = rl.steps (an evaluation due there) holds one rollout of the final weights, not a
+    batch submitted ahead under older ones (docs/design.md, "One RL step")."""
+    import pipeline.rl.trainer
+
+    monkeypatch.setattr(pipeline.rl.trainer, "make_pool", lambda *a, **k: CannedEngine())
+    config = _config(tiny_model_dir, problems_file, tmp_path, f"rl.max_staleness={max_staleness}",
+                     "rl.eval_every=3", "rl.eval_problems=2", "rl.eval_samples=1",
+                     "reward.terms=[{name: async_alternating}]")
+    stages.rl.run(config)
+    records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
+    events = read_events(tmp_path / "rl")
+    assert [r["step"] for r in records] == [0, 1, 2, 3] and "eval/accuracy" in records[3]
+    assert records[3]["async/staleness_0"] == PROMPTS_PER_STEP and "train/loss" not in records[3]
+    final = [e for e in events if e["event"] == "batch_collected" and e["step"] == 3]
+    assert [(e["version"], e["staleness"]) for e in final] == [(3, 0)]
+    _account(records, events, 3)
 
 
 @pytest.mark.slow

@@ -1,12 +1,13 @@
 """The rollout batches in flight (docs/design.md, "Asynchronous RL").
 
-    queue = RolloutQueue(engine, stream, encode, sampling, max_staleness=k, last_version=steps, events=log)
+    queue = RolloutQueue(engine, stream, encode, sampling, max_staleness=k, last_version=steps - 1, events=log)
     rollout = queue.next(version)        # the oldest batch in flight within the staleness bound
     state = queue.state_dict()           # the prompt stream before the oldest batch not yet trained
 
-`next(v)` first tops the queue up to `1 + min(k, last_version - v)` submissions, each drawn from the
-prompt stream and submitted to the engine with the weights of version v (`RolloutEngine.submit`),
-then collects the oldest. At k = 0 that is the synchronous step: submit with the current weights,
+`next(v)` first tops the queue up to `1 + max(0, min(k, last_version - v))` submissions, each drawn
+from the prompt stream and submitted to the engine with the weights of version v
+(`RolloutEngine.submit`), then collects the oldest. A draw after `last_version` (the final policy's
+record) finds nothing submitted ahead for it and samples with its own version's weights. At k = 0 that is the synchronous step: submit with the current weights,
 collect at once. At k > 0 the engine generates the next batches while the learner trains on this
 one. Each draw pops one submission, so a batch submitted at version u is collected by version
 u + k; one older than that (v - u > k) is dropped and its groups counted (`dropped`) all the same.
@@ -59,8 +60,8 @@ class RolloutQueue:
     def __init__(self, engine: RolloutEngine, stream: PromptStream,
                  encode: Callable[[list[Problem]], list[list[int]]], sampling: SamplingSettings, *,
                  max_staleness: int, last_version: int, events: EventLog) -> None:
-        """`encode`: problems -> prompt token ids; `last_version`: the newest version a batch is
-        collected at (rl.steps: no batch is submitted that no step would use)."""
+        """`encode`: problems -> prompt token ids; `last_version`: the last version that trains on a
+        batch (rl.steps - 1): nothing is submitted ahead beyond it."""
         self.engine, self.stream, self.encode, self.sampling = engine, stream, encode, sampling
         self.max_staleness, self.last_version, self.events = max_staleness, last_version, events
         self.in_flight: deque[_Submitted] = deque()
@@ -88,7 +89,7 @@ class RolloutQueue:
                            generation.finished - generation.started)
 
     def _fill(self, version: int) -> None:
-        """Submit batches at `version` until `1 + min(max_staleness, last_version - version)` are in flight."""
+        """Submit batches at `version` until `1 + max(0, min(max_staleness, last_version - version))` are in flight."""
         depth = 1 + max(0, min(self.max_staleness, self.last_version - version))
         while len(self.in_flight) < depth:
             stream = self.stream.state_dict()

@@ -7,7 +7,7 @@
     stats = learner.update(batch, scores, advantages)
     engine.update_weights(learner.model, s + 1)      # the next step samples the new policy
 
-The policy after `s` updates is weight version `s`. Rollouts come from a `RolloutQueue`: at
+The policy after step `s` is weight version `s`. Rollouts come from a `RolloutQueue`: at
 `rl.max_staleness` 0 each draw submits a batch with the current weights and collects it at once;
 at k > 0 up to 1 + k batches are in flight while the learner trains, and the weights are only
 published (docs/design.md, "Asynchronous RL"). Record `s` of metrics.jsonl describes step `s`
@@ -137,7 +137,7 @@ class Trainer:
         self.final: Path | None = None  # rl/final/adapter (or rl/final/model) once the run ended
         self.events = EventLog(self.out, resume=resume)
         self.queue = RolloutQueue(self.engine, self.stream, self._encode, self.sampling,
-                                  max_staleness=config.rl.max_staleness, last_version=self._last_rollout(),
+                                  max_staleness=config.rl.max_staleness, last_version=config.rl.steps - 1,
                                   events=self.events)
         if resume and (ckpt := latest_checkpoint(self.out)) is not None:
             self._resume(ckpt)
@@ -316,30 +316,31 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict[str, Any]:
+        """Train to rl.steps (from a resumed step), save the final weights; the last record."""
         rl = self.config.rl
         last: dict[str, Any] = {}
-        bar = tqdm(total=rl.steps, initial=self.step, desc="rl", unit="step", dynamic_ncols=True)
         run_info = self.scorer.run_info()  # e.g. sandbox/level, in the first record
-        while self.step <= rl.steps:
-            if self.step > self._last_rollout():
-                break
-            record: dict[str, Any] = {"step": self.step, **run_info}
-            run_info = {}
-            self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
-            if self._eval_due(self.step):  # before this step's update: the policy after `step` updates
-                with timed(record, "eval"):
-                    record.update(self.evaluate())
-            record.update(self.train_step() if self.step < rl.steps else self.rollout()[1])
-            self.metrics.write(record)
-            bar.write(console_line(record))
-            last.update(record)
-            if self.step == rl.steps:
-                break
-            self.step += 1
-            bar.update(1)
-            if (rl.save_every and self.step % rl.save_every == 0) or self.step == rl.steps:
-                self.save()
-        bar.close()
+        # the bar closes however the loop ends: a stop's last line (stages/common.py) stays last
+        with tqdm(total=rl.steps, initial=self.step, desc="rl", unit="step", dynamic_ncols=True) as bar:
+            while self.step <= rl.steps:
+                if self.step > self._last_rollout():
+                    break
+                record: dict[str, Any] = {"step": self.step, **run_info}
+                run_info = {}
+                self._seed(self.config.seed * 1_000_003 + self.step)  # a resumed step samples the same
+                if self._eval_due(self.step):  # before this step's update: the policy after `step` updates
+                    with timed(record, "eval"):
+                        record.update(self.evaluate())
+                record.update(self.train_step() if self.step < rl.steps else self.rollout()[1])
+                self.metrics.write(record)
+                bar.write(console_line(record))
+                last.update(record)
+                if self.step == rl.steps:
+                    break
+                self.step += 1
+                bar.update(1)
+                if (rl.save_every and self.step % rl.save_every == 0) or self.step == rl.steps:
+                    self.save()
         self.final = save_final(self.out, self.learner.model, self.tokenizer)
         self.metrics.close()
         plot_metrics(self.out / "metrics.jsonl", self.out)
