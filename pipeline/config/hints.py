@@ -90,6 +90,10 @@ FOREIGN_NAMES: dict[str, str | dict[str, str]] = {
     "epochs": {"rl": "rl.steps", "*": "{stage}.epochs"},
     "max_steps": "rl.steps", "total_training_steps": "rl.steps",
     "num_iterations": "rl.ppo_epochs", "ppo_epochs": "rl.ppo_epochs",
+    # asynchronous RL's bound on rollout lag: prime-rl, AReaL, verl (fully async), NeMo-RL, OpenRLHF
+    "async_level": "rl.max_staleness", "max_async_level": "rl.max_staleness",
+    "max_head_offpolicyness": "rl.max_staleness", "staleness_threshold": "rl.max_staleness",
+    "max_trajectory_age_steps": "rl.max_staleness", "async_train": "rl.max_staleness",
     "warmup_ratio": "{stage}.warmup_steps", "lr_warmup_steps": "{stage}.warmup_steps",
     "lr_scheduler_type": "{stage}.lr_schedule", "bf16": "{stage}.bf16_autocast",
     "grad_clip": "{stage}.max_grad_norm",
@@ -172,12 +176,15 @@ def _typed_form(key: str) -> str:
 def explain(error: ValidationError, section: str | None = None,
             source: Callable[[str], str] | None = None) -> str:
     """`error` in one line: each problem with its dotted key and a hint. `section` is the running stage's;
-    `source(key)` names where the key was set (`configs/demo.yaml`, `override rl.lr=x`), put first."""
+    `source(key)` names where the key was set (`configs/demo.yaml`, `override rl.lr=x`), put first; a
+    cross-section error (no key of its own) is blamed on where the keys its message names were set."""
     lines = []
     valid = _valid_keys(Config)
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
-        origin = f"{source(key)}: " if source is not None and source(key) else ""
+        keys = [key] if key else [k for k in re.findall(r"[a-z_]+(?:\.[a-z_]+)+", item["msg"]) if k in valid]
+        origins = list(dict.fromkeys(source(k) for k in keys)) if source is not None else []
+        origin = f"{' and '.join(o for o in origins if o)}: " if any(origins) else ""
         if item["type"] == "extra_forbidden":
             lines += [origin + line for line in _unknown(key, item.get("input"), valid, section)]
         else:
