@@ -17,11 +17,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import Config, ConfigError, DataError, commented_yaml, load_config, yaml_value
+from pipeline.core.checkpoint import latest_checkpoint
 from pipeline.core.models import ModelError
 from pipeline.rollout import EngineUnavailable
 from pipeline.learner.data_parallel import LearnerRankError
 from stages.catalog import COMMANDS, COMMON_KEYS, STAGES
 from stages.preflight import preflight
+from stages.preflight.resume import check_resume
 
 
 def stage_parser(stage: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -168,24 +170,38 @@ def stage_dir(config: Config, stage: str) -> Path:
     return path
 
 
-class Stopped(BaseException):
-    """SIGTERM arrived (a scheduler's preemption, `kill`): unwinds the stage like Ctrl-C's
-    KeyboardInterrupt, so Ray, the reward workers and open files close on the way out."""
+class Stopped(KeyboardInterrupt):
+    """SIGTERM arrived (a scheduler's preemption, `kill`): unwinds the stage like Ctrl-C, so Ray, the
+    reward workers and open files close on the way out. A KeyboardInterrupt because Ray's blocking
+    calls (`ray.get`, `ray.wait`) turn only that into a clean interrupt, re-raised as a plain
+    KeyboardInterrupt: `_received` keeps which signal it was."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
+_received: list[int] = []
+"""The signals `_stop` received in this process, newest last."""
+
+
 def _stop(signum: int, _frame: object) -> None:
+    _received.append(signum)
     raise Stopped(signum)
 
 
-def stopped_line(prog: str, stage: str, signum: int) -> str:
-    """The one line a stage stopped by `signum` ends with: what stopped it, and how to continue."""
-    where = ("its finished stages and last checkpoint are kept: run the same command again to continue"
-             if stage == "run" else "its last finished checkpoint is kept: continue with --resume"
-             if stage in STAGES and STAGES[stage].resumes else "it did not finish: run it again")
+def stopped_line(prog: str, stage: str, signum: int, config: Config) -> str:
+    """The one line a stage stopped by `signum` ends with: what stopped it, what is kept (RL: its
+    latest checkpoint, or none yet) and how to continue."""
+    if stage == "run":
+        where = "its finished stages and RL's last checkpoint are kept: run the same command again to continue"
+    elif stage in STAGES and STAGES[stage].resumes:
+        checkpoint = latest_checkpoint(Path(config.output_dir) / STAGES[stage].folder)
+        where = (f"its last checkpoint, {checkpoint}, is kept: continue with --resume" if checkpoint is not None
+                 else f"it saved no checkpoint yet ({stage}.save_every={getattr(config, stage).save_every}): "
+                      "--resume starts it again from step 0")
+    else:
+        where = "it did not finish: run it again"
     return f"{prog}: stopped by {signal.Signals(signum).name}; {where}"
 
 
@@ -206,8 +222,7 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
         if not args.dry_run:
             return
     try:
-        summary = preflight(config, args.stage)
-        check_output_folder(config, args)
+        summary = preflight(config, args.stage) + check_output_folder(config, args)
         for check in checks:
             summary += check(config, args)
         if args.dry_run:
@@ -216,9 +231,9 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
             return
         signal.signal(signal.SIGTERM, _stop)  # pipeline/cluster/runtime.py keeps it past ray.init
         main(config, args)
-    except (Stopped, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-        print(stopped_line(parser.prog, args.stage, signum), file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Stopped`, maybe re-raised plain by Ray)
+        signum = exc.signum if isinstance(exc, Stopped) else _received[-1] if _received else signal.SIGINT
+        print(stopped_line(parser.prog, args.stage, signum, config), file=sys.stderr)
         sys.exit(128 + signum)
     except (ConfigError, DataError, ModelError, EngineUnavailable, LearnerRankError) as exc:
         sys.exit(f"{parser.prog}: {exc}")
@@ -250,9 +265,10 @@ def add_output_options(parser: argparse.ArgumentParser, stage: str) -> None:
                         else argparse.SUPPRESS)
 
 
-def check_output_folder(config: Config, args: argparse.Namespace) -> None:
+def check_output_folder(config: Config, args: argparse.Namespace) -> list[str]:
     """Refuse to start a stage whose output folder (`<output_dir>/<stage>/`) already holds results,
-    unless `--resume` (a resumable stage) or `--overwrite` says what to do with them.
+    unless `--resume` (a resumable stage, whose checkpoint must fit: stages/preflight/resume.py) or
+    `--overwrite` says what to do with them; the dry run's summary lines.
 
     Reads only: deletes and rewrites nothing. Raises ConfigError with one line naming the folder.
     """
@@ -260,16 +276,19 @@ def check_output_folder(config: Config, args: argparse.Namespace) -> None:
         raise ConfigError("--resume and --overwrite contradict each other: pass one")
     stage = STAGES.get(args.stage)
     if stage is None or stage.folder is None:
-        return
+        return []
     if args.resume and not stage.resumes:
         raise ConfigError(f"--resume: `rlvr {args.stage}` keeps no checkpoints to resume from; "
                           "pass --overwrite to run it again")
+    if args.resume:
+        return check_resume(config, args.stage)
     folder = Path(config.output_dir) / stage.folder
-    if args.resume or args.overwrite or not folder.is_dir():
-        return
+    if args.overwrite or not folder.is_dir():
+        return []
     held = sorted(p.name for p in folder.iterdir() if p.name not in RECORD_ONLY)
     if held:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         options = "--resume to continue it, --overwrite" if stage.resumes else "--overwrite"
         raise ConfigError(f"{folder} already holds an earlier {args.stage} run's results ({shown}); pass "
                           f"{options} to write over it, or choose another output_dir")
+    return []
