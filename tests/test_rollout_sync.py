@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pipeline.rollout import HFEngine, SamplingSettings, SyncCheck, SyncError, check_sync, learner_logprobs
-from pipeline.rollout.weights import merged_weights
+from pipeline.rollout.sync_check import served_policy
+from pipeline.rollout.weights import merged_weights, weights_payload
 
 CHANGED = 0.1  # nats: a LoRA B drawn from N(0, 1) moves the tiny model's log-probs this much
 
@@ -30,6 +31,17 @@ def probe(tokenizer):
     return prompt, completion + [tokenizer.eos_token_id]
 
 
+@pytest.fixture(scope="module")
+def vllm_merged_bf16_engine(tiny_model_dir):
+    """vLLM in bfloat16 on the tiny model, merged sync: pushed weights rounded to bf16 (what
+    `rollout.dtype: auto` picks where bf16 is native, and on GPUs)."""
+    from conftest import _tiny_vllm_engine
+
+    engine = _tiny_vllm_engine(tiny_model_dir, "merged", dtype="bfloat16")
+    yield engine
+    engine.close()
+
+
 def perturb_lora_b(policy, seed: int, scale: float = 1.0) -> None:
     """An in-place change of the adapter, as an optimiser step would make (a large one)."""
     generator = torch.Generator().manual_seed(seed)
@@ -44,7 +56,7 @@ def mean_abs_diff(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("mode", ["adapter", "merged"])
+@pytest.mark.parametrize("mode", ["adapter", "merged", "merged_bf16"])
 def test_update_reaches_vllm(mode, request, tiny_policy_factory, tokenizer, probe):
     engine = request.getfixturevalue(f"vllm_{mode}_engine")
     policy = tiny_policy_factory(scale=0.0)  # a fresh adapter: the base model
@@ -85,6 +97,22 @@ def test_merged_weights_leave_the_learner_alone(tiny_policy_factory):
     assert any(name.endswith("q_proj.weight") for name in merged)
     for name, weight in merged.items():
         torch.testing.assert_close(weight, reference[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sync", ["merged", "adapter"])
+def test_the_check_scores_the_weights_as_a_16_bit_engine_holds_them(tiny_policy_factory, sync):
+    """A bf16 engine's rounding alone moved SmolLM2-135M's probe log-probs by ~0.1 nats, twice the
+    tolerance, and stopped the demo: the learner's side is scored with exactly the tensors the push
+    sends (`weights_payload`), and with the policy itself where the engine's dtype is its own."""
+    policy = tiny_policy_factory(scale=1.0, seed=6)
+    assert served_policy(policy, sync, torch.float32) is policy and served_policy(policy, sync, None) is policy
+    served = {name.replace(".default", ""): tensor for name, tensor
+              in served_policy(policy, sync, torch.bfloat16).named_parameters(remove_duplicate=False)}
+    pushed = weights_payload(policy, sync, torch.bfloat16, version=1).tensors
+    assert pushed and all(tensor.dtype == torch.bfloat16 for tensor in served.values())
+    for name, tensor in pushed.items():
+        assert torch.equal(served[name], tensor.to(torch.bfloat16)), name
+    assert all(p.dtype == torch.float32 for p in policy.parameters())  # the learner is left alone
 
 
 def test_hf_engine_serves_the_learner_module(tiny_policy_factory, tokenizer, probe):

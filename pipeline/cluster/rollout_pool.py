@@ -120,7 +120,7 @@ class RolloutPool:
         self.worker_version = [0] * len(self.workers)
         """The version each worker acknowledged or generated with, as last reported."""
         self._record: dict[str, float] = {}
-        self.engine_dtype: torch.dtype = ray.get([w.dtype.remote() for w in self.workers],
+        self.dtype: torch.dtype = ray.get([w.dtype.remote() for w in self.workers],
                                                  timeout=RESTART_TIMEOUT_S)[0]
 
     # ------------------------------------------------------------------ the protocol
@@ -165,7 +165,7 @@ class RolloutPool:
     def publish_weights(self, model, version: int) -> int:
         """Put `version`'s weights into the object store once and return at once: generations
         submitted from now on carry them; those in flight keep their version. Returns `version`."""
-        self._payload = ray.put(weights_payload(model, self.sync, self.engine_dtype, version))
+        self._payload = ray.put(weights_payload(model, self.sync, self.dtype, version))
         self.version = version
         return version
 
