@@ -421,9 +421,10 @@ def test_one_step_off_policy_on_a_ray_worker(ray_address, tiny_model_dir, proble
     records = read_metrics(tmp_path / "rl" / "metrics.jsonl")
     events = read_events(tmp_path / "rl")
     assert [r["step"] for r in records] == [0, 1, 2, 3]
-    # no trained group more than one version old; after the first step, every one is
+    # no trained group more than one version old; after the first step, every one is; the final
+    # policy's record (step 3, no update) rolls out the final weights
     assert [(r["async/staleness_0"], r["async/staleness_1"]) for r in records] == [
-        (PROMPTS_PER_STEP, 0), (0, PROMPTS_PER_STEP), (0, PROMPTS_PER_STEP), (0, PROMPTS_PER_STEP)]
+        (PROMPTS_PER_STEP, 0), (0, PROMPTS_PER_STEP), (0, PROMPTS_PER_STEP), (PROMPTS_PER_STEP, 0)]
     assert [r["async/logp_old_source"] for r in records[:3]] == ["learner", "learner_adapter", "learner_adapter"]
     assert [r["weights/version"] for r in records[:3]] == [1, 2, 3]
     assert "eval/accuracy" in records[0] and "eval/accuracy" in records[2]

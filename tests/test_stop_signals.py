@@ -66,7 +66,9 @@ def _stop_rl_run(tmp_path: Path, model: Path, problems: Path, signum: int, marke
             "rollout.engine=hf", "reward.workers=1", *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
     with log.open("w") as output:
-        process = subprocess.Popen(argv, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env)
+        # SIGINT as a terminal delivers it: a background job (make test &, nohup) starts with it ignored
+        process = subprocess.Popen(argv, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 240
         while marker not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
