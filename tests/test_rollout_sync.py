@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.rollout import HFEngine, SamplingSettings, SyncCheck, SyncError, check_sync, learner_logprobs
-from pipeline.rollout.sync_check import served_policy
+from pipeline.rollout.sync_check import SYNC_TOLERANCE_16BIT, served_policy
 from pipeline.rollout.weights import merged_weights, weights_payload
 
 CHANGED = 0.1  # nats: a LoRA B drawn from N(0, 1) moves the tiny model's log-probs this much
@@ -113,6 +113,17 @@ def test_the_check_scores_the_weights_as_a_16_bit_engine_holds_them(tiny_policy_
     for name, tensor in pushed.items():
         assert torch.equal(served[name], tensor.to(torch.bfloat16)), name
     assert all(p.dtype == torch.float32 for p in policy.parameters())  # the learner is left alone
+
+
+def test_a_16_bit_engine_is_checked_against_the_rounded_weights_with_its_tolerance(tiny_policy_factory, tokenizer,
+                                                                                  probe):
+    policy = tiny_policy_factory(scale=1.0, seed=7)
+    engine = HFEngine(served_policy(policy, None, torch.bfloat16), tokenizer)  # holds the weights in bf16
+    report = check_sync(engine, policy, tokenizer, *probe)
+    assert report.passed and report.mean_abs_diff == 0.0 and report.tolerance == SYNC_TOLERANCE_16BIT
+    perturb_lora_b(policy, seed=8, scale=3.0)  # the engine keeps the old weights: a sync that did nothing
+    stale = check_sync(engine, policy, tokenizer, *probe)
+    assert not stale.passed
 
 
 def test_hf_engine_serves_the_learner_module(tiny_policy_factory, tokenizer, probe):

@@ -5,12 +5,10 @@
     record.update(check(engine, model, step))      # SyncError when the engine serves other weights
 
 After a weight sync the engine's log-probs of a fixed completion at T = 1 must match the
-learner's (mean |dlogp| under `SYNC_TOLERANCE`), scored with the learner's weights rounded as the
-engine holds them (`served_policy`: a 16-bit engine's rounding alone moves this probe's log-probs by
-about 0.1 nats on SmolLM2-135M, twice the tolerance, while a sync that did nothing moves them by
-about 1.5); a sync that silently did nothing (a stale adapter, a failed in-place reload) would
-otherwise train on samples from old weights with importance ratios that hide it (docs/design.md,
-"Rollout engines and weight sync").
+learner's, scored with the learner's weights rounded as the engine holds them (`served_policy`),
+within a tolerance set by the engine's dtype (`tolerance_for`); a sync that silently did nothing
+(a stale adapter, a failed in-place reload) would otherwise train on samples from old weights with
+importance ratios that hide it (docs/design.md, "Rollout engines and weight sync").
 """
 
 from __future__ import annotations
@@ -28,9 +26,17 @@ from pipeline.rollout.weights import is_lora
 SYNC_PROBE = " Let me add the numbers step by step: 2 + 2 = 4. The answer is \\boxed{4}."
 """The fixed completion `SyncCheck` scores (any text works: it is scored, not sampled)."""
 SYNC_TOLERANCE = 0.05
-"""Mean absolute log-prob difference (nats) allowed between the engine and the learner's weights
-rounded to the engine's dtype (measured: 0.0000 in float32; 0.025-0.033 in bf16, vLLM's kernels
-against transformers')."""
+"""Mean absolute log-prob difference (nats) allowed to a float32 engine (measured: 0.0000)."""
+SYNC_TOLERANCE_16BIT = 0.15
+"""The same for a bf16 or fp16 engine, whose kernels compute in 16 bits. Measured on SmolLM2-135M
+(bf16 vLLM, merged sync, against the rounded reference): 0.025-0.033 at the start of the demo's RL,
+0.051 at its step 19 as the policy sharpened, and 0.10-0.12 without rounding the reference; a sync
+that did nothing (the engine serving the base model under the SFT adapter): about 1.5."""
+
+
+def tolerance_for(dtype: torch.dtype | None) -> float:
+    """The sync check's tolerance for an engine holding its weights in `dtype` (None: unknown)."""
+    return SYNC_TOLERANCE_16BIT if dtype in (torch.bfloat16, torch.float16) else SYNC_TOLERANCE
 
 
 @dataclass
@@ -73,7 +79,8 @@ def served_policy(policy, sync: str | None, dtype: torch.dtype | None):
     """The policy as an engine holding its weights in `dtype` serves it: `policy` itself when that is
     its own dtype (or unknown); else a copy rounded to `dtype`, merged first (`W + s B A`, as
     `pipeline.rollout.weights.merged_weights` pushes it) under `sync="merged"`, base and adapter
-    rounded apart under `sync="adapter"`. Costs one copy of the weights in `dtype` while it lives."""
+    rounded apart under `sync="adapter"`. Costs one copy of the weights in `dtype` while it lives.
+    Rounding alone moved SmolLM2-135M's probe by 0.10-0.12 nats in bf16, twice `SYNC_TOLERANCE`."""
     if dtype is None or dtype == next(policy.parameters()).dtype:
         return policy
     served = copy.deepcopy(policy)
@@ -85,19 +92,22 @@ def served_policy(policy, sync: str | None, dtype: torch.dtype | None):
 def check_sync(engine, policy, tokenizer, prompt_ids: list[int], completion_ids: list[int], *,
                temperature: float = 1.0) -> SyncReport:
     """Compare the engine's log-probs of a fixed completion with the policy's, the policy's weights
-    rounded as the engine holds them (`served_policy`, from the engine's `dtype` and `sync`). A pool
+    rounded as the engine holds them (`served_policy`, from the engine's `dtype` and `sync`), within
+    `tolerance_for` the engine's dtype. A pool
     of rollout workers (`worker_logprobs`) is checked on every worker; the report is the worst one's."""
     if not completion_ids:
         raise ValueError("check_sync needs a non-empty completion")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    reference = served_policy(policy, getattr(engine, "sync", None), getattr(engine, "dtype", None))
+    dtype = getattr(engine, "dtype", None)
+    reference = served_policy(policy, getattr(engine, "sync", None), dtype)
     learner = learner_logprobs(reference, pad_id, prompt_ids, completion_ids, temperature)
     del reference
     if hasattr(engine, "worker_logprobs"):
         served = engine.worker_logprobs(prompt_ids, completion_ids, temperature)
     else:
         served = [engine.prompt_logprobs(prompt_ids, completion_ids, temperature)]
-    return max((SyncReport(learner, each) for each in served), key=lambda report: report.mean_abs_diff)
+    return max((SyncReport(learner, each, tolerance_for(dtype)) for each in served),
+               key=lambda report: report.mean_abs_diff)
 
 
 class SyncError(RuntimeError):
