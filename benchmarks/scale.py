@@ -1,9 +1,11 @@
 """Samples/s of the RL step on Ray against the single process (docs/design.md, "Scaling out").
 
-    .venv/bin/python benchmarks/scale.py [--steps 2 --prompts 4 --group 4 --max-tokens 32 --engine hf]
+    .venv/bin/python benchmarks/scale.py [--adapter runs/bench/sft/adapter] [--steps 2 --prompts 4 --group 4
+                                         --max-tokens 32 --engine hf]
 
 One run measures, one after the other in this process, the same RL step (configs/demo.yaml, the
-default model, `--engine` hf or vllm, LoRA) as:
+default model from `--adapter`, the SFT adapter, so groups have reward variance and the update
+runs; `--engine` hf or vllm, LoRA) as:
 
 * `single`: one process, no Ray (the reference: ratio 1.0);
 * `ray-1`: the same work through Ray with one rollout worker (`cluster.address=local`): the Ray
@@ -39,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)  # not benchmarks/, whose rewards.py would shadow the `rewards` package
 PHASES = ("generate", "reward", "learn", "sync")
+SFT_ADAPTER = REPO / "runs" / "bench" / "sft" / "adapter"
+"""The SFT adapter benchmarks/vs_trl.py makes once and caches: a start whose groups have reward variance."""
 IDLE = {"learner idle": "idle/learner_waiting_rollouts_s", "rollout idle": "idle/rollout_waiting_weights_s"}
 """The idle shares reported: seconds of the step a side waited for the other."""
 VARIANTS: dict[str, list[str]] = {
@@ -87,11 +91,19 @@ def main() -> None:
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
     parser.add_argument("--learner-ranks", action="store_true", help="also measure LEARNER_VARIANTS")
     parser.add_argument("--variants", default=None, help="comma-separated subset of the variants to run")
+    parser.add_argument("--adapter", default=None,
+                        help="the SFT adapter RL starts from (benchmarks/vs_trl.py caches one in "
+                             "runs/bench/sft/adapter): from the instruct model every reward is 0 and the "
+                             "learner skips every row, so `learn` would measure nothing")
     parser.add_argument("--out", default="runs/bench-scale")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     samples = args.prompts * args.group
-    common = [f"output_dir={args.out}", f"rollout.engine={args.engine}", f"rollout.max_tokens={args.max_tokens}",
+    adapter = args.adapter or (str(SFT_ADAPTER) if SFT_ADAPTER.is_dir() else None)
+    if adapter is None:
+        print("no --adapter (and no runs/bench/sft/adapter): from the instruct model every reward is 0 and "
+              "`learn` measures a skipped update", file=sys.stderr)
+    common = [*([f"model.adapter={adapter}"] if adapter else []), f"output_dir={args.out}", f"rollout.engine={args.engine}", f"rollout.max_tokens={args.max_tokens}",
               f"rl.prompts_per_step={args.prompts}", f"rl.group_size={args.group}",
               f"rl.mini_batch_size={samples}", f"rl.micro_batch_size={min(8, samples)}",
               "rl.eval_every=0", "rl.save_every=0", "reward.workers=1"]
