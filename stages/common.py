@@ -212,7 +212,8 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
 
     `--print-config` prints the resolved config and `--dry-run` the preflight's summary (both: both);
     they return without loading a model. A user-facing error (bad config, data, model, missing engine)
-    exits non-zero with its one-line message instead of a traceback.
+    exits non-zero with its one-line message instead of a traceback; SIGTERM and Ctrl-C stop the stage
+    with one line (`stopped_line`) and exit status 128 + the signal's number.
     """
     args = parse_stage_args(parser, argv)
     setup_logging()
