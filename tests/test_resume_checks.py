@@ -23,7 +23,8 @@ def _checkpoint(out, step, base, *, rank=16, targets=LINEAR, lora=True, latest=T
     if lora:
         modules = [f"model.layers.{i}.self_attn.{t}" if "proj" in t else t for i in (0, 1) for t in targets]
         (folder / "adapter" / "adapter_config.json").write_text(json.dumps(
-            {"r": rank, "target_modules": modules, "base_model_name_or_path": str(base), "peft_type": "LORA"}))
+            {"r": rank, "lora_alpha": 32, "target_modules": modules, "base_model_name_or_path": str(base),
+             "peft_type": "LORA"}))
     else:
         (folder / "adapter" / "config.json").write_text((base / "config.json").read_text())
     if latest:
@@ -44,6 +45,7 @@ def test_a_checkpoint_that_fits_is_named(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("overrides, saved, words", [
     (["lora.rank=8"], {}, "rank 16, but lora.rank gives rank 8"),
+    (["lora.alpha=8"], {}, "alpha 32, but lora.alpha=8 would rescale"),
     (["lora.enabled=false"], {}, "holds a LoRA adapter, but lora.enabled=false"),
     ([], {"lora": False}, "holds full model weights (no LoRA), but lora.enabled=true"),
     (["lora.target_modules=[q_proj, v_proj]"], {}, "lora.target_modules=['q_proj', 'v_proj'] selects"),
@@ -86,7 +88,7 @@ def test_no_checkpoint_starts_at_step_0_and_warns_when_it_replaces_records(tiny_
     assert check_resume(config, "rl")[0].startswith("--resume: nothing to resume")
     (tmp_path / "rl" / "metrics.jsonl").write_text('{"step": 0}\n')
     lines = check_resume(config, "rl")
-    assert lines[0].startswith(f"warning: --resume: {tmp_path / 'rl'} holds no checkpoint (rl.save_every=")
+    assert lines[0].startswith(f"warning: --resume: {tmp_path / 'rl'} holds no checkpoint: starts at step 0")
     assert "replaces the earlier run's records (metrics.jsonl)" in lines[0]
     assert caplog.records[-1].levelname == "WARNING"
 

@@ -46,9 +46,8 @@ def check_resume(config: Config, stage: str) -> list[str]:
         held = sorted(p.name for p in folder.iterdir() if p.name != "config.yaml") if folder.is_dir() else []
         if not held:
             return [f"--resume: nothing to resume in {folder}: starts at step 0"]
-        warning = (f"--resume: {folder} holds no checkpoint ({stage}.save_every="
-                   f"{getattr(config, stage).save_every} had saved none): starts at step 0 and replaces the "
-                   f"earlier run's records ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})")
+        warning = (f"--resume: {folder} holds no checkpoint: starts at step 0 and replaces the earlier "
+                   f"run's records ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''})")
         log.warning(warning)
         return [f"warning: {warning}"]
     check_fits(config, checkpoint)
@@ -57,7 +56,7 @@ def check_resume(config: Config, stage: str) -> list[str]:
 
 def check_fits(config: Config, checkpoint: Path) -> None:
     """The weights in `checkpoint/adapter` load into the model `config` builds: LoRA or full weights
-    as `lora.enabled` says, the same LoRA rank and target modules, a base model of the same
+    as `lora.enabled` says, the same LoRA rank, target modules and alpha, a base model of the same
     architecture (ARCHITECTURE_KEYS). ConfigError naming the key that differs."""
     weights = checkpoint / "adapter"
     lora = config.lora.enabled or config.model.adapter is not None
@@ -76,6 +75,10 @@ def check_fits(config: Config, checkpoint: Path) -> None:
         base = Path(saved.get("base_model_name_or_path") or "")
         if config.model.adapter is None:
             _check_targets(config, checkpoint, saved.get("target_modules") or [])
+            if saved.get("lora_alpha", config.lora.alpha) != config.lora.alpha:  # the scale alpha / rank
+                raise ConfigError(f"--resume: {checkpoint} holds a LoRA adapter with alpha {saved['lora_alpha']}, "
+                                  f"but lora.alpha={config.lora.alpha} would rescale its update (alpha / rank); "
+                                  "resume with the alpha it was trained with, or pass --overwrite")
     _check_architecture(config, checkpoint, base / "config.json")
 
 
