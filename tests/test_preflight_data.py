@@ -1,4 +1,4 @@
-"""The preflight's data errors name the config keys behind them (stages/preflight/data.py `_problems`)."""
+"""The preflight's data errors name the config keys behind them (stages/preflight/data.py `load_stage_problems`)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def _load(data: str, which: str, seed: int, stamp: tuple[int, int] | None) -> tu
     return tuple(load_problems_for(DataConfig.model_validate_json(data), which, seed=seed))  # type: ignore[arg-type]
 
 
-def _problems(config: Config, which: str, levels: list[int] | None = None) -> tuple[list[Problem], str]:
+def load_stage_problems(config: Config, which: str, levels: list[int] | None = None) -> tuple[list[Problem], str]:
     """The `which` ("train"/"test") problems, filtered by `levels` (a stage's, e.g. rl.levels) when set,
     else data.levels; a DataError names data.{which} and, where they matter, the keys behind it."""
     data = config.data if levels is None else config.data.model_copy(update={"levels": levels})
@@ -58,7 +58,7 @@ def _data_hint(config: Config, which: str, levels: list[int] | None, message: st
 
 def check_sft_data(config: Config) -> list[str]:
     """SFT's problems load and at least two have a worked solution (one is held out)."""
-    problems, line = _problems(config, "train")
+    problems, line = load_stage_problems(config, "train")
     solved = with_solutions(problems, config.sft.max_examples, config.seed)
     if len(solved) < 2:
         raise DataError(
@@ -72,12 +72,12 @@ def check_preference_data(config: Config, section: RewardModelConfig, key: str) 
     if section.pairs:
         pairs = _keyed(f"{key}.pairs", lambda: load_pairs(section.pairs))
         return [f"{key}.pairs: {section.pairs}: {len(pairs)} pairs"]
-    return [_problems(config, "train")[1], f"{key}.pairs: not set: sampled from {section.num_problems} training problems"]
+    return [load_stage_problems(config, "train")[1], f"{key}.pairs: not set: sampled from {section.num_problems} training problems"]
 
 
 def check_rl_data(config: Config) -> list[str]:
     """RL's training and held-out problems load (with `rl.levels` when set)."""
-    return [_problems(config, which, config.rl.levels)[1] for which in ("train", "test")]
+    return [load_stage_problems(config, which, config.rl.levels)[1] for which in ("train", "test")]
 
 
 def check_eval_data(config: Config) -> list[str]:

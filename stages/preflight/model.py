@@ -27,7 +27,7 @@ def _is_local_name(name: str) -> bool:
     return name.startswith((".", "/", "~")) or (first != "" and Path(first).expanduser().exists())
 
 
-def _model_folder(config: Config) -> Path | None:
+def local_model_folder(config: Config) -> Path | None:
     """The local folder holding the model's config.json without downloading or converting anything: the
     folder itself, the converted or downloaded copy under model.cache_dir, or the Hugging Face cache."""
     kind, path = model_source(config.model.name)
@@ -72,7 +72,7 @@ def check_model(config: Config) -> list[str]:
             if siblings else ""
         raise ModelError(f"model.name: model folder not found: {config.model.name}{hint}")
     kind, path = model_source(config.model.name)
-    where = "" if kind != "hub" else ", cached" if _model_folder(config) else f", {check_hub_model(config.model.name)}"
+    where = "" if kind != "hub" else ", cached" if local_model_folder(config) else f", {check_hub_model(config.model.name)}"
     lines = [f"model.name: {config.model.name} ({kind}: {path}{where})"]
     if config.model.adapter is not None:
         what = check_checkpoint(config.model.adapter, "model.adapter", adapter_only=True)
@@ -98,7 +98,7 @@ def check_context(config: Config, stage: str) -> list[str]:
     """Every length `stage` asks for fits the model's context (`max_position_embeddings` in its
     config.json, read without loading the model); ConfigError naming the key otherwise. Skipped when
     the model's config.json is not on disk yet (a GGUF file not yet converted, a hub model to download)."""
-    folder = _model_folder(config)
+    folder = local_model_folder(config)
     if folder is None:
         return []
     settings = json.loads((folder / "config.json").read_text())

@@ -16,7 +16,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.core.checkpoint import STATE_FILE, latest_checkpoint
 from pipeline.core.models import is_adapter
 from stages.catalog import STAGES
-from stages.preflight.model import _model_folder
+from stages.preflight.model import local_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _rank(adapter: Path) -> int | None:
 
 
 def _check_architecture(config: Config, checkpoint: Path, saved: Path) -> None:
-    model = _model_folder(config)
+    model = local_model_folder(config)
     if model is None or not saved.is_file():
         return  # the model is not on disk yet (to download or convert), or the base model moved
     ours, theirs = json.loads((model / "config.json").read_text()), json.loads(saved.read_text())
@@ -108,7 +108,7 @@ def _check_targets(config: Config, checkpoint: Path, saved: list[str] | str) -> 
         return
     have = {name.rsplit(".", 1)[-1] for name in saved}
     if targets == "all-linear":
-        model = _model_folder(config)
+        model = local_model_folder(config)
         if model is None:
             return
         with torch.device("meta"):

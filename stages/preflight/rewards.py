@@ -8,7 +8,7 @@ import rewards
 from pipeline.config import Config, ConfigError, RewardTerm
 from pipeline.data.problems import DataError
 from stages.catalog import STAGES
-from stages.preflight.data import _problems
+from stages.preflight.data import load_stage_problems
 
 RL_COLUMNS = ("prompts", "prompt", "completion_ids", "problem", "answer", "solution", "lengths", "truncated",
               "trainer_state", "step")
@@ -39,7 +39,7 @@ def check_rewards(config: Config, stage: str) -> list[str]:
         return [line]
     with scorer:
         if stage in ("rl", "run"):
-            problems = _problems(config, "train", config.rl.levels)[0]
+            problems = load_stage_problems(config, "train", config.rl.levels)[0]
             try:
                 scorer.check_columns({*RL_COLUMNS, *(key for p in problems for key in p.extra)})
             except ValueError as exc:
