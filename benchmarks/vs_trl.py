@@ -20,7 +20,7 @@ reward and the held-out accuracy with its standard error; then the paired differ
 on the same problems) with its standard error. The last line is
 `step_time_ratio=<TRL s/step / rlvr s/step> accuracy_delta=<rlvr accuracy - TRL accuracy>`.
 
-Shared work: SmolLM2-135M-Instruct in float32, LoRA rank 16 / alpha 32 / no dropout on all
+Shared work: SmolLM2-135M-Instruct with float32 weights, LoRA rank 16 / alpha 32 / no dropout on all
 linear layers, `--prompts` x `--samples` completions per step of at most `--max-tokens` tokens
 at temperature 1.0 (top-p 1, no top-k), one AdamW step per RL step (betas 0.9/0.999, constant
 learning rate, gradient norm clipped at 1.0) over micro-batches of `--micro-batch`, the same
@@ -42,7 +42,8 @@ Differences that remain:
   cap 2); TRL does so only with vLLM (sequence mask, cap 3); HF generation is exactly on-policy.
 * Advantage epsilon: std + 1e-6 (rlvr) vs + 1e-4 (TRL).
 * TRL's own defaults changed to match rlvr: gradient checkpointing off, constant learning rate
-  (not linear decay), bf16 off (this CPU has no native bf16; rlvr runs float32 too).
+  (not linear decay), and `bf16` (autocast over float32 weights) on exactly where rlvr's learner
+  autocasts (`rl.bf16_autocast: auto`: where this CPU computes bf16 natively).
 * TRL gets the prompt already rendered with the chat template (its conversational format hands
   rewards message lists, not text); the token ids are identical (TRL tokenizes the text with
   special tokens on, and SmolLM2's tokenizer adds none).

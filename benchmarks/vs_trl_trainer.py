@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
@@ -63,9 +64,12 @@ def trl_arguments(config: Config, out: Path, use_vllm: bool) -> GRPOConfig:
     """GRPOConfig for the same work and objective as rlvr's `config` (see the module docstring)."""
     from trl import GRPOConfig
 
+    from pipeline.core.optim import uses_bf16_autocast
+
     rl, algo, rollout = config.rl, config.algorithm, config.rollout
+    bf16 = uses_bf16_autocast(torch.device("cpu"), rl.bf16_autocast)  # rlvr's learner autocasts alike
     return GRPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, gradient_checkpointing=False, seed=config.seed,
+        output_dir=str(out), use_cpu=True, bf16=bf16, gradient_checkpointing=False, seed=config.seed,
         learning_rate=rl.lr, lr_scheduler_type="constant", weight_decay=rl.weight_decay,
         max_grad_norm=rl.max_grad_norm, max_steps=rl.steps, per_device_train_batch_size=rl.micro_batch_size,
         gradient_accumulation_steps=rl.mini_batch_size // rl.micro_batch_size, shuffle_dataset=False,
@@ -77,7 +81,6 @@ def trl_arguments(config: Config, out: Path, use_vllm: bool) -> GRPOConfig:
         vllm_max_model_length=rollout.max_model_len,
         logging_steps=1, report_to="none", save_strategy="no",
     )
-
 
 
 def train_trl(config: Config, model_path: str, tokenizer: Any, problems: list[Problem], adapter: Path, out: Path,

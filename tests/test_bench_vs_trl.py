@@ -5,6 +5,7 @@ import importlib.util
 import math
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -40,3 +41,21 @@ def test_paired_difference_and_its_standard_error(vs_trl):
     # differences 0, 1, 0, 1: sample sd sqrt(1/3), over sqrt(4)
     assert stderr == pytest.approx(math.sqrt(1 / 3) / 2)
     assert vs_trl.accuracy_line("trl", evaluation) == "0.250 +- 0.250"
+
+
+@pytest.mark.parametrize("setting", [True, False, "auto"])
+def test_trl_autocasts_exactly_where_rlvrs_learner_does(vs_trl, tmp_path, setting, monkeypatch):
+    """TRL's `bf16` (autocast over float32 weights) follows `rl.bf16_autocast` as rlvr's learner
+    resolves it; `auto` is decided by the CPU (both answers are tried)."""
+    pytest.importorskip("trl")
+    from benchmarks.vs_trl_trainer import trl_arguments
+    from pipeline.core import optim
+
+    args = vs_trl.parse_args(["--out", str(tmp_path), "--adapter", str(tmp_path / "sft")])
+    config = vs_trl.rlvr_config(args)
+    config = config.model_copy(update={"rl": config.rl.model_copy(update={"bf16_autocast": setting})})
+    for native in (True, False):
+        monkeypatch.setattr(optim, "bf16_is_native", lambda device, native=native: native)
+        expected = native if setting == "auto" else setting
+        assert optim.uses_bf16_autocast(torch.device("cpu"), setting) is expected
+        assert trl_arguments(config, tmp_path / "trl", use_vllm=False).bf16 is expected

@@ -37,11 +37,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total
     )
 
 
+def uses_bf16_autocast(device: torch.device, enabled: bool | str) -> bool:
+    """Whether a `bf16_autocast` setting turns autocast on: `"auto"` means where bf16 is native."""
+    return bf16_is_native(device) if enabled == "auto" else bool(enabled)
+
+
 def autocast(device: torch.device, enabled: bool | str):
-    """bf16 autocast for forward/backward; `"auto"` where bf16 is native. Weights stay fp32."""
-    if enabled == "auto":
-        enabled = bf16_is_native(device)
-    if not enabled:
+    """bf16 autocast for forward/backward (`uses_bf16_autocast` decides). Weights stay fp32."""
+    if not uses_bf16_autocast(device, enabled):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
