@@ -8,8 +8,8 @@ model FLOPs utilisation, generation against the bandwidth bound, and padding.
 One process, in this order (a busy machine moves every rate: the load average is printed; ratios
 measured side by side in one run are what to compare):
 1. Peak: the best GFLOP/s of `torch.matmul` on the model's GEMM shapes ([tokens, hidden] x the
-   attention, MLP and LM-head weights) in the learner's compute dtype (bf16 where it is native,
-   `pipeline.core.models.bf16_is_native`, as `rl.bf16_autocast: auto` computes; else float32).
+   attention, MLP and LM-head weights) in the learner's compute dtype (bf16 where the learner autocasts,
+   `pipeline.core.optim.uses_bf16_autocast` of the recipe's `rl.bf16_autocast`; else float32).
    Bandwidth: a large `copy_` (bytes read + written over seconds).
 2. One RL step of the demo recipe (configs/demo.yaml: LoRA, GRPO, accuracy + format rewards) from
    `--adapter` (the SFT adapter, so groups have reward variance; none = a fresh adapter): the
@@ -63,6 +63,7 @@ from benchmarks.rollout import math_problems, timed_generate  # noqa: E402
 from pipeline.algorithms.advantages import AdvantageInputs, compute_advantages  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.core.models import bf16_is_native, resolve_device  # noqa: E402
+from pipeline.core.optim import uses_bf16_autocast  # noqa: E402
 from pipeline.learner.batch import RolloutBatch  # noqa: E402
 from pipeline.learner.learner import Learner  # noqa: E402
 from pipeline.learner.micro_batches import computed_positions  # noqa: E402
@@ -252,7 +253,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="roofline-"))
     config = bench_config(args, work / "run", tiny_model(work / "tiny") if args.tiny else None)
     device = resolve_device(config.device)
-    dtype = torch.bfloat16 if bf16_is_native(device) else torch.float32
+    dtype = torch.bfloat16 if uses_bf16_autocast(device, config.rl.bf16_autocast) else torch.float32
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; learner dtype "
           f"{str(dtype).removeprefix('torch.')} (bf16 native: {bf16_is_native(device)})", flush=True)
 
