@@ -3,6 +3,7 @@ accuracy difference with its paired standard error."""
 
 import importlib.util
 import math
+import os
 
 import pytest
 import torch
@@ -14,10 +15,15 @@ pytestmark = pytest.mark.slow  # imports transformers (the benchmark's TRL callb
 
 @pytest.fixture(scope="module")
 def vs_trl():
+    """The benchmark as a module; the environment variables it and TRL set (VLLM_LOGGING_LEVEL,
+    offline switches) do not outlive this file's tests."""
+    environment = dict(os.environ)
     spec = importlib.util.spec_from_file_location("vs_trl", REPO / "benchmarks" / "vs_trl.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    yield module
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def test_trl_draws_the_problems_of_rlvrs_rl_levels(vs_trl, default_model_dir, tmp_path):

@@ -91,13 +91,17 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def reload_log():
-    """What vLLM's two reload loggers (layerwise, inplace) let through."""
+    """What vLLM's two reload loggers (layerwise, inplace) let through, at WARNING whatever level
+    vLLM's root logger was configured with (TRL's import sets VLLM_LOGGING_LEVEL=ERROR)."""
     logger, inplace, handler = logging.getLogger(RELOAD_LOGGER), logging.getLogger(INPLACE_LOGGER), Records()
-    logger.addHandler(handler)
-    inplace.addHandler(handler)
+    levels = logger.level, inplace.level
+    for each in (logger, inplace):
+        each.addHandler(handler)
+        each.setLevel(logging.WARNING)
     yield logger, handler
-    logger.removeHandler(handler)
-    inplace.removeHandler(handler)
+    for each, level in zip((logger, inplace), levels):
+        each.removeHandler(handler)
+        each.setLevel(level)
 
 
 def test_filter_drops_only_the_expected_warnings(reload_log):
@@ -116,10 +120,9 @@ def test_filter_drops_only_the_expected_warnings(reload_log):
     assert quiet.dropped == 2
 
 
-def test_filter_drops_the_not_loaded_parameters_only_when_all_were_left_out():
+def test_filter_drops_the_not_loaded_parameters_only_when_all_were_left_out(reload_log):
+    _, seen = reload_log
     logger = logging.getLogger(INPLACE_LOGGER)
-    seen = Records()
-    logger.addHandler(seen)
     quiet = OmittedLayerFilter(Counter(), {"model.norm.weight", "model.embed_tokens.weight"})
     logger.addFilter(quiet)
     try:
@@ -127,7 +130,6 @@ def test_filter_drops_the_not_loaded_parameters_only_when_all_were_left_out():
         logger.warning(NOT_LOADED, {"model.norm.weight", "model.layers.0.self_attn.o_proj.weight"})
     finally:
         logger.removeFilter(quiet)
-        logger.removeHandler(seen)
     # a pushed parameter that got nothing is reported, alone
     assert seen.messages == ["Following weights were not loaded from checkpoint: "
                              "['model.layers.0.self_attn.o_proj.weight']"]
