@@ -43,13 +43,21 @@ class RLConfig(OptimConfig):
     micro_batch_size: int = Field(16, ge=1)
     """Completions per forward/backward pass (gradient accumulation within a mini-batch)."""
     micro_batch_tokens: int | None = Field(None, ge=1)
-    """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`):
-    a mini-batch's rows are ordered by completion length and cut into the fewest micro-batches of at
+    """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`).
+    Packed (`pack_sequences`): the packed rows, a group's together, fill each pass in turn
+    (`token_budget_split`). Padded: a mini-batch's rows are ordered by
+    completion length and cut into the fewest micro-batches of at
     most this many computed positions (distinct prompts x prompt width + rows x completion width,
     padding included), among those the ones computing the fewest positions: rows of similar
     length share a pass. A smaller budget: more passes, less padding.
     The update is the same (the loss is normalised over the mini-batch, docs/algorithms.md §4).
     None = `micro_batch_size` rows per pass."""
+    pack_sequences: bool = False
+    """Pack each pass's completions (pipeline/core/packing.py, docs/algorithms.md §14): a group's
+    completions lie end to end in rows of the longest one's width, each row continuing its group's
+    prompt (run once, as padded), with an attention mask that keeps completions apart. Fewer rows,
+    the same log-probs up to rounding. False: every completion its own row, right-padded to the
+    longest. Needs a model that takes a 4D attention mask (Hugging Face `sdpa` or `eager` attention)."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's completions (TRL's num_iterations, verl's ppo_epochs)."""
     skip_zero_advantage: bool = True

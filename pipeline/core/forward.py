@@ -73,7 +73,16 @@ def collate(prompts: list[list[int]], completions: list[list[int]], pad_id: int)
     return SequenceBatch(ids, attn, P, comp)
 
 
-def _parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+def distinct_prompts(batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """The batch's distinct prompts: their ids and attention mask [D, P] (left-padded as in the
+    batch) and, for each row, the index of its prompt [B]."""
+    P = batch.prompt_width
+    key = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], dim=1)
+    distinct, row_prompt = torch.unique(key, dim=0, return_inverse=True)
+    return distinct[:, :P], distinct[:, P:], row_prompt
+
+
+def model_parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The decoder body and the LM head of a plain or peft-wrapped causal LM."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
@@ -81,7 +90,7 @@ def _parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 def hidden_states(model, batch: SequenceBatch) -> Tensor:
     """Last-layer hidden states [B, P + T, H]; positions count real tokens only."""
-    decoder, _ = _parts(model)
+    decoder, _ = model_parts(model)
     position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                   position_ids=position_ids, use_cache=False)
@@ -104,14 +113,14 @@ def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     the defaults give the model's plain distribution. `entropy_grad`: the entropy carries a
     gradient (an entropy bonus in the loss, §6); otherwise it is a statistic computed without one.
     """
-    _, head = _parts(model)
+    _, head = model_parts(model)
     P, T = batch.prompt_width, batch.completion_mask.shape[1]
     hidden = hidden_states(model, batch)[:, P - 1: P - 1 + T]
-    return _read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy,
+    return read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy,
                             entropy_grad, top_k, top_p)
 
 
-def _read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
+def read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
                      with_entropy: bool, entropy_grad: bool, top_k: int, top_p: float) -> ForwardOut:
     """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy).
 
@@ -143,12 +152,10 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     values through the gather, so the result equals `completion_forward`'s (up to rounding).
     """
     P, T = batch.prompt_width, batch.completion_mask.shape[1]
-    key = torch.cat([batch.input_ids[:, :P], batch.attention_mask[:, :P]], dim=1)
-    distinct, row_prompt = torch.unique(key, dim=0, return_inverse=True)
-    if len(distinct) == len(batch):  # nothing shared
+    prompt_ids, prompt_mask, row_prompt = distinct_prompts(batch)
+    if len(prompt_ids) == len(batch):  # nothing shared
         return completion_forward(model, batch, temperature, with_entropy, entropy_grad, top_k=top_k, top_p=top_p)
-    decoder, head = _parts(model)
-    prompt_ids, prompt_mask = distinct[:, :P], distinct[:, P:]
+    decoder, head = model_parts(model)
     prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
                      position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
     cache = prompt.past_key_values
@@ -160,7 +167,7 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
                          past_key_values=cache, use_cache=True)
     # Token t is predicted by the state before it: the prompt's last state for t = 0.
     hidden = torch.cat([prompt.last_hidden_state[row_prompt, -1:], completion.last_hidden_state[:, :-1]], dim=1)
-    return _read_completion(head, hidden, completion_ids, temperature, with_entropy, entropy_grad, top_k, top_p)
+    return read_completion(head, hidden, completion_ids, temperature, with_entropy, entropy_grad, top_k, top_p)
 
 
 def pad_columns(x: Tensor, width: int, value: float = 0.0) -> Tensor:

@@ -40,6 +40,7 @@ from pipeline.learner.batch import PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.core.checkpoint import save_checkpoint
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
+from pipeline.core.packing import packed_forward
 from pipeline.algorithms.correction import correction_weights, mismatch_stats
 from pipeline.algorithms.losses import value_loss
 from pipeline.core.models import load_policy
@@ -87,6 +88,8 @@ class Learner:
         self.sampling = dict(temperature=rollout.temperature or 1.0,
                              top_k=-1 if greedy else rollout.top_k, top_p=1.0 if greedy else rollout.top_p)
         """The rollout's sampling distribution, which every forward reads (pipeline/core/forward.py)."""
+        self.forward = packed_forward if self.rl.pack_sequences else shared_prompt_forward
+        """The layout of every pass: packed or padded completions (`rl.pack_sequences`)."""
         self.kept: dict[int, dict[str, Tensor]] = {}
         """Policy version -> its trainable tensors, the behaviour policies of stale rows (`keep_version`)."""
 
@@ -104,7 +107,7 @@ class Learner:
 
     def _forward(self, seqs: SequenceBatch, *, entropy: bool = False):
         with autocast(self.device, self.rl.bf16_autocast):
-            out = shared_prompt_forward(self.model, seqs, with_entropy=entropy,
+            out = self.forward(self.model, seqs, with_entropy=entropy,
                                         entropy_grad=entropy and self.algo.entropy_coef > 0, **self.sampling)
             values = None
             if self.value_head is not None:
@@ -115,7 +118,7 @@ class Learner:
     def _reference_logp(self, seqs: SequenceBatch) -> Tensor:
         if self.reference is not None:
             with autocast(self.device, self.rl.bf16_autocast):
-                return shared_prompt_forward(self.reference, seqs, **self.sampling).logp
+                return self.forward(self.reference, seqs, **self.sampling).logp
         with self.model.disable_adapter():
             return self._forward(seqs)[0].logp
 
@@ -127,7 +130,7 @@ class Learner:
         if self.rl.micro_batch_tokens is None:
             return list(torch.split(index, self.rl.micro_batch_size))
         lengths = self._lengths(batch)
-        parts = token_budget_split(*(x[index] for x in lengths), self.rl.micro_batch_tokens)
+        parts = token_budget_split(*(x[index] for x in lengths), self.rl.micro_batch_tokens, self.rl.pack_sequences)
         return [index[part] for part in parts]
 
     @staticmethod
@@ -140,7 +143,7 @@ class Learner:
     def padding_frac(self, batch: RolloutBatch, micro_batches: list[Tensor]) -> float:
         """Share of the positions these micro-batches compute that are padding (`computed_positions`)."""
         lengths = self._lengths(batch)
-        counts = [computed_positions(*(x[micro] for x in lengths)) for micro in micro_batches]
+        counts = [computed_positions(*(x[micro] for x in lengths), self.rl.pack_sequences) for micro in micro_batches]
         computed = sum(c for c, _ in counts)
         return 1.0 - sum(r for _, r in counts) / computed if computed else 0.0
 

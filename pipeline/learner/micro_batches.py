@@ -1,11 +1,15 @@
 """How a mini-batch is cut into forward/backward passes (docs/algorithms.md §4: the update is the
 same however it is cut): whole groups in a random order, and token-budget micro-batches
-(`rl.micro_batch_tokens`, verl's dynamic batch size) with the positions each pass computes."""
+(`rl.micro_batch_tokens`, verl's dynamic batch size) with the positions each pass computes, in
+either layout of a pass: padded (`shared_prompt_forward`) or packed (`rl.pack_sequences`,
+pipeline/core/packing.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from pipeline.core.packing import packed_positions, packed_rows
 
 
 def group_order(rows: int, group_size: int, generator: torch.Generator) -> Tensor:
@@ -17,25 +21,29 @@ def group_order(rows: int, group_size: int, generator: torch.Generator) -> Tenso
     return (groups[:, None] * group_size + torch.arange(group_size)).flatten()
 
 
-def computed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor) -> tuple[int, int]:
+def computed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor,
+                       packed: bool = False) -> tuple[int, int]:
     """(positions computed, real tokens among them) when one forward runs these rows [n] each.
 
-    Mirrors `shared_prompt_forward` on the trimmed rows (`SequenceBatch.rows`): prompts are
+    Packed: what `pipeline.core.packing.pack` computes (`packed_positions`).
+    Padded: mirrors `shared_prompt_forward` on the trimmed rows (`SequenceBatch.rows`): prompts are
     left-padded to the longest, completions right-padded to the longest (at least 1); rows of
     one group share a prompt computed once, unless no two rows share one (then every row
     computes prompt and completion). Everything else is padding.
     """
     rows = len(groups)
     distinct, first = torch.unique(groups, return_inverse=True)
+    prompt_real = torch.zeros(len(distinct), dtype=prompt_lengths.dtype).scatter(0, first, prompt_lengths)
+    real = int(prompt_real.sum() + completion_lengths.sum())
+    if packed:
+        return packed_positions(prompt_lengths, completion_lengths, groups), real
     width_p, width_c = int(prompt_lengths.max()), max(1, int(completion_lengths.max()))
     if len(distinct) == rows:
-        return rows * (width_p + width_c), int(prompt_lengths.sum() + completion_lengths.sum())
-    prompt_real = torch.zeros(len(distinct), dtype=prompt_lengths.dtype).scatter(0, first, prompt_lengths)
-    return len(distinct) * width_p + rows * width_c, int(prompt_real.sum() + completion_lengths.sum())
-
+        return rows * (width_p + width_c), real
+    return len(distinct) * width_p + rows * width_c, real
 
 def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor,
-                       budget: int) -> list[Tensor]:
+                       budget: int, packed: bool = False) -> list[Tensor]:
     """Micro-batches (positions into the given [n] rows) of at most `budget` computed positions
     each (`rl.micro_batch_tokens`; verl's dynamic batch size): the fewest passes, and among those
     the fewest computed positions (`computed_positions`: padding, and prompts computed once per
@@ -45,7 +53,12 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     together); the micro-batches are runs of that order, found by dynamic programming over the
     run ends: O(n^2) for n rows.
     A row over the budget on its own is a micro-batch.
+    Packed: `pack`'s rows of the whole set, a group's together and groups by their longest
+    completion, fill each pass in turn while it computes at most `budget` positions
+    (`packed_positions`).
     """
+    if packed:
+        return _packed_split(prompt_lengths, completion_lengths, groups, budget)
     order = sorted(range(len(groups)), key=lambda i: (-int(completion_lengths[i]), int(groups[i]), i))
     prompt = [int(prompt_lengths[i]) for i in order]
     width = [max(1, int(completion_lengths[i])) for i in order]
@@ -74,3 +87,19 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
         parts.append(torch.tensor(order[start[end]:end]))
         end = start[end]
     return parts[::-1]
+
+
+def _packed_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor, budget: int) -> list[Tensor]:
+    """`token_budget_split` of packed passes (its docstring)."""
+    longest = {g: int(completion_lengths[groups == g].max()) for g in torch.unique(groups).tolist()}
+    rows = sorted(packed_rows(completion_lengths, groups), key=lambda r: (-longest[int(groups[r[0]])],
+                                                                          int(groups[r[0]]), r[0]))
+    parts: list[list[int]] = []
+    for row in rows:
+        if parts:
+            candidate = torch.tensor(parts[-1] + row)
+            if packed_positions(prompt_lengths[candidate], completion_lengths[candidate], groups[candidate]) <= budget:
+                parts[-1] += row
+                continue
+        parts.append(list(row))
+    return [torch.tensor(part) for part in parts]

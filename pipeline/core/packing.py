@@ -1,0 +1,143 @@
+"""Packed completions: the learner's forward with no padding but the packed rows' tails
+(`rl.pack_sequences`, docs/algorithms.md §14).
+
+The padded layout (`pipeline.core.forward.shared_prompt_forward`) gives every completion a row of
+the longest one's width W. Packed, the completions of one group share rows of that width:
+first-fit decreasing lays them end to end, each row continuing its group's prompt, which runs
+once through the decoder with a KV cache as in the padded layout. One attention mask
+[R, 1, W, P + W] lets a completion token see its prompt and the earlier tokens of its own
+completion only, and its position id counts on from the prompt's length, so every completion
+token is computed from exactly the context it has in the padded layout: the same log-probs up to
+rounding. Rows stay W wide, so attention costs what it costs padded; only the rows are fewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pipeline.core.forward import ForwardOut, SequenceBatch, distinct_prompts, model_parts, read_completion
+
+
+@dataclass
+class PackedBatch:
+    """A `SequenceBatch` [B, P + T] as its D distinct prompts and R packed completion rows of width W."""
+    prompt_ids: Tensor  # [D, P] left-padded, as in the batch
+    prompt_mask: Tensor  # [D, P]
+    input_ids: Tensor  # [R, W] completions end to end; 0 in the rows' tails
+    position_ids: Tensor  # [R, W]
+    row_prompt: Tensor  # [R] the prompt each packed row continues
+    attention_mask: Tensor  # [R, 1, W, P + W] bool: query w sees the prompt's key p / the row's key w'
+    token: Tensor  # [n] flat index (r * W + w) of each real completion token
+    state: Tensor  # [n] its predicting state: d < D the last of prompt d, D + r * W + w a completion's
+    row: Tensor  # [n] its row b of the batch
+    column: Tensor  # [n] its completion column t
+
+    @property
+    def computed(self) -> int:
+        """Positions the decoder computes: D x P + R x W."""
+        return self.prompt_ids.numel() + self.input_ids.numel()
+
+
+def first_fit_decreasing(lengths: list[int], width: int) -> list[list[int]]:
+    """Items (by index) into bins of total length at most `width`, longest first, each into the
+    first bin with room. An item longer than `width` gets a bin of its own."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for item in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        slot = next((k for k, free in enumerate(room) if free >= lengths[item]), len(bins))
+        if slot == len(bins):
+            bins.append([])
+            room.append(width)
+        bins[slot].append(item)
+        room[slot] -= lengths[item]
+    return bins
+
+
+def packed_rows(completion_lengths: Tensor, groups: Tensor) -> list[list[int]]:
+    """The packed rows of these rows [n] (completion lengths and group ids): each a list of
+    rows of one group, their completions fitting the longest completion's width (at least 1)."""
+    width = max(1, int(completion_lengths.max()))
+    rows = []
+    for group in torch.unique(groups).tolist():
+        members = (groups == group).nonzero().flatten().tolist()
+        rows += [[members[i] for i in b]
+                 for b in first_fit_decreasing([int(completion_lengths[m]) for m in members], width)]
+    return rows
+
+
+def packed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor) -> int:
+    """Positions `pack` computes for these rows [n]: distinct prompts x the longest prompt plus
+    packed rows x the longest completion (`PackedBatch.computed`)."""
+    distinct = len(torch.unique(groups))
+    return (distinct * int(prompt_lengths.max())
+            + len(packed_rows(completion_lengths, groups)) * max(1, int(completion_lengths.max())))
+
+
+def pack(batch: SequenceBatch) -> PackedBatch:
+    """Pack `batch`'s completions (module docstring). Raises ValueError for a row whose prompt is
+    empty (no state predicts its first token)."""
+    P = batch.prompt_width
+    prompt_ids, prompt_mask, row_prompt = distinct_prompts(batch)
+    prompt_lengths = prompt_mask.sum(-1)
+    if bool((prompt_lengths == 0).any()):
+        raise ValueError("packing needs a prompt of at least one token in every row")
+    lengths = batch.completion_mask.sum(-1)
+    rows = packed_rows(lengths.cpu(), row_prompt.cpu())
+    R, W, D = len(rows), max(1, int(lengths.max())), len(prompt_ids)
+    ids = torch.zeros(R, W, dtype=torch.long)
+    positions = torch.zeros(R, W, dtype=torch.long)
+    segment = torch.full((R, W), -1, dtype=torch.long)  # the batch row of each token; -1 in the tails
+    packed_prompt = torch.empty(R, dtype=torch.long)
+    token, state, batch_rows, columns = [], [], [], []
+    for r, members in enumerate(rows):
+        g = int(row_prompt[members[0]])
+        packed_prompt[r] = g
+        at = 0
+        for b in members:
+            n = int(lengths[b])
+            ids[r, at: at + n] = batch.input_ids[b, P: P + n]
+            positions[r, at: at + n] = int(prompt_lengths[g]) + torch.arange(n)
+            segment[r, at: at + n] = b
+            flat = r * W + at + torch.arange(n)
+            token.append(flat)
+            state.append(torch.cat([torch.tensor([g]), D + flat[:-1]]) if n else flat)
+            batch_rows.append(torch.full((n,), b))
+            columns.append(torch.arange(n))
+            at += n
+    own = (segment[:, :, None] == segment[:, None, :]) & torch.ones(W, W, dtype=torch.bool).tril()
+    own |= torch.eye(W, dtype=torch.bool)  # a tail position sees itself
+    prompt_visible = prompt_mask.bool().cpu()[packed_prompt][:, None, :].expand(R, W, P)
+    device = batch.input_ids.device
+    empty = torch.zeros(0, dtype=torch.long)
+    flat = [torch.cat(x) if x else empty for x in (token, state, batch_rows, columns)]
+    return PackedBatch(prompt_ids, prompt_mask, ids.to(device), positions.to(device), packed_prompt.to(device),
+                       torch.cat([prompt_visible, own], dim=-1)[:, None].to(device), *(x.to(device) for x in flat))
+
+
+def packed_forward(model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False,
+                   entropy_grad: bool = False, *, top_k: int = -1, top_p: float = 1.0) -> ForwardOut:
+    """`pipeline.core.forward.completion_forward` on the packed batch (`pack`): the same [B, T]
+    log-probs (entropy, hidden states) up to rounding; positions past a row's completion read 0."""
+    decoder, head = model_parts(model)
+    packed = pack(batch)
+    prompt = decoder(input_ids=packed.prompt_ids, attention_mask=packed.prompt_mask,
+                     position_ids=(packed.prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(packed.row_prompt)
+    completion = decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                         position_ids=packed.position_ids, past_key_values=cache, use_cache=True)
+    states = torch.cat([prompt.last_hidden_state[:, -1], completion.last_hidden_state.flatten(0, 1)])
+    hidden = states[packed.state]
+    read = read_completion(head, hidden, packed.input_ids.flatten()[packed.token], temperature, with_entropy,
+                           entropy_grad, top_k, top_p)
+    shape = batch.completion_mask.shape
+
+    def place(x: Tensor) -> Tensor:
+        full = x.new_zeros(shape + x.shape[1:])
+        full[packed.row, packed.column] = x
+        return full
+
+    return ForwardOut(place(read.logp), None if read.entropy is None else place(read.entropy), place(hidden))

@@ -1,0 +1,95 @@
+"""Packed completions (`rl.pack_sequences`, pipeline/core/packing.py): the same log-probs, entropy,
+hidden states and gradients as the padded layout, with no padding but the packed rows' tails."""
+
+import random
+
+import pytest
+import torch
+
+from pipeline.config import LoraConfig
+from pipeline.core.forward import collate, completion_forward
+from pipeline.core.models import load_policy
+from pipeline.core.packing import first_fit_decreasing, pack, packed_forward, packed_positions, packed_rows
+
+
+def _groups(seed: int, n_groups: int, group_size: int, max_prompt: int = 9, max_completion: int = 12):
+    """Random groups: each a prompt of its own length and `group_size` completions of random
+    lengths (empty ones included), rows shuffled so groups interleave."""
+    rng = random.Random(seed)
+    rows = []
+    for g in range(n_groups):
+        prompt = [rng.randrange(3, 400) for _ in range(rng.randint(1, max_prompt))]
+        rows += [(prompt, [rng.randrange(3, 400) for _ in range(rng.randint(0, max_completion))])
+                 for _ in range(group_size)]
+    rng.shuffle(rows)
+    return [p for p, _ in rows], [c for _, c in rows]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_packed_forward_equals_the_padded_forward_with_gradients(tiny_fp32_model_dir, seed):
+    torch.manual_seed(seed)
+    model = load_policy(tiny_fp32_model_dir, LoraConfig(rank=4), dtype="float32")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)  # an adapter that changes every state, prompts' included
+    prompts, completions = _groups(seed, n_groups=3 + seed, group_size=3)
+    batch = collate(prompts, completions, pad_id=2)
+    results = []
+    for forward in (completion_forward, packed_forward):
+        model.zero_grad()
+        out = forward(model, batch, temperature=0.7, with_entropy=True, top_k=50)
+        ((out.logp + out.entropy) * batch.completion_mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (padded, padded_grads), (packed, packed_grads) = results
+    mask = batch.completion_mask
+    torch.testing.assert_close(packed.logp[mask], padded.logp[mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed.entropy[mask], padded.entropy[mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed.hidden[mask], padded.hidden[mask], atol=1e-5, rtol=1e-4)
+    assert (packed.logp[~mask] == 0).all()
+    assert padded_grads.keys() == packed_grads.keys() and any("lora_A" in n for n in padded_grads)
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_pack_lays_a_groups_completions_end_to_end_after_its_prompt():
+    prompts = [[10, 11, 12], [20], [10, 11, 12], [20]]
+    completions = [[30, 31], [40, 41, 42], [50], []]
+    packed = pack(collate(prompts, completions, pad_id=2))
+    # distinct prompts in unique's order: [20] (left-padded) is prompt 0, [10 11 12] prompt 1
+    assert packed.prompt_ids.tolist() == [[2, 2, 20], [10, 11, 12]]
+    # width 3, the longest completion: rows 1 (+ the empty row 3) and rows 0 + 2
+    assert packed.input_ids.tolist() == [[40, 41, 42], [30, 31, 50]]
+    assert packed.row_prompt.tolist() == [0, 1]
+    assert packed.position_ids.tolist() == [[1, 2, 3], [3, 4, 3]]  # on from each prompt's length
+    mask = packed.attention_mask[:, 0]
+    assert mask[1, 2].tolist() == [True, True, True, False, False, True]  # row 2's token: its prompt, itself
+    assert mask[1, 1].tolist() == [True, True, True, True, True, False]
+    assert mask[0, 0].tolist() == [False, False, True, True, False, False]  # not the prompt's padding
+    # each completion token, and the state before it: d < 2 the last of prompt d, else 2 + r * 3 + w
+    assert packed.token.tolist() == [0, 1, 2, 3, 4, 5]
+    assert packed.state.tolist() == [0, 2, 3, 1, 5, 1]
+    assert packed.row.tolist() == [1, 1, 1, 0, 0, 2] and packed.column.tolist() == [0, 1, 2, 0, 1, 0]
+    assert packed.computed == 2 * 3 + 2 * 3 == packed_positions(torch.tensor([3, 1, 3, 1]), torch.tensor([2, 3, 1, 0]),
+                                                                torch.tensor([1, 0, 1, 0]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_fit_decreasing_places_every_item_once_within_the_width(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 20) for _ in range(rng.randint(1, 30))]
+    width = max(lengths) + rng.randint(0, 10)
+    bins = first_fit_decreasing(lengths, width)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= width for b in bins)
+    assert len(bins) <= 2 * -(-sum(lengths) // width)  # first fit: no two bins at most half full
+
+
+def test_packed_rows_hold_one_group_each_within_the_longest_completion():
+    lengths, groups = torch.tensor([5, 1, 4, 2, 3, 3, 6]), torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    rows = packed_rows(lengths, groups)
+    assert sorted(r for row in rows for r in row) == list(range(7))
+    assert all(len({int(groups[r]) for r in row}) == 1 for row in rows)
+    assert all(int(lengths[row].sum()) <= 6 for row in rows)
+    assert len(rows) == 4  # group 0: 5+1, 4+2; group 1: 6, 3+3
