@@ -117,11 +117,11 @@ def completion_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     P, T = batch.prompt_width, batch.completion_mask.shape[1]
     hidden = hidden_states(model, batch)[:, P - 1: P - 1 + T]
     return read_completion(head, hidden, batch.input_ids[:, P: P + T], temperature, with_entropy,
-                            entropy_grad, top_k, top_p)
+                           entropy_grad, top_k, top_p)
 
 
 def read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, temperature: float,
-                     with_entropy: bool, entropy_grad: bool, top_k: int, top_p: float) -> ForwardOut:
+                    with_entropy: bool, entropy_grad: bool, top_k: int, top_p: float) -> ForwardOut:
     """The LM head on the states that predict `labels` [B, T], read as log-probs (and entropy).
 
     A frozen linear head (LoRA, or no gradient) is fused with the read (`linear_logprobs`: the
