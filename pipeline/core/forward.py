@@ -21,11 +21,15 @@ identical weights the ratio and the TIS weight are 1 on every token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from pipeline.core.logprobs import entropy_from_logits, linear_logprobs, token_logprobs
+
+if TYPE_CHECKING:
+    from transformers import Cache
 
 
 @dataclass
@@ -141,6 +145,18 @@ def read_completion(head: torch.nn.Module, hidden: Tensor, labels: Tensor, tempe
     return ForwardOut(logp, entropy, hidden)
 
 
+def prompt_cache(decoder: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor,
+                 select: Tensor) -> tuple[Tensor, Cache]:
+    """Run the distinct prompts [D, P] (left-padded) through `decoder` once: their last states
+    [D, H] and their KV cache gathered to one entry per index of `select` [R] (gradients reach
+    the prompts' keys and values through the gather)."""
+    prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
+                     position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(select)
+    return prompt.last_hidden_state[:, -1], cache
+
+
 def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
                           with_entropy: bool = False, entropy_grad: bool = False, *, top_k: int = -1,
                           top_p: float = 1.0) -> ForwardOut:
@@ -156,17 +172,14 @@ def shared_prompt_forward(model, batch: SequenceBatch, temperature: float = 1.0,
     if len(prompt_ids) == len(batch):  # nothing shared
         return completion_forward(model, batch, temperature, with_entropy, entropy_grad, top_k=top_k, top_p=top_p)
     decoder, head = model_parts(model)
-    prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
-                     position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-    cache = prompt.past_key_values
-    cache.batch_select_indices(row_prompt)
+    last, cache = prompt_cache(decoder, prompt_ids, prompt_mask, row_prompt)
     completion_ids = batch.input_ids[:, P:]
     positions = prompt_mask.sum(-1)[row_prompt, None] + torch.arange(T, device=completion_ids.device)
     attention = torch.cat([prompt_mask[row_prompt], batch.attention_mask[:, P:]], dim=1)
     completion = decoder(input_ids=completion_ids, attention_mask=attention, position_ids=positions,
                          past_key_values=cache, use_cache=True)
     # Token t is predicted by the state before it: the prompt's last state for t = 0.
-    hidden = torch.cat([prompt.last_hidden_state[row_prompt, -1:], completion.last_hidden_state[:, :-1]], dim=1)
+    hidden = torch.cat([last[row_prompt, None], completion.last_hidden_state[:, :-1]], dim=1)
     return read_completion(head, hidden, completion_ids, temperature, with_entropy, entropy_grad, top_k, top_p)
 
 

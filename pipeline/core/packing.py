@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.core.forward import ForwardOut, SequenceBatch, distinct_prompts, model_parts, read_completion
+from pipeline.core.forward import (ForwardOut, SequenceBatch, distinct_prompts, model_parts, prompt_cache,
+                                   read_completion)
 
 
 @dataclass
@@ -123,13 +124,10 @@ def packed_forward(model, batch: SequenceBatch, temperature: float = 1.0, with_e
     log-probs (entropy, hidden states) up to rounding; positions past a row's completion read 0."""
     decoder, head = model_parts(model)
     packed = pack(batch)
-    prompt = decoder(input_ids=packed.prompt_ids, attention_mask=packed.prompt_mask,
-                     position_ids=(packed.prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-    cache = prompt.past_key_values
-    cache.batch_select_indices(packed.row_prompt)
+    last, cache = prompt_cache(decoder, packed.prompt_ids, packed.prompt_mask, packed.row_prompt)
     completion = decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
                          position_ids=packed.position_ids, past_key_values=cache, use_cache=True)
-    states = torch.cat([prompt.last_hidden_state[:, -1], completion.last_hidden_state.flatten(0, 1)])
+    states = torch.cat([last, completion.last_hidden_state.flatten(0, 1)])
     hidden = states[packed.state]
     read = read_completion(head, hidden, packed.input_ids.flatten()[packed.token], temperature, with_entropy,
                            entropy_grad, top_k, top_p)

@@ -42,6 +42,7 @@ def computed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, group
         return rows * (width_p + width_c), real
     return len(distinct) * width_p + rows * width_c, real
 
+
 def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor,
                        budget: int, packed: bool = False) -> list[Tensor]:
     """Micro-batches (positions into the given [n] rows) of at most `budget` computed positions
