@@ -58,7 +58,8 @@ def test_fused_read_equals_reading_the_logits(sampling, entropy_grad):
         results.append((logp.detach(), entropy.detach(), _grad(h, logp, entropy, weights)))
     (logp, entropy, grad), (fused_logp, fused_entropy, fused_grad) = results
     torch.testing.assert_close(fused_logp, logp, rtol=0, atol=1e-6)
-    torch.testing.assert_close(fused_entropy, entropy, rtol=0, atol=1e-6)
+    # relative: the entropy (about 2 here) is lse - mu, read from one softmax instead of two
+    torch.testing.assert_close(fused_entropy, entropy, rtol=1e-6, atol=1e-6)
     # within 1e-6 of the gradient's scale: the head's matmul runs per chunk, the per-token weight
     # multiplies after it instead of before, and the entropy's gradient p (S - z) cancels
     torch.testing.assert_close(fused_grad, grad, rtol=1e-6, atol=1e-6 * grad.abs().max().item())

@@ -38,20 +38,19 @@ def _map_rows(fn: Callable[..., Tensor], *tensors: Tensor, chunk_rows: int) -> T
     return torch.cat(outs)
 
 
-def truncate_logits(z: Tensor, top_k: int = -1, top_p: float = 1.0, keep: Tensor | None = None) -> Tensor:
-    """§9 the engines' sampling truncation: `z` [N, V] with -inf outside the kept set.
+def truncation_mask(z: Tensor, top_k: int = -1, top_p: float = 1.0) -> Tensor | None:
+    """§9 the engines' sampling truncation of `z` [N, V]: True outside the kept set [N, V] bool, or
+    None where `top_k <= 0` and `top_p == 1` keep everything.
 
     Top-k keeps the tokens whose logit is at least the k-th largest (ties kept); top-p then
     keeps the smallest set of most likely tokens (under `softmax` of the top-k-filtered `z`)
     whose probability reaches `top_p`, found as in vLLM's `apply_top_k_top_p` and transformers'
     `TopPLogitsWarper`: sort ascending, drop while the cumulative probability is `<= 1 - top_p`,
-    always keep the most likely token. `keep` [N] (token ids) are kept whatever their rank: the
-    sampled token, which another policy's truncation (the engine's, or old weights') may have
-    kept, so its log-prob stays finite. `top_k <= 0` and `top_p == 1` keep everything.
+    always keep the most likely token.
     """
     vocab = z.shape[-1]
     if not 0 < top_k < vocab and top_p >= 1.0:
-        return z
+        return None
     with torch.no_grad():
         cut = z.detach()
         if 0 < top_k < vocab:
@@ -61,9 +60,18 @@ def truncate_logits(z: Tensor, top_k: int = -1, top_p: float = 1.0, keep: Tensor
             drop = ascending.softmax(-1).cumsum(-1) <= 1.0 - top_p
             drop[:, -1] = False
             cut = cut.masked_fill(drop.scatter(-1, order, drop), -torch.inf)
-        removed = torch.isneginf(cut)
-        if keep is not None:
-            removed.scatter_(-1, keep[:, None], False)
+        return torch.isneginf(cut)
+
+
+def truncate_logits(z: Tensor, top_k: int = -1, top_p: float = 1.0, keep: Tensor | None = None) -> Tensor:
+    """`z` [N, V] with -inf outside the kept set (`truncation_mask`). `keep` [N] (token ids) are
+    kept whatever their rank: the sampled token, which another policy's truncation (the engine's,
+    or old weights') may have kept, so its log-prob stays finite."""
+    removed = truncation_mask(z, top_k, top_p)
+    if removed is None:
+        return z
+    if keep is not None:
+        removed.scatter_(-1, keep[:, None], False)
     return z.masked_fill(removed, -torch.inf)
 
 
@@ -128,24 +136,38 @@ def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Ten
     """One chunk of rows: logp [n], entropy [n] (or None), and as `jacobians` asks the per-row
     gradients d logp / d hidden and d H / d hidden [n, H] float32 (else None).
 
-    The reads are `_logprob_rows` / `_entropy_rows` on the chunk's logits; their gradients with
-    respect to those logits come from autograd over the chunk (each row's read depends on its
-    own row only, so the gradient of the sum is every row's), then go through the head: `@ weight`.
+    In closed form from one softmax `p` of `z = (hidden @ weight.T + bias) / T` over the kept set
+    (docs/algorithms.md §6): `H = lse - mu` with `lse = logsumexp(z)`, `mu = sum_a p_a z_a` and
+    `d H / d z = -p (z - mu)`; `logp = z_y - lse_y`, where the label y joins the set when the
+    truncation dropped it (`lse_y = logaddexp(lse, z_y)`, else `lse`), with `d logp / d z =
+    onehot(y) - q`, q the softmax over the set with y: `p exp(lse - lse_y)`, and `exp(logp)` at a
+    dropped y. Then `d z / d logits = 1 / T` and `d logits / d hidden = weight`. The same values and
+    gradients as `_logprob_rows` / `_entropy_rows` under autograd (tests/test_fused_logprobs.py),
+    with no autograd graph over the vocabulary.
     """
-    logits = F.linear(hidden, weight, bias).requires_grad_(any(jacobians))
-    with torch.set_grad_enabled(any(jacobians)):
-        logp = _logprob_rows(logits, labels, temperature, top_k, top_p)
-        entropy = None
-        if with_entropy:
-            entropy = _entropy_rows(logits if jacobians[1] else logits.detach(), temperature, top_k, top_p)
-
-    def through_head(value: Tensor) -> Tensor:
-        (d_logits,) = torch.autograd.grad(value.sum(), logits, retain_graph=True)
-        return (d_logits @ weight).float()
-
-    jac_logp = through_head(logp) if jacobians[0] else None
-    jac_entropy = through_head(entropy) if jacobians[1] else None
-    return logp.detach(), None if entropy is None else entropy.detach(), jac_logp, jac_entropy
+    z = _scaled(F.linear(hidden, weight, bias), temperature)
+    removed = truncation_mask(z, top_k, top_p)
+    kept = z if removed is None else z.masked_fill(removed, -torch.inf)
+    peak = kept.amax(-1, keepdim=True)
+    p = torch.sub(kept, peak).exp_()
+    total = p.sum(-1, keepdim=True)
+    p.div_(total)
+    lse = (peak + total.log()).squeeze(-1)
+    z_y = z.gather(-1, labels[:, None]).squeeze(-1)
+    dropped = torch.zeros_like(z_y) if removed is None else removed.gather(-1, labels[:, None]).squeeze(-1).float()
+    lse_y = torch.where(dropped > 0, torch.logaddexp(lse, z_y), lse)
+    logp = z_y - lse_y
+    entropy = jac_logp = jac_entropy = None
+    if with_entropy or jacobians[1]:
+        finite = z if removed is None else z.masked_fill(removed, 0.0)
+        mu = (p * finite).sum(-1)
+        entropy = lse - mu
+    if jacobians[0]:
+        label_weight = (1 - dropped * logp.exp())[:, None] * weight[labels].float()
+        jac_logp = (label_weight - (lse - lse_y).exp()[:, None] * (p.to(weight.dtype) @ weight).float()) / temperature
+    if jacobians[1]:
+        jac_entropy = -((p * (finite - mu[:, None])).to(weight.dtype) @ weight).float() / temperature
+    return logp, entropy, jac_logp, jac_entropy
 
 
 def _read_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tensor, temperature: float,
