@@ -42,11 +42,46 @@ def uses_bf16_autocast(device: torch.device, enabled: bool | str) -> bool:
     return bf16_is_native(device) if enabled == "auto" else bool(enabled)
 
 
-def autocast(device: torch.device, enabled: bool | str):
-    """bf16 autocast for forward/backward (`uses_bf16_autocast` decides). Weights stay fp32."""
+def autocast(device: torch.device, enabled: bool | str, model: torch.nn.Module | None = None):
+    """bf16 autocast for forward/backward (`uses_bf16_autocast` decides). Weights stay fp32.
+    With `model`: its layers' inputs cast once, not at every linear layer (`bf16_layer_inputs`)."""
     if not uses_bf16_autocast(device, enabled):
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
+    if model is not None:
+        stack.enter_context(bf16_layer_inputs(model))
+    return stack
+
+
+@contextlib.contextmanager
+def bf16_layer_inputs(model: torch.nn.Module) -> Iterator[None]:
+    """Under bf16 autocast: every norm inside the model's layers hands its output on in bf16, and
+    peft's LoRA layers take their input as it comes (`peft.helpers.disable_input_dtype_casting`;
+    peft would cast it to the adapter's float32 for autocast to cast back).
+
+    Autocast casts each linear layer's input by itself: a Llama block's attention norm output is
+    cast for q, k and v and again for each one's LoRA product, six casts of one tensor, and six
+    gradients cast back in backward. Cast at the norm, it is cast once. The forward values are
+    the same (the same rounding of the same tensor); in backward the projections' gradients to
+    it add up in bf16 before the one cast back to float32 (docs/design.md, "Mixed precision").
+    Norms outside the layer stack (the final norm, whose float32 output the LM head and a value
+    head read) are left alone.
+    """
+    from peft.helpers import disable_input_dtype_casting
+
+    hooks = [module.register_forward_hook(_output_to_bf16) for name, module in model.named_modules()
+             if type(module).__name__.endswith("Norm") and any(part.isdigit() for part in name.split("."))]
+    try:
+        with disable_input_dtype_casting(model):
+            yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _output_to_bf16(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.to(torch.bfloat16)
 
 
 @contextlib.contextmanager

@@ -106,7 +106,7 @@ class Learner:
     # ------------------------------------------------------------------ forward passes
 
     def _forward(self, seqs: SequenceBatch, *, entropy: bool = False):
-        with autocast(self.device, self.rl.bf16_autocast):
+        with autocast(self.device, self.rl.bf16_autocast, self.model):
             out = self.forward(self.model, seqs, with_entropy=entropy,
                                         entropy_grad=entropy and self.algo.entropy_coef > 0, **self.sampling)
             values = None
@@ -117,7 +117,7 @@ class Learner:
     @torch.no_grad()
     def _reference_logp(self, seqs: SequenceBatch) -> Tensor:
         if self.reference is not None:
-            with autocast(self.device, self.rl.bf16_autocast):
+            with autocast(self.device, self.rl.bf16_autocast, self.reference):
                 return self.forward(self.reference, seqs, **self.sampling).logp
         with self.model.disable_adapter():
             return self._forward(seqs)[0].logp

@@ -49,7 +49,7 @@ def with_reference(model: torch.nn.Module, pairs: Sequence[EncodedPair], pad_id:
                    batch_size: int = 8, bf16: bool | str = False) -> list[DPOPair]:
     """Each pair with the sequence log-probs of chosen and rejected under `model` as it is now (the reference)."""
     out = []
-    with eval_mode(model), autocast(device, bf16):
+    with eval_mode(model), autocast(device, bf16, model):
         for chunk in chunks(pairs, batch_size):
             chosen, rejected = _chosen_rejected(model, chunk, pad_id, device)
             out += [DPOPair(p, float(c), float(r)) for p, c, r in zip(chunk, chosen, rejected)]

@@ -111,7 +111,7 @@ def _accumulate(model: torch.nn.Module, items: list[Any], loss: UnitLoss, micro_
         raise ValueError("a batch without any loss units (e.g. responses all truncated away)")
     totals: dict[str, float] = {"loss": 0.0}
     for micro in chunks(items, micro_batch_size):
-        with autocast(device, bf16):
+        with autocast(device, bf16, model):
             loss_sum, stats = loss.fn(micro)
         if backward:
             (loss_sum / units).backward()

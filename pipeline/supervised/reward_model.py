@@ -44,7 +44,7 @@ def pair_margins(rm: RewardModel, pairs: Sequence[EncodedPair], pad_id: int, dev
                  batch_size: int = 8, bf16: bool | str = False) -> list[float]:
     """`r(x, y_w) - r(x, y_l)` of each pair (§10; > 0: ranked right), in eval mode, `batch_size` pairs at a time."""
     margins: list[float] = []
-    with eval_mode(rm), autocast(device, bf16):
+    with eval_mode(rm), autocast(device, bf16, rm):
         for chunk in chunks(pairs, batch_size):
             chosen, rejected = _chosen_rejected(rm, chunk, pad_id, device)
             margins += (chosen - rejected).tolist()
