@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import Config, ConfigError, DataError, commented_yaml, load_config, yaml_value
+from pipeline.core.allocator import keep_freed_memory
 from pipeline.core.checkpoint import latest_checkpoint
 from pipeline.core.models import ModelError
 from pipeline.rollout import EngineUnavailable
@@ -231,6 +232,7 @@ def run_stage(main: Callable[[Config, argparse.Namespace], Any], parser: argpars
             print("\n".join(f"  {line}" for line in summary))
             return
         signal.signal(signal.SIGTERM, _stop)  # pipeline/cluster/runtime.py keeps it past ray.init
+        keep_freed_memory()
         main(config, args)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`Stopped`, maybe re-raised plain by Ray)
         signum = exc.signum if isinstance(exc, Stopped) else _received[-1] if _received else signal.SIGINT

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.core.forward import collate, completion_forward
+from pipeline.core import logprobs
 from pipeline.core.logprobs import entropy_from_logits, linear_logprobs, token_logprobs
 
 SAMPLINGS = [
@@ -18,9 +19,10 @@ SAMPLINGS = [
 ]
 
 
-def _head_and_inputs(seed: int = 0, rows: int = 3, width: int = 7, hidden: int = 16, vocab: int = 97):
+def _head_and_inputs(seed: int = 0, rows: int = 3, width: int = 7, hidden: int = 16, vocab: int = 97,
+                     scale: float = 0.5):
     g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(vocab, hidden, generator=g) * 0.5
+    weight = torch.randn(vocab, hidden, generator=g) * scale
     h = torch.randn(rows, width, hidden, generator=g)
     labels = torch.randint(0, vocab, (rows, width), generator=g)
     return weight, h, labels
@@ -64,6 +66,24 @@ def test_fused_read_equals_reading_the_logits(sampling, entropy_grad):
     # multiplies after it instead of before, and the entropy's gradient p (S - z) cancels
     torch.testing.assert_close(fused_grad, grad, rtol=1e-6, atol=1e-6 * grad.abs().max().item())
     assert torch.isfinite(grad).all() and grad.abs().max() > 0.1  # finite, and not trivially zero
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: f"T{s['temperature']}-k{s['top_k']}-p{s['top_p']}")
+def test_exp_floor_changes_nothing_on_logits_spread_past_it(sampling, monkeypatch):
+    """Logits spread over hundreds (past `EXP_FLOOR` and float32's denormal range after the shift):
+    the read with the floor equals the read without it."""
+    weight, h0, labels = _head_and_inputs(seed=4, scale=40.0)
+    assert (h0 @ weight.T).aminmax().max - (h0 @ weight.T).aminmax().min > 200
+    weights = torch.randn(2, *labels.shape, generator=torch.Generator().manual_seed(5))
+    results = []
+    for floor in (logprobs.EXP_FLOOR, -torch.inf):
+        monkeypatch.setattr(logprobs, "EXP_FLOOR", floor)
+        h = h0.clone().requires_grad_(True)
+        logp, entropy = linear_logprobs(h, weight, labels, sampling["temperature"], top_k=sampling["top_k"],
+                                        top_p=sampling["top_p"], with_entropy=True, entropy_grad=True)
+        results.append((logp.detach(), entropy.detach(), _grad(h, logp, entropy, weights)))
+    for floored, exact in zip(*results):
+        torch.testing.assert_close(floored, exact, rtol=1e-6, atol=1e-6)
 
 
 def test_fused_read_without_gradients_and_without_entropy():

@@ -28,6 +28,15 @@ from chunk to chunk instead of mapping and faulting in fresh pages for every voc
 (at 256 positions, 50 MiB, each such op took about 6x as long on a 2-core CPU)."""
 
 
+EXP_FLOOR = -60.0
+"""The fused read's shifted logits `z - max z` count as at least this: `exp(-60) / V` is a normal
+float32 for any vocabulary under 7e11 tokens, so no denormal reaches the exp, the division or the
+products after it (each several times slower on denormals on x86, and `torch.set_flush_denormal`
+reaches only the calling thread, not the intra-op workers). Real logits spread wider than 87 make
+them otherwise. The mass added, under `V e^-60` of the sum (1e-22 for SmolLM2), is far below
+float32 rounding."""
+
+
 def _chunk(chunk_rows: int | None, vocab: int) -> int:
     """Positions per chunk: `chunk_rows`, or by default `CHUNK_LOGITS // vocab` (at least 1)."""
     return chunk_rows or max(1, CHUNK_LOGITS // vocab)
@@ -157,9 +166,11 @@ def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Ten
     """
     z = _scaled(F.linear(hidden, weight, bias), temperature)
     removed = truncation_mask(z, top_k, top_p)
-    kept = z if removed is None else z.masked_fill(removed, -torch.inf)
-    peak = kept.amax(-1, keepdim=True)
-    p = torch.sub(kept, peak).exp_()
+    peak = (z if removed is None else z.masked_fill(removed, -torch.inf)).amax(-1, keepdim=True)
+    shifted = torch.sub(z, peak).clamp_(min=EXP_FLOOR)
+    if removed is not None:
+        shifted.masked_fill_(removed, -torch.inf)
+    p = shifted.exp_()
     total = p.sum(-1, keepdim=True)
     p.div_(total)
     lse = (peak + total.log()).squeeze(-1)

@@ -38,6 +38,7 @@ from torch import Tensor
 from pipeline.algorithms.advantages import Advantages
 from pipeline.learner.batch import PolicyScores, RolloutBatch
 from pipeline.config import Config
+from pipeline.core.allocator import keep_freed_memory
 from pipeline.core.checkpoint import save_checkpoint
 from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
 from pipeline.core.packing import packed_forward
@@ -63,6 +64,7 @@ class Learner:
                  rank: int = 0, world_size: int = 1):
         """`rank` of `world_size` data-parallel ranks; above one rank torch.distributed's default
         process group must be initialised."""
+        keep_freed_memory()  # also where the learner runs outside a stage (a Ray actor, a script)
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.algo = config.algorithm
