@@ -32,9 +32,9 @@ EXP_FLOOR = -60.0
 """The fused read's shifted logits `z - max z` count as at least this: `exp(-60) / V` is a normal
 float32 for any vocabulary under 7e11 tokens, so no denormal reaches the exp, the division or the
 products after it (each several times slower on denormals on x86, and `torch.set_flush_denormal`
-reaches only the calling thread, not the intra-op workers). Real logits spread wider than 87 make
-them otherwise. The mass added, under `V e^-60` of the sum (1e-22 for SmolLM2), is far below
-float32 rounding."""
+reaches only the calling thread, not the intra-op workers). `z` spread wider than 87 makes them
+otherwise: SmolLM2-135M's logits spread 29-56 per position, 93 at temperature 0.6. The mass added,
+under `V e^-60` of the sum (1e-22 for SmolLM2), is far below float32 rounding."""
 
 
 def _chunk(chunk_rows: int | None, vocab: int) -> int:
