@@ -65,10 +65,12 @@ def test_nothing_stays_on_the_model_after_the_block(tiny_fp32_model_dir):
     model = _policy(tiny_fp32_model_dir)
     modules = list(model.modules())
     flags = [getattr(m, "cast_input_dtype_enabled", True) for m in modules]
-    with autocast(CPU, True, model):
+    block = autocast(CPU, True, model)  # nothing happens before the block is entered
+    assert not any(m._forward_hooks for m in modules) and not torch.is_autocast_enabled("cpu")
+    with block:
         assert any(m._forward_hooks for m in modules)
         assert not all(getattr(m, "cast_input_dtype_enabled", True) for m in modules)
-    assert not any(m._forward_hooks for m in modules)
+    assert not any(m._forward_hooks for m in modules) and not torch.is_autocast_enabled("cpu")
     assert [getattr(m, "cast_input_dtype_enabled", True) for m in modules] == flags
     with autocast(CPU, False, model):  # autocast off: the model untouched
         assert not any(m._forward_hooks for m in modules)

@@ -5,7 +5,7 @@ PyTorch's CPU tensors come from malloc. By default glibc serves a request above 
 threshold (128 KiB at first, rising to at most 32 MiB) with fresh pages from the kernel and
 returns freed memory above its trim threshold, so a training step's large activations and
 vocabulary-sized chunks are faulted in and zeroed page by page on every use. Measured on one RL
-update of SmolLM2-135M (2 cores): 450k minor page faults by default, 9k with these settings; the
+update of SmolLM2-135M (2 cores): about 550k minor page faults by default, 2k with these settings; the
 vocabulary-sized `mul`, `copy_` and `sub` of the head's read took 2.0, 1.9 and 1.9 s by default
 and 0.6 s each with them. Intel's PyTorch CPU guide gets the same from tcmalloc or jemalloc, which
 must be preloaded before the process starts; `mallopt` works from inside it.

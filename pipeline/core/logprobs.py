@@ -29,12 +29,13 @@ from chunk to chunk instead of mapping and faulting in fresh pages for every voc
 
 
 EXP_FLOOR = -60.0
-"""The fused read's shifted logits `z - max z` count as at least this: `exp(-60) / V` is a normal
-float32 for any vocabulary under 7e11 tokens, so no denormal reaches the exp, the division or the
+"""The fused read gives probability 0 to a token whose shifted logit `z - max z` is below this (its
+true probability is under `e^-60`, so the mass dropped is under `V e^-60` of the sum, 1e-22 for
+SmolLM2: far below float32 rounding). No denormal then reaches the exp, the division or the
 products after it (each several times slower on denormals on x86, and `torch.set_flush_denormal`
-reaches only the calling thread, not the intra-op workers). `z` spread wider than 87 makes them
-otherwise: SmolLM2-135M's logits spread 29-56 per position, 93 at temperature 0.6. The mass added,
-under `V e^-60` of the sum (1e-22 for SmolLM2), is far below float32 rounding."""
+reaches only the calling thread, not the intra-op workers); `z` spread wider than 87 makes them
+otherwise: SmolLM2-135M's logits spread 29-56 per position, 93 at temperature 0.6. A logit of -inf
+(a masked vocabulary entry) counts as 0 the same way."""
 
 
 def _chunk(chunk_rows: int | None, vocab: int) -> int:
@@ -167,10 +168,12 @@ def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Ten
     z = _scaled(F.linear(hidden, weight, bias), temperature)
     removed = truncation_mask(z, top_k, top_p)
     peak = (z if removed is None else z.masked_fill(removed, -torch.inf)).amax(-1, keepdim=True)
-    shifted = torch.sub(z, peak).clamp_(min=EXP_FLOOR)
-    if removed is not None:
-        shifted.masked_fill_(removed, -torch.inf)
-    p = shifted.exp_()
+    shifted = torch.sub(z, peak)  # <= 0 on the kept set
+    ignored = shifted < EXP_FLOOR  # p = 0 there: below the floor (a logit of -inf included), or
+    if removed is not None:  # outside the kept set
+        ignored |= removed
+    shifted.masked_fill_(ignored, 0.0)  # finite everywhere: sum_a p_a z_a = peak + sum_a p_a shifted_a
+    p = shifted.exp().masked_fill_(ignored, 0.0)
     total = p.sum(-1, keepdim=True)
     p.div_(total)
     lse = (peak + total.log()).squeeze(-1)
@@ -180,14 +183,13 @@ def _read_chunk(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Ten
     logp = z_y - lse_y
     entropy = jac_logp = jac_entropy = None
     if with_entropy or jacobians[1]:
-        finite = z if removed is None else z.masked_fill(removed, 0.0)
-        mu = torch.linalg.vecdot(p, finite)
-        entropy = lse - mu
+        mu_shifted = torch.linalg.vecdot(p, shifted)  # mu - peak
+        entropy = total.log().squeeze(-1) - mu_shifted  # (lse - peak) - (mu - peak)
     if jacobians[0]:
         label_weight = (1 - dropped * logp.exp())[:, None] * weight[labels].float()
         jac_logp = (label_weight - (lse - lse_y).exp()[:, None] * (p.to(weight.dtype) @ weight).float()) / temperature
     if jacobians[1]:
-        jac_entropy = -((p * (finite - mu[:, None])).to(weight.dtype) @ weight).float() / temperature
+        jac_entropy = -((p * (shifted - mu_shifted[:, None])).to(weight.dtype) @ weight).float() / temperature
     return logp, entropy, jac_logp, jac_entropy
 
 

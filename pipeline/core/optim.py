@@ -42,16 +42,16 @@ def uses_bf16_autocast(device: torch.device, enabled: bool | str) -> bool:
     return bf16_is_native(device) if enabled == "auto" else bool(enabled)
 
 
-def autocast(device: torch.device, enabled: bool | str, model: torch.nn.Module | None = None):
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool | str, model: torch.nn.Module | None = None) -> Iterator[None]:
     """bf16 autocast for forward/backward (`uses_bf16_autocast` decides). Weights stay fp32.
     With `model`: its layers' inputs cast once, not at every linear layer (`bf16_layer_inputs`)."""
     if not uses_bf16_autocast(device, enabled):
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
-    if model is not None:
-        stack.enter_context(bf16_layer_inputs(model))
-    return stack
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16), \
+            (contextlib.nullcontext() if model is None else bf16_layer_inputs(model)):
+        yield
 
 
 @contextlib.contextmanager
@@ -63,8 +63,9 @@ def bf16_layer_inputs(model: torch.nn.Module) -> Iterator[None]:
     Autocast casts each linear layer's input by itself: a Llama block's attention norm output is
     cast for q, k and v and again for each one's LoRA product, six casts of one tensor, and six
     gradients cast back in backward. Cast at the norm, it is cast once. The forward values are
-    the same (the same rounding of the same tensor); in backward the projections' gradients to
-    it add up in bf16 before the one cast back to float32 (docs/design.md, "Mixed precision").
+    the same (the same rounding of the same tensor; with LoRA dropout, the dropout's 1 / (1 - p)
+    scaling is then rounded in bf16 too); in backward the projections' gradients to it add up in
+    bf16 before the one cast back to float32 (docs/design.md, "Mixed precision").
     Norms outside the layer stack (the final norm, whose float32 output the LM head and a value
     head read) are left alone.
     """
