@@ -119,6 +119,17 @@ def test_fused_read_without_gradients_and_without_entropy():
     torch.testing.assert_close(logp, token_logprobs(h @ weight.T + bias, labels, 0.8, top_p=0.9), rtol=0, atol=1e-6)
 
 
+def test_reads_of_no_positions_are_empty():
+    weight, _, _ = _head_and_inputs()
+    h, labels = torch.randn(0, weight.shape[1], requires_grad=True), torch.zeros(0, dtype=torch.long)
+    logp, entropy = linear_logprobs(h, weight, labels, 0.7, with_entropy=True, top_k=5)
+    assert logp.shape == entropy.shape == (0,)
+    logp.sum().backward()
+    assert h.grad.shape == h.shape
+    logits = torch.randn(0, weight.shape[0])
+    assert token_logprobs(logits, labels).shape == entropy_from_logits(logits).shape == (0,)
+
+
 def test_fused_read_refuses_a_trained_head():
     weight, h, labels = _head_and_inputs()
     with pytest.raises(ValueError, match="frozen head"):

@@ -52,7 +52,7 @@ def _map_rows(fn: Callable[..., Tensor], *tensors: Tensor, chunk_rows: int | Non
     track = torch.is_grad_enabled() and tensors[0].requires_grad
     chunk_rows = _chunk(chunk_rows, tensors[0].shape[-1])
     outs = []
-    for start in range(0, tensors[0].shape[0], chunk_rows):
+    for start in range(0, max(1, tensors[0].shape[0]), chunk_rows):  # no rows: one empty chunk
         parts = [t[start:start + chunk_rows] for t in tensors]
         outs.append(checkpoint(fn, *parts, use_reentrant=False) if track else fn(*parts))
     return torch.cat(outs)
@@ -200,7 +200,7 @@ def _read_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None, labels: Tens
     chunk_rows = _chunk(chunk_rows, weight.shape[0])
     chunks = [_read_chunk(hidden[i:i + chunk_rows].to(weight.dtype), weight, bias, labels[i:i + chunk_rows],
                           temperature, top_k, top_p, with_entropy, jacobians)
-              for i in range(0, hidden.shape[0], chunk_rows)]
+              for i in range(0, max(1, hidden.shape[0]), chunk_rows)]  # no rows: one empty chunk
     return [None if parts[0] is None else torch.cat(parts) for parts in zip(*chunks)]
 
 
