@@ -1,5 +1,6 @@
 """Small tensors and constants for the tests that check formulas against hand computations (losses,
-policy losses, corrections, regularisers, log-probs, rewards entering training)."""
+policy losses, corrections, regularisers, log-probs, rewards entering training), and the gradients
+that the forward-equality tests compare."""
 
 import math
 
@@ -17,3 +18,10 @@ def leaf(values) -> torch.Tensor:
 def full_mask(*shape: int) -> torch.Tensor:
     """An all-True bool mask of `shape` (every token counts)."""
     return torch.ones(*shape, dtype=torch.bool)
+
+
+def parameter_grads(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Backward of `loss` from zeroed gradients: each parameter's gradient by name (those it reaches)."""
+    model.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -4,6 +4,8 @@ import torch
 
 from pipeline.core.forward import collate, completion_forward, pad_columns
 
+from hand_tensors import parameter_grads
+
 
 def _reference_logp(model, prompt, completion, temperature=1.0):
     ids = torch.tensor([prompt + completion])
@@ -68,11 +70,8 @@ def test_shared_prompt_forward_equals_completion_forward_with_gradients(tiny_mod
     batch = collate(prompts, completions, pad_id=2)
     results = []
     for forward in (completion_forward, shared_prompt_forward):
-        model.zero_grad()
         out = forward(model, batch, temperature=0.7, with_entropy=True)
-        (out.logp * batch.completion_mask).sum().backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, grads))
+        results.append((out, parameter_grads(model, (out.logp * batch.completion_mask).sum())))
     (plain, plain_grads), (shared, shared_grads) = results
     mask = batch.completion_mask
     torch.testing.assert_close(shared.logp[mask], plain.logp[mask], atol=1e-5, rtol=1e-4)

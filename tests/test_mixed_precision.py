@@ -11,6 +11,8 @@ from pipeline.core.forward import collate, shared_prompt_forward
 from pipeline.core.models import load_policy
 from pipeline.core.optim import autocast
 
+from hand_tensors import parameter_grads
+
 CPU = torch.device("cpu")
 
 
@@ -37,13 +39,11 @@ def _batch(seed: int = 0):
 
 def _run(model, batch, cast_once: bool):
     """(logp, entropy, LoRA gradients, casts counted by the profiler) of one forward + backward."""
-    model.zero_grad()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with autocast(CPU, True, model if cast_once else None):
             out = shared_prompt_forward(model, batch, with_entropy=True)
-        (out.logp * batch.completion_mask).sum().backward()
+        grads = parameter_grads(model, (out.logp * batch.completion_mask).sum())
     casts = sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out.logp.detach(), out.entropy.detach(), grads, casts
 
 

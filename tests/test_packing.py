@@ -11,6 +11,8 @@ from pipeline.core.forward import collate, completion_forward
 from pipeline.core.models import load_policy
 from pipeline.core.packing import first_fit_decreasing, pack, packed_forward, packed_positions, packed_rows
 
+from hand_tensors import parameter_grads
+
 
 def _groups(seed: int, n_groups: int, group_size: int, max_prompt: int = 9, max_completion: int = 12):
     """Random groups: each a prompt of its own length and `group_size` completions of random
@@ -37,11 +39,8 @@ def test_packed_forward_equals_the_padded_forward_with_gradients(tiny_fp32_model
     batch = collate(prompts, completions, pad_id=2)
     results = []
     for forward in (completion_forward, packed_forward):
-        model.zero_grad()
         out = forward(model, batch, temperature=0.7, with_entropy=True, top_k=50)
-        ((out.logp + out.entropy) * batch.completion_mask).sum().backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, grads))
+        results.append((out, parameter_grads(model, ((out.logp + out.entropy) * batch.completion_mask).sum())))
     (padded, padded_grads), (packed, packed_grads) = results
     mask = batch.completion_mask
     torch.testing.assert_close(packed.logp[mask], padded.logp[mask], atol=1e-5, rtol=1e-4)
