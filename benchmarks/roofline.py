@@ -2,7 +2,8 @@
 model FLOPs utilisation, generation against the bandwidth bound, and padding.
 
     .venv/bin/python benchmarks/roofline.py [--adapter runs/bench/sft/adapter] [--prompts 4 --samples 8
-        --max-tokens 160] [--micro-batch-tokens 512] [--gen-prompts 16 --hf-prompts 2] [--repeats 5] [--profile]
+        --max-tokens 160] [--micro-batch-tokens 4096] [--update-repeats 3] [--gen-prompts 16 --hf-prompts 2] [--repeats 5]
+        [--profile]
         [--tiny]
 
 One process, in this order (a busy machine moves every rate: the load average is printed; ratios
@@ -13,15 +14,18 @@ measured side by side in one run are what to compare):
    Bandwidth: a large `copy_` (bytes read + written over seconds).
 2. One RL step of the demo recipe (configs/demo.yaml: LoRA, GRPO, accuracy + format rewards) from
    `--adapter` (the SFT adapter, so groups have reward variance; none = a fresh adapter): the
-   engine samples prompts x samples, then one real `Learner.update` on that batch, twice from
-   the same state: micro-batches of `rl.micro_batch_size` rows, then of `--micro-batch-tokens`.
+   engine samples prompts x samples, then real `Learner.update`s on that batch from the same
+   state, alternating `--update-repeats` times (medians): micro-batches of `rl.micro_batch_size`
+   rows, and of `--micro-batch-tokens` (`rl.pass_overhead_tokens` weighing passes).
    Model FLOPs per computed position (padding included, as the hardware computes it):
    `2N` forward + `2N` backward (activation gradients through the frozen base; no weight
    gradients), `6 N_lora` (forward, activation and weight gradients of the adapter), attention
    scores and values (`4 d ctx` per layer forward, twice that backward), and on completion
    positions the LM head (`2 d V` forward + `2 d V` backward) plus the log-prob read, its
    gradient and the entropy read over the vocabulary (`~5 V` each; pipeline/core/logprobs.py
-   `linear_logprobs`). MFU = FLOPs / update seconds / peak.
+   `linear_logprobs`). MFU = FLOPs / update seconds / peak. Then the cost of a pass: one
+   forward + backward of the first 1, 2, 4, ... rows and of all, fitted as `a + b * computed
+   positions`; `a / b` is what `rl.pass_overhead_tokens` should be on this machine.
 3. The LM head's read (forward and backward of logp, entropy as a statistic) on the update's
    completion positions, with the model's head under the learner's autocast, two ways
    alternating `--repeats` times (medians, and their ratio): through the head's logits
@@ -181,6 +185,31 @@ def head_read_seconds(learner: Learner, positions: int, repeats: int) -> dict[st
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
+def pass_cost(learner: Learner, batch: RolloutBatch, repeats: int = 2) -> tuple[float, float]:
+    """(seconds per pass, seconds per computed position): a least-squares fit of one forward +
+    backward (the learner's `_forward`: its autocast and LoRA) over passes of the first 1, 2, 4,
+    ... rows of `batch` and all of them, each the fastest of `repeats`. Their ratio is
+    `rl.pass_overhead_tokens` measured (module docstring, step 2)."""
+    prompt_len, comp_len, groups = learner._lengths(batch)
+    sizes = sorted({min(2**k, len(batch)) for k in range(len(batch).bit_length() + 1)})
+    learner.model.train()
+    rows, seconds = [], []
+    for size in sizes:
+        index = torch.arange(size)
+        seqs = batch.seqs.rows(index).to(learner.device)
+
+        def forward_backward():
+            out, _ = learner._forward(seqs)
+            (out.logp.float() * seqs.completion_mask).sum().backward()
+
+        seconds.append(best_seconds(forward_backward, repeats))
+        rows.append([1.0, float(computed_positions(prompt_len[index], comp_len[index], groups[index])[0])])
+    learner.model.zero_grad(set_to_none=True)
+    fit = torch.linalg.lstsq(torch.tensor(rows, dtype=torch.float64),
+                             torch.tensor(seconds, dtype=torch.float64)[:, None]).solution
+    return float(fit[0]), float(fit[1])
+
+
 def decode_bound(shape: ModelShape, engine_bytes: int, batch: int, mean_context: float, gbps: float) -> float:
     """Tokens/s at most: one decode step of `batch` sequences reads the weights and each KV cache."""
     weights = (shape.n_base + shape.vocab * shape.hidden) * engine_bytes  # linears + the (tied) head
@@ -242,9 +271,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=160)
-    parser.add_argument("--micro-batch-tokens", type=int, default=512)
+    parser.add_argument("--micro-batch-tokens", type=int, default=4096)
     parser.add_argument("--gen-prompts", type=int, default=16, help="prompts for gen_vs_hf (the issue: 64)")
     parser.add_argument("--hf-prompts", type=int, default=2, help="of those, prompts HF generate runs")
+    parser.add_argument("--update-repeats", type=int, default=3, help="alternating repeats of the two updates")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of the head-read timing")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over one more update")
     parser.add_argument("--seed", type=int, default=0)
@@ -285,13 +315,17 @@ def main() -> None:
         advantages = type(advantages)(torch.randn(len(batch), generator=torch.Generator().manual_seed(args.seed)))
     state = learner.state_dict()
     params = [p.detach().clone() for p in learner.params]
-    results = {}
-    for label, tokens in (("fixed", None), ("budget", args.micro_batch_tokens)):
-        learner.rl = learner.rl.model_copy(update={"micro_batch_tokens": tokens})
-        seconds, stats = timed_update(learner, batch, scores, advantages, state, params)
-        micro = learned_micro_batches(learner, batch, advantages)
-        flops = update_flops(shape, batch, micro)
-        results[label] = dict(seconds=seconds, stats=stats, flops=flops, micro=len(micro))
+    results: dict[str, dict] = {}
+    for _ in range(args.update_repeats):  # alternating, so both see the same load
+        for label, tokens in (("fixed", None), ("budget", args.micro_batch_tokens)):
+            learner.rl = learner.rl.model_copy(update={"micro_batch_tokens": tokens})
+            seconds, stats = timed_update(learner, batch, scores, advantages, state, params)
+            micro = learned_micro_batches(learner, batch, advantages)
+            result = results.setdefault(label, dict(times=[], stats=stats, micro=len(micro),
+                                                    flops=update_flops(shape, batch, micro)))
+            result["times"].append(seconds)
+    for result in results.values():
+        result["seconds"] = sorted(result["times"])[len(result["times"]) // 2]
     print(f"rollout          : {len(batch)} completions, mean length {record['response_length/mean']:.0f}, "
           f"reward {record['reward/mean']:.2f}, learned rows {results['fixed']['stats']['train/learned_frac']:.2f}"
           + (" (no reward variance: seeded random advantages stand in)" if stand_in else ""))
@@ -299,13 +333,18 @@ def main() -> None:
         f = r["flops"]
         setting = (f"micro_batch_size={config.rl.micro_batch_size}" if label == "fixed"
                    else f"micro_batch_tokens={args.micro_batch_tokens}")
-        print(f"update {setting:22s}: {r['seconds']:.2f} s, {r['micro']} micro-batches, padding "
+        print(f"update {setting:22s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, padding "
               f"{r['stats']['perf/padding_frac']:.3f}; {f['total'] / 1e9:.1f} GFLOP (linear "
               f"{f['linear'] / 1e9:.1f}, lora {f['lora'] / 1e9:.2f}, attention {f['attention'] / 1e9:.1f}, "
               f"head {f['head'] / 1e9:.1f}, vocab reads {f['vocab_reads'] / 1e9:.2f}) -> "
               f"{f['total'] / r['seconds'] / 1e9:.0f} GFLOP/s = MFU {f['total'] / r['seconds'] / 1e9 / peak:.3f}")
     print(f"budget vs fixed  : x{results['fixed']['seconds'] / results['budget']['seconds']:.2f} update speed "
           "(same run, side by side)", flush=True)
+
+    per_pass, per_position = pass_cost(learner, batch)
+    print(f"pass overhead    : {per_pass:.2f} s per pass + {per_position * 1e3:.2f} ms per computed position "
+          f"-> a pass costs {per_pass / per_position:.0f} positions (rl.pass_overhead_tokens: "
+          f"{config.rl.pass_overhead_tokens})", flush=True)
 
     positions = int(batch.seqs.completion_mask.sum())
     head = head_read_seconds(learner, positions, args.repeats)

@@ -23,7 +23,7 @@ on the same problems) with its standard error. The last line is
 Shared work: SmolLM2-135M-Instruct with float32 weights, LoRA rank 16 / alpha 32 / no dropout on all
 linear layers, `--prompts` x `--samples` completions per step of at most `--max-tokens` tokens
 at temperature 1.0 (top-p 1, no top-k), one AdamW step per RL step (betas 0.9/0.999, constant
-learning rate, gradient norm clipped at 1.0) over micro-batches of `--micro-batch`, the same
+learning rate, gradient norm clipped at 1.0), the same
 reward (rlvr's `accuracy`, handed to TRL as a plain reward function), the shipped
 `datasets/train.jsonl` at the demo's RL levels (`rl.levels: [1]`) with rlvr's system prompt and the
 chat template, and the same problems step by step (TRL reads them unshuffled in the order rlvr's
@@ -35,6 +35,10 @@ loss averaged per sequence then over sequences (`loss_type="grpo"`, rlvr's
 `seq-mean-token-mean`), one pass over each batch.
 
 Differences that remain:
+* Micro-batches (the update is the same however a step is cut). TRL: `--micro-batch` rows per
+  forward/backward. rlvr: its CPU recipe's token budget (configs/demo.yaml
+  `rl.micro_batch_tokens: 4096`, passes weighed by `rl.pass_overhead_tokens`), usually one or
+  two passes per step where 8-row passes take eight; TRL has no token-budget micro-batches for GRPO.
 * Generation. rlvr samples with vLLM in process and pushes merged weights each step. TRL uses
   vLLM colocate mode when it works (`--trl-generation auto` tries it and falls back, printing
   why; on this CPU its weight sync fails) and otherwise `model.generate` on the learner.
@@ -109,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="completions per forward/backward (reduced to divide prompts x samples)")
     parser.add_argument("--trl-generation", choices=("auto", "vllm", "hf"), default="auto",
                         help="TRL's sampler: vLLM colocate, HF generate, or try the first then the second")
+    parser.add_argument("--rlvr-engine", choices=("auto", "vllm", "hf"), default="auto",
+                        help="rlvr's sampler (`rollout.engine`); `hf` samples on the learner as TRL's fallback "
+                             "does, to tell the sampler's share of a difference from the learner's")
     parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (greedy, one sample)")
     parser.add_argument("--adapter", type=Path, default=None,
                         help="the SFT adapter both systems start from (default: made once, cached in runs/bench)")
@@ -148,7 +155,7 @@ def rlvr_config(args: argparse.Namespace) -> Config:
     return load_config(REPO / "configs" / "demo.yaml", [
         f"output_dir={args.out / 'rlvr'}", f"seed={args.seed}", f"model.cache_dir={REPO / 'models'}",
         f"data.train={REPO / 'datasets' / 'train.jsonl'}", f"data.test={REPO / 'datasets' / 'test.jsonl'}",
-        f"rollout.max_tokens={args.max_tokens}", "rollout.temperature=1.0",
+        f"rollout.max_tokens={args.max_tokens}", "rollout.temperature=1.0", f"rollout.engine={args.rlvr_engine}",
         "reward.terms=[{name: accuracy}]", "algorithm.kl_coef=0.0",  # TRL 1.16's default beta
         f"rl.steps={args.steps}", f"rl.prompts_per_step={args.prompts}", f"rl.group_size={args.samples}",
         f"rl.mini_batch_size={total}", f"rl.micro_batch_size={math.gcd(args.micro_batch, total)}",
@@ -215,7 +222,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "test", config.seed),
                                    config.data.system_prompt, config.data.max_prompt_tokens)[: args.eval_problems]
     adapters = {"start": str(args.adapter), **{system: read_result(args, system)["adapter"] for system in ("trl", "rlvr")}}
-    engine = make_engine(config.rollout, model_path, device=resolve_device(config.device), seed=config.seed)
+    rollout = config.rollout.model_copy(update={"engine": "auto"})  # one engine, whatever rlvr sampled with
+    engine = make_engine(rollout, model_path, device=resolve_device(config.device), seed=config.seed)
     correct = {}
     try:
         for label, adapter in adapters.items():

@@ -79,13 +79,13 @@ def test_split_covers_every_row_once_within_the_budget():
     prompt = torch.tensor([4] * 4 + [2] * 4 + [3] * 4)
     lengths, groups = torch.tensor(LENGTHS), torch.arange(12) // 4
     for budget in (1, 13, 30, 40, 80, 1000):
-        parts = token_budget_split(prompt, lengths, groups, budget)
+        parts = token_budget_split(prompt, lengths, groups, budget, pass_overhead=0)
         assert sorted(torch.cat(parts).tolist()) == list(range(12))
         for part in parts:
             cost, real = computed_positions(prompt[part], lengths[part], groups[part])
             assert real <= cost
             assert cost <= budget or len(part) == 1, (budget, part)
-    assert len(token_budget_split(prompt, lengths, groups, 1)) == 12
+    assert len(token_budget_split(prompt, lengths, groups, 1, pass_overhead=0)) == 12
 
     def total(parts):
         return sum(computed_positions(prompt[p], lengths[p], groups[p])[0] for p in parts)
@@ -94,16 +94,24 @@ def test_split_covers_every_row_once_within_the_budget():
     fixed = total(list(torch.arange(12).split(4)))  # one group per pass: 4+48 + 2+44 + 3+40 = 141
     assert (everything, fixed) == (156, 141)
     order = sorted(range(12), key=lambda i: (-int(lengths[i]), int(groups[i]), i))
-    assert [p.tolist() for p in token_budget_split(prompt, lengths, groups, 1000)] == [order]  # it fits: one pass
-    # a budget of 100: the fewest passes, then the fewest positions, as brute force over the runs finds
-    parts = token_budget_split(prompt, lengths, groups, 100)
+    assert [p.tolist() for p in token_budget_split(prompt, lengths, groups, 1000, pass_overhead=10**9)] == [order]  # one pass
+    # a budget of 100: the least positions + overhead x passes, then the fewest passes, as brute
+    # force over the runs finds; a huge overhead gives the fewest passes, none the fewest positions
     runs = [[torch.tensor(order[a:b]) for a, b in zip((0,) + cuts, cuts + (12,))]
             for k in range(12) for cuts in itertools.combinations(range(1, 12), k)]
     fitting = [r for r in runs if all(computed_positions(prompt[p], lengths[p], groups[p])[0] <= 100 for p in r)]
-    assert (len(parts), total(parts)) == min((len(r), total(r)) for r in fitting)
-    assert total(parts) < fixed  # fewer positions than one group per pass (141)
+    chosen = {}
+    for overhead in (0, 4, 15, 10**9):
+        parts = token_budget_split(prompt, lengths, groups, 100, pass_overhead=overhead)
+        assert (total(parts) + overhead * len(parts), len(parts)) == min(
+            (total(r) + overhead * len(r), len(r)) for r in fitting)
+        chosen[overhead] = (len(parts), total(parts))
+    assert chosen[10**9][0] == min(len(r) for r in fitting)
+    assert chosen[0][1] == min(total(r) for r in fitting)
+    assert chosen[0][0] > chosen[10**9][0] and chosen[0][1] < chosen[10**9][1]  # the trade is real here
+    assert chosen[10**9][1] < fixed  # fewer positions than one group per pass (141)
     # longest first: the first micro-batch holds the longest completion
-    assert int(lengths[token_budget_split(prompt, lengths, groups, 40)[0]].max()) == 12
+    assert int(lengths[token_budget_split(prompt, lengths, groups, 40, pass_overhead=0)[0]].max()) == 12
 
 
 def test_computed_positions_follow_the_shared_prompt_forward():
@@ -128,7 +136,7 @@ def test_packed_split_counts_what_pack_computes_within_the_budget(budget):
     prompt = torch.tensor([4] * 4 + [2] * 4 + [3] * 4)
     lengths, groups = torch.tensor(LENGTHS), torch.arange(12) // 4
     seqs = collate(PROMPTS, COMPLETIONS, pad_id=2)
-    parts = token_budget_split(prompt, lengths, groups, budget, packed=True)
+    parts = token_budget_split(prompt, lengths, groups, budget, pass_overhead=0, packed=True)
     rows = [sorted(row) for row in packed_rows(lengths, groups)]  # width 12, the longest completion
     assert sorted(torch.cat(parts).tolist()) == list(range(12))
     for part in parts:
@@ -139,4 +147,4 @@ def test_packed_split_counts_what_pack_computes_within_the_budget(budget):
         assert cost <= budget or sorted(part.tolist()) in rows  # over the budget: one row alone
     if budget < 16:  # no two rows of width 12 (and a prompt) fit: a pass per row
         assert len(parts) == len(rows)
-    assert len(token_budget_split(prompt, lengths, groups, 1000, packed=True)) == 1
+    assert len(token_budget_split(prompt, lengths, groups, 1000, pass_overhead=0, packed=True)) == 1

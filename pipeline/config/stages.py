@@ -46,12 +46,17 @@ class RLConfig(OptimConfig):
     """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`).
     Packed (`pack_sequences`): the packed rows, a group's together, fill each pass in turn
     (`token_budget_split`). Padded: a mini-batch's rows are ordered by
-    completion length and cut into the fewest micro-batches of at
-    most this many computed positions (distinct prompts x prompt width + rows x completion width,
-    padding included), among those the ones computing the fewest positions: rows of similar
-    length share a pass. A smaller budget: more passes, less padding.
-    The update is the same (the loss is normalised over the mini-batch, docs/algorithms.md §4).
+    completion length and cut into micro-batches of at most this many computed positions
+    (distinct prompts x prompt width + rows x completion width, padding included) that cost the
+    least: computed positions plus `pass_overhead_tokens` per pass. Rows of similar length share
+    a pass. The update is the same (the loss is normalised over the mini-batch, docs/algorithms.md §4).
     None = `micro_batch_size` rows per pass."""
+    pass_overhead_tokens: int = Field(512, ge=0)
+    """What one more forward/backward pass costs, in computed positions, for the padded token-budget
+    split (`micro_batch_tokens`): it weighs a pass against the padding a wider pass computes.
+    `benchmarks/roofline.py` measures it (`pass overhead`): 300-450 for SmolLM2-135M on a 2-core
+    CPU, where a pass's thousands of small eager operators cost ~0.8 s and a position 2-2.5 ms.
+    0: the fewest positions; a large value: the fewest passes (verl's dynamic batch size)."""
     pack_sequences: bool = False
     """Pack each pass's completions (pipeline/core/packing.py, docs/algorithms.md §14): a group's
     completions lie end to end in rows of the longest one's width, each row continuing its group's

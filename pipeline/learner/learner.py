@@ -132,7 +132,8 @@ class Learner:
         if self.rl.micro_batch_tokens is None:
             return list(torch.split(index, self.rl.micro_batch_size))
         lengths = self._lengths(batch)
-        parts = token_budget_split(*(x[index] for x in lengths), self.rl.micro_batch_tokens, self.rl.pack_sequences)
+        parts = token_budget_split(*(x[index] for x in lengths), self.rl.micro_batch_tokens,
+                                   pass_overhead=self.rl.pass_overhead_tokens, packed=self.rl.pack_sequences)
         return [index[part] for part in parts]
 
     @staticmethod

@@ -44,11 +44,13 @@ def computed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, group
 
 
 def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor,
-                       budget: int, packed: bool = False) -> list[Tensor]:
+                       budget: int, *, pass_overhead: int, packed: bool = False) -> list[Tensor]:
     """Micro-batches (positions into the given [n] rows) of at most `budget` computed positions
-    each (`rl.micro_batch_tokens`; verl's dynamic batch size): the fewest passes, and among those
-    the fewest computed positions (`computed_positions`: padding, and prompts computed once per
-    micro-batch). A smaller budget gives more, narrower passes and less padding.
+    each (`rl.micro_batch_tokens`; verl's dynamic batch size) that cost the least: computed
+    positions (`computed_positions`: padding, and prompts computed once per micro-batch) plus
+    `pass_overhead` per pass (`rl.pass_overhead_tokens`: what one more forward/backward costs,
+    in positions), the fewer passes among equal costs. A small overhead gives narrower passes
+    and less padding; a large one the fewest passes (verl's split).
 
     Rows are ordered by completion length, longest first (a group's rows of one length
     together); the micro-batches are runs of that order, found by dynamic programming over the
@@ -64,7 +66,7 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     prompt = [int(prompt_lengths[i]) for i in order]
     width = [max(1, int(completion_lengths[i])) for i in order]
     group = [int(groups[i]) for i in order]
-    best: list[tuple[int, int]] = [(0, 0)] + [(2**62, 0)] * len(order)  # (passes, positions)
+    best: list[tuple[int, int]] = [(0, 0)] + [(2**62, 0)] * len(order)  # (cost, passes)
     start = [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
         seen: set[int] = set()
@@ -74,12 +76,12 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
             widest_prompt = max(widest_prompt, prompt[first])
             rows = end - first
             if len(seen) == rows:
-                cost = rows * (widest_prompt + width[first])
+                computed = rows * (widest_prompt + width[first])
             else:
-                cost = len(seen) * widest_prompt + rows * width[first]
-            if cost > budget and rows > 1:
+                computed = len(seen) * widest_prompt + rows * width[first]
+            if computed > budget and rows > 1:
                 break
-            total = (best[first][0] + 1, best[first][1] + cost)
+            total = (best[first][0] + computed + pass_overhead, best[first][1] + 1)
             if total < best[end]:
                 best[end], start[end] = total, first
     parts: list[Tensor] = []
