@@ -2,9 +2,8 @@
 model FLOPs utilisation, generation against the bandwidth bound, and padding.
 
     .venv/bin/python benchmarks/roofline.py [--adapter runs/bench/sft/adapter] [--prompts 4 --samples 8
-        --max-tokens 160] [--micro-batch-tokens 4096] [--update-repeats 3] [--gen-prompts 16 --hf-prompts 2] [--repeats 5]
-        [--profile]
-        [--tiny]
+        --max-tokens 160] [--micro-batch-tokens 4096] [--update-repeats 3] [--gen-prompts 16 --hf-prompts 2]
+        [--repeats 5] [--profile] [--tiny]
 
 One process, in this order (a busy machine moves every rate: the load average is printed; ratios
 measured side by side in one run are what to compare):
@@ -187,11 +186,12 @@ def head_read_seconds(learner: Learner, positions: int, repeats: int) -> dict[st
 
 def pass_cost(learner: Learner, batch: RolloutBatch, repeats: int = 2) -> tuple[float, float]:
     """(seconds per pass, seconds per computed position): a least-squares fit of one forward +
-    backward (the learner's `_forward`: its autocast and LoRA) over passes of the first 1, 2, 4,
-    ... rows of `batch` and all of them, each the fastest of `repeats`. Their ratio is
-    `rl.pass_overhead_tokens` measured (module docstring, step 2)."""
+    backward as the update runs it (the learner's `_forward` with the entropy read: its autocast
+    and LoRA) over passes of the first 2, 4, ... rows of `batch` and all of them (two or more rows
+    of a group: the shared prompt's decoder call and the completions'), each the fastest of
+    `repeats`. Their ratio is `rl.pass_overhead_tokens` measured (module docstring, step 2)."""
     prompt_len, comp_len, groups = learner._lengths(batch)
-    sizes = sorted({min(2**k, len(batch)) for k in range(len(batch).bit_length() + 1)})
+    sizes = sorted({min(2**k, len(batch)) for k in range(1, len(batch).bit_length() + 1)})
     learner.model.train()
     rows, seconds = [], []
     for size in sizes:
@@ -199,7 +199,7 @@ def pass_cost(learner: Learner, batch: RolloutBatch, repeats: int = 2) -> tuple[
         seqs = batch.seqs.rows(index).to(learner.device)
 
         def forward_backward():
-            out, _ = learner._forward(seqs)
+            out, _ = learner._forward(seqs, entropy=True)
             (out.logp.float() * seqs.completion_mask).sum().backward()
 
         seconds.append(best_seconds(forward_backward, repeats))
@@ -274,7 +274,8 @@ def main() -> None:
     parser.add_argument("--micro-batch-tokens", type=int, default=4096)
     parser.add_argument("--gen-prompts", type=int, default=16, help="prompts for gen_vs_hf (the issue: 64)")
     parser.add_argument("--hf-prompts", type=int, default=2, help="of those, prompts HF generate runs")
-    parser.add_argument("--update-repeats", type=int, default=3, help="alternating repeats of the two updates")
+    parser.add_argument("--update-repeats", type=int, default=3, choices=range(1, 100), metavar="N",
+                        help="alternating repeats of the two updates (1-99)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of the head-read timing")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over one more update")
     parser.add_argument("--seed", type=int, default=0)
@@ -321,9 +322,9 @@ def main() -> None:
             learner.rl = learner.rl.model_copy(update={"micro_batch_tokens": tokens})
             seconds, stats = timed_update(learner, batch, scores, advantages, state, params)
             micro = learned_micro_batches(learner, batch, advantages)
-            result = results.setdefault(label, dict(times=[], stats=stats, micro=len(micro),
-                                                    flops=update_flops(shape, batch, micro)))
-            result["times"].append(seconds)
+            if label not in results:
+                results[label] = dict(times=[], stats=stats, micro=len(micro), flops=update_flops(shape, batch, micro))
+            results[label]["times"].append(seconds)
     for result in results.values():
         result["seconds"] = sorted(result["times"])[len(result["times"]) // 2]
     print(f"rollout          : {len(batch)} completions, mean length {record['response_length/mean']:.0f}, "
@@ -333,7 +334,8 @@ def main() -> None:
         f = r["flops"]
         setting = (f"micro_batch_size={config.rl.micro_batch_size}" if label == "fixed"
                    else f"micro_batch_tokens={args.micro_batch_tokens}")
-        print(f"update {setting:22s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, padding "
+        print(f"update {setting:22s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, "
+              f"padding "
               f"{r['stats']['perf/padding_frac']:.3f}; {f['total'] / 1e9:.1f} GFLOP (linear "
               f"{f['linear'] / 1e9:.1f}, lora {f['lora'] / 1e9:.2f}, attention {f['attention'] / 1e9:.1f}, "
               f"head {f['head'] / 1e9:.1f}, vocab reads {f['vocab_reads'] / 1e9:.2f}) -> "

@@ -105,7 +105,7 @@ def main() -> None:
               "`learn` measures a skipped update", file=sys.stderr)
     common = [*([f"model.adapter={adapter}"] if adapter else []), f"output_dir={args.out}", f"rollout.engine={args.engine}", f"rollout.max_tokens={args.max_tokens}",
               f"rl.prompts_per_step={args.prompts}", f"rl.group_size={args.group}",
-              f"rl.mini_batch_size={samples}", f"rl.micro_batch_size={min(8, samples)}",
+              f"rl.mini_batch_size={samples}", f"rl.micro_batch_size={min(8, samples)}", "rl.micro_batch_tokens=null",
               "rl.eval_every=0", "rl.save_every=0", "reward.workers=1"]
     variants = {**VARIANTS, **(LEARNER_VARIANTS if args.learner_ranks else {})}
     if args.variants:

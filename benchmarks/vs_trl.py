@@ -110,12 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-4, help="learning rate (the demo recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--micro-batch", type=int, default=8,
-                        help="completions per forward/backward (reduced to divide prompts x samples)")
+                        help="TRL's completions per forward/backward (reduced to divide prompts x samples); "
+                             "rlvr fills passes to its recipe's token budget")
     parser.add_argument("--trl-generation", choices=("auto", "vllm", "hf"), default="auto",
                         help="TRL's sampler: vLLM colocate, HF generate, or try the first then the second")
-    parser.add_argument("--rlvr-engine", choices=("auto", "vllm", "hf"), default="auto",
-                        help="rlvr's sampler (`rollout.engine`); `hf` samples on the learner as TRL's fallback "
-                             "does, to tell the sampler's share of a difference from the learner's")
+    parser.add_argument("--rlvr-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for rlvr's run only (repeatable), e.g. rollout.engine=hf to sample "
+                             "on the learner as TRL's fallback does, or rollout.dtype=float32")
     parser.add_argument("--eval-problems", type=int, default=300, help="held-out problems (greedy, one sample)")
     parser.add_argument("--adapter", type=Path, default=None,
                         help="the SFT adapter both systems start from (default: made once, cached in runs/bench)")
@@ -147,19 +148,20 @@ def run_sft(args: argparse.Namespace) -> dict[str, Any]:
     return {"adapter": metrics["output"]}
 
 
-def rlvr_config(args: argparse.Namespace) -> Config:
-    """The demo recipe (rlvr's CPU default) set to the shared work; TRL's settings are read from it too."""
+def rlvr_config(args: argparse.Namespace, *extra: str) -> Config:
+    """The demo recipe (rlvr's CPU default) set to the shared work, then `extra` overrides (rlvr's run
+    only: `--rlvr-set`); TRL's settings and the evaluation are read from it without them."""
     from pipeline.config import load_config
 
     total = args.prompts * args.samples
     return load_config(REPO / "configs" / "demo.yaml", [
         f"output_dir={args.out / 'rlvr'}", f"seed={args.seed}", f"model.cache_dir={REPO / 'models'}",
         f"data.train={REPO / 'datasets' / 'train.jsonl'}", f"data.test={REPO / 'datasets' / 'test.jsonl'}",
-        f"rollout.max_tokens={args.max_tokens}", "rollout.temperature=1.0", f"rollout.engine={args.rlvr_engine}",
+        f"rollout.max_tokens={args.max_tokens}", "rollout.temperature=1.0",
         "reward.terms=[{name: accuracy}]", "algorithm.kl_coef=0.0",  # TRL 1.16's default beta
         f"rl.steps={args.steps}", f"rl.prompts_per_step={args.prompts}", f"rl.group_size={args.samples}",
         f"rl.mini_batch_size={total}", f"rl.micro_batch_size={math.gcd(args.micro_batch, total)}",
-        f"rl.lr={args.lr}", "rl.eval_every=0", "rl.save_every=0", f"model.adapter={args.adapter}",
+        f"rl.lr={args.lr}", "rl.eval_every=0", "rl.save_every=0", f"model.adapter={args.adapter}", *extra,
     ])
 
 
@@ -192,14 +194,14 @@ def run_rlvr(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.rollout import resolve_engine, resolve_sync
     from stages import rl
 
-    config = rlvr_config(args)
+    config = rlvr_config(args, *args.rlvr_set)
     adapter = rl.run(config)["output"]
     metrics = Path(config.output_dir) / "rl" / "metrics.jsonl"
     steps = [record for line in metrics.read_text().splitlines() if "time/step" in (record := json.loads(line))]
     engine = resolve_engine(config.rollout.engine)
     sync = f", sync {resolve_sync(config.rollout.sync, resolve_device(config.device))}" if engine == "vllm" else ""
     return {
-        "mode": f"{engine}{sync}",
+        "mode": f"{engine}{sync}" + "".join(f", {setting}" for setting in args.rlvr_set),
         "step_seconds": [r["time/step"] for r in steps],
         "phases": {key.removeprefix("time/"): [r[key] for r in steps] for key in RLVR_PHASES},
         "rewards": [r["reward/mean"] for r in steps],
@@ -222,8 +224,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     problems = filter_long_prompts(tokenizer, load_problems_for(config.data, "test", config.seed),
                                    config.data.system_prompt, config.data.max_prompt_tokens)[: args.eval_problems]
     adapters = {"start": str(args.adapter), **{system: read_result(args, system)["adapter"] for system in ("trl", "rlvr")}}
-    rollout = config.rollout.model_copy(update={"engine": "auto"})  # one engine, whatever rlvr sampled with
-    engine = make_engine(rollout, model_path, device=resolve_device(config.device), seed=config.seed)
+    engine = make_engine(config.rollout, model_path, device=resolve_device(config.device), seed=config.seed)
     correct = {}
     try:
         for label, adapter in adapters.items():
@@ -331,6 +332,13 @@ def main() -> None:
     if args.system:
         run_part(args)
         return
+    from pipeline.config import ConfigError
+
+    for extra, flag in (((), "the shared settings"), (args.rlvr_set, "--rlvr-set")):
+        try:  # a bad setting stops here, before either system runs
+            rlvr_config(args, *extra)
+        except ConfigError as error:
+            sys.exit(f"{flag}: {error}")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.adapter.exists():
         print(f"making the SFT adapter once (configs/demo.yaml's sft settings) -> {args.adapter}", flush=True)

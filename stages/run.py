@@ -68,10 +68,12 @@ def with_dpo_pairs(config: Config, pairs_file: str) -> Config:
 NOT_HASHED = frozenset({
     "output_dir", "device", "model.cache_dir", "reward.workers", "rollout.engine", "rollout.in_process",
     "rollout.gpu_memory_utilization", "rollout.enforce_eager", "rollout.sync_check_every",
+    "rl.micro_batch_size", "rl.micro_batch_tokens", "rl.pass_overhead_tokens", "rl.pack_sequences",
     *(f"cluster.{key}" for key in ClusterConfig.model_fields),
 })
 """Keys that say where or with what resources a stage runs, not what it computes: changing them
-leaves a finished stage current."""
+leaves a finished stage current. How an RL mini-batch is cut into passes is among them: the update
+is the same however it is cut (docs/algorithms.md §4, up to float rounding)."""
 
 INPUTS_FILE = "inputs.json"
 MARKER_FILE = "metrics.json"

@@ -65,3 +65,20 @@ def test_trl_autocasts_exactly_where_rlvrs_learner_does(vs_trl, tmp_path, settin
         expected = native if setting == "auto" else setting
         assert optim.uses_bf16_autocast(torch.device("cpu"), setting) is expected
         assert trl_arguments(config, tmp_path / "trl", use_vllm=False).bf16 is expected
+
+
+def test_rlvr_set_reaches_rlvrs_run_only(vs_trl, tmp_path, monkeypatch):
+    """`--rlvr-set` overrides rlvr's config alone: TRL's settings and the evaluation (both read
+    `rlvr_config(args)`) keep the shared work; a bad key stops the benchmark before it runs anything."""
+    args = vs_trl.parse_args(["--out", str(tmp_path), "--adapter", str(tmp_path / "sft"),
+                              "--rlvr-set", "rollout.engine=hf", "--rlvr-set", "rollout.dtype=float32"])
+    shared, rlvr = vs_trl.rlvr_config(args), vs_trl.rlvr_config(args, *args.rlvr_set)
+    assert (rlvr.rollout.engine, rlvr.rollout.dtype) == ("hf", "float32")
+    assert (shared.rollout.engine, shared.rollout.dtype) == ("auto", "auto")
+    assert rlvr.rl == shared.rl and rlvr.model == shared.model
+
+    monkeypatch.setattr("sys.argv", ["vs_trl.py", "--out", str(tmp_path / "run"), "--rlvr-set", "rollout.dtyp=float32"])
+    monkeypatch.setattr(vs_trl, "spawn", lambda *a, **k: pytest.fail("a system ran despite the bad override"))
+    with pytest.raises(SystemExit, match=r"--rlvr-set: .*'rollout\.dtyp'.*rollout\.dtype"):
+        vs_trl.main()
+    assert not (tmp_path / "run").exists()

@@ -6,6 +6,8 @@ pipeline/core/packing.py)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -66,7 +68,7 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     prompt = [int(prompt_lengths[i]) for i in order]
     width = [max(1, int(completion_lengths[i])) for i in order]
     group = [int(groups[i]) for i in order]
-    best: list[tuple[int, int]] = [(0, 0)] + [(2**62, 0)] * len(order)  # (cost, passes)
+    best: list[tuple[float, int]] = [(0, 0)] + [(math.inf, 0)] * len(order)  # (cost, passes)
     start = [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
         seen: set[int] = set()
