@@ -23,8 +23,8 @@ measured side by side in one run are what to compare):
    positions the LM head (`2 d V` forward + `2 d V` backward) plus the log-prob read, its
    gradient and the entropy read over the vocabulary (`~5 V` each; pipeline/core/logprobs.py
    `linear_logprobs`). MFU = FLOPs / update seconds / peak. Then the cost of a pass: one
-   forward + backward of the first 1, 2, 4, ... rows and of all, fitted as `a + b * computed
-   positions`; `a / b` is what `rl.pass_overhead_tokens` should be on this machine.
+   forward + backward of the first 2, 4, ... rows and of all, fitted as `a + b * computed
+   positions` (`pass_cost`); `a / b` is what `rl.pass_overhead_tokens` should be on this machine.
 3. The LM head's read (forward and backward of logp, entropy as a statistic) on the update's
    completion positions, with the model's head under the learner's autocast, two ways
    alternating `--repeats` times (medians, and their ratio): through the head's logits
@@ -335,8 +335,7 @@ def main() -> None:
         setting = (f"micro_batch_size={config.rl.micro_batch_size}" if label == "fixed"
                    else f"micro_batch_tokens={args.micro_batch_tokens}")
         print(f"update {setting:22s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, "
-              f"padding "
-              f"{r['stats']['perf/padding_frac']:.3f}; {f['total'] / 1e9:.1f} GFLOP (linear "
+              f"padding {r['stats']['perf/padding_frac']:.3f}; {f['total'] / 1e9:.1f} GFLOP (linear "
               f"{f['linear'] / 1e9:.1f}, lora {f['lora'] / 1e9:.2f}, attention {f['attention'] / 1e9:.1f}, "
               f"head {f['head'] / 1e9:.1f}, vocab reads {f['vocab_reads'] / 1e9:.2f}) -> "
               f"{f['total'] / r['seconds'] / 1e9:.0f} GFLOP/s = MFU {f['total'] / r['seconds'] / 1e9 / peak:.3f}")
