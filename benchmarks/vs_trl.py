@@ -142,7 +142,7 @@ def sft_config() -> Config:
 
 
 def run_sft(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.supervised.sft import run_sft as sft
+    from stages.sft import run_sft as sft
 
     metrics = sft(sft_config(), SFT_CACHE / "sft")
     return {"adapter": metrics["output"]}

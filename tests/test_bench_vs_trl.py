@@ -82,3 +82,21 @@ def test_rlvr_set_reaches_rlvrs_run_only(vs_trl, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"--rlvr-set: .*'rollout\.dtyp'.*rollout\.dtype"):
         vs_trl.main()
     assert not (tmp_path / "run").exists()
+
+
+def test_the_cached_sft_start_is_the_demos_sft_stage(vs_trl, tmp_path, monkeypatch):
+    """Without `--adapter` the benchmark makes its start with the SFT stage rlvr ships (configs/demo.yaml's
+    `sft` settings) into the cache folder, and races from the adapter that stage reports."""
+    import stages.sft
+
+    calls = []
+
+    def fake_sft(config, out):
+        calls.append((config, out))
+        return {"output": str(out / "adapter")}
+
+    monkeypatch.setattr(stages.sft, "run_sft", fake_sft)
+    result = vs_trl.run_sft(vs_trl.parse_args(["--out", str(tmp_path)]))
+    [(config, out)] = calls
+    assert out == vs_trl.SFT_CACHE / "sft" and result == {"adapter": str(vs_trl.SFT_CACHE / "sft" / "adapter")}
+    assert config.output_dir == str(vs_trl.SFT_CACHE) and config.sft.max_examples == 320
