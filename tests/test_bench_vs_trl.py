@@ -100,3 +100,69 @@ def test_the_cached_sft_start_is_the_demos_sft_stage(vs_trl, tmp_path, monkeypat
     [(config, out)] = calls
     assert out == vs_trl.SFT_CACHE / "sft" and result == {"adapter": str(vs_trl.SFT_CACHE / "sft" / "adapter")}
     assert config.output_dir == str(vs_trl.SFT_CACHE) and config.sft.max_examples == 320
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dapo", "dr_grpo"])
+def test_rlvrs_gradient_is_trls_on_the_same_batch(vs_trl, tiny_policy_factory, tiny_model_dir, tmp_path, preset):
+    """The race's objective is the same on both sides: one batch (two groups, completions of
+    different lengths, logp_old off the current policy so the clip acts) through rlvr's learner and
+    through TRL's `GRPOTrainer._compute_loss` (the loss type and clip range `trl_arguments` sets)
+    gives the same gradient on every LoRA tensor."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOTrainer
+
+    from benchmarks.vs_trl_trainer import trl_arguments
+    from pipeline.algorithms.advantages import Advantages
+    from pipeline.config import load_config
+    from pipeline.core.forward import collate
+    from pipeline.core.models import load_tokenizer
+    from pipeline.learner.batch import PolicyScores, RolloutBatch
+    from pipeline.learner.learner import Learner
+
+    adapter = tmp_path / "adapter"
+    tiny_policy_factory(scale=0.5, seed=1).save_pretrained(adapter)
+    config = load_config(None, [
+        f"algorithm.preset={preset}", "algorithm.kl_coef=0.0", "rl.group_size=4", "rl.prompts_per_step=2",
+        "rl.mini_batch_size=8", "rl.micro_batch_size=8", "rl.bf16_autocast=false", "rollout.max_tokens=8",
+        "lora.rank=8", "lora.alpha=16", f"model.adapter={adapter}"])
+    prompts = [[10, 11, 12]] * 4 + [[20, 21, 22, 23, 24]] * 4
+    completions = [[30, 31, 32, 2], [40, 41], [50, 51, 52, 53, 54, 2], [60],
+                   [70, 71, 2], [80, 81, 82, 83, 84, 85, 86, 87], [90, 91], [100, 101, 102, 2]]
+    advantages = torch.tensor([1.2, -0.4, 0.3, -1.1, 0.9, -0.9, 0.5, -0.5])
+    seqs = collate(prompts, completions, pad_id=2)
+    mask = seqs.completion_mask
+
+    learner = Learner(config, str(tiny_model_dir), torch.device("cpu"), total_updates=1)
+    with torch.no_grad():
+        logp = learner._forward(seqs)[0].logp.float()
+    logp_old = torch.where(mask, logp + 0.3 * torch.randn(logp.shape, generator=torch.Generator().manual_seed(0)), 0.0)
+    batch = RolloutBatch(seqs=seqs, loss_mask=mask.clone(), logp_engine=logp_old, rewards=torch.zeros(8), group_size=4)
+    norm = dict(num_tokens=int(mask.sum()), num_seqs=len(completions), max_len=config.rollout.max_tokens)
+    learner.model.train()
+    stats, _ = learner._accumulate(batch, PolicyScores(logp_old, None, None), Advantages(advantages),
+                                   torch.arange(8), norm)
+    assert 0 < stats["clip_frac/low"] + stats["clip_frac/high"] < 1  # the clip acts on some tokens only
+    ours = {name: p.grad for name, p in learner.model.named_parameters() if p.requires_grad}
+
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32"),
+                                       str(adapter), is_trainable=True)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    trainer = GRPOTrainer(model=policy, reward_funcs=lambda completions, **_: [0.0] * len(completions),
+                          train_dataset=Dataset.from_list([{"prompt": "a"}, {"prompt": "b"}]),
+                          args=trl_arguments(config, tmp_path / "trl", use_vllm=False), processing_class=tokenizer)
+    trainer.current_gradient_accumulation_steps = 1
+    prompt_width = seqs.prompt_width
+    inputs = dict(prompt_ids=seqs.input_ids[:, :prompt_width], prompt_mask=seqs.attention_mask[:, :prompt_width],
+                  completion_ids=seqs.completion_ids, completion_mask=mask.long(), advantages=advantages,
+                  old_per_token_logps=logp_old, num_items_in_batch=mask.sum())
+    policy.train()
+    trainer._compute_loss(policy, inputs).backward()
+    theirs = {name: p.grad for name, p in policy.named_parameters() if p.requires_grad}
+
+    assert ours.keys() == theirs.keys() and len(ours) > 0
+    for name, grad in theirs.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(ours[name], grad, rtol=1e-4, atol=1e-7, msg=name)
