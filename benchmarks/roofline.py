@@ -69,6 +69,7 @@ from pipeline.core.models import bf16_is_native, resolve_device  # noqa: E402
 from pipeline.core.optim import uses_bf16_autocast  # noqa: E402
 from pipeline.learner.batch import RolloutBatch  # noqa: E402
 from pipeline.learner.learner import Learner  # noqa: E402
+from pipeline.core.packing import packed_rows  # noqa: E402
 from pipeline.learner.micro_batches import computed_positions  # noqa: E402
 from pipeline.rl.trainer import Trainer  # noqa: E402
 
@@ -128,23 +129,29 @@ def model_shape(learner: Learner) -> ModelShape:
                       config.vocab_size, n_base, n_lora, head_dim)
 
 
-def update_flops(shape: ModelShape, batch: RolloutBatch, micro_batches: list[torch.Tensor]) -> dict[str, float]:
-    """Model FLOPs of forward + backward over `micro_batches` (module docstring, step 2)."""
+def update_flops(shape: ModelShape, batch: RolloutBatch, micro_batches: list[torch.Tensor],
+                 packed: bool = False) -> dict[str, float]:
+    """Model FLOPs of forward + backward over `micro_batches`, padded or `packed` (module docstring, step 2)."""
     seqs = batch.seqs
     prompt_len = seqs.attention_mask[:, : seqs.prompt_width].sum(-1)
     comp_len = seqs.completion_mask.sum(-1)
     groups = torch.arange(len(batch)) // batch.group_size
     count = dict(linear=0.0, lora=0.0, attention=0.0, head=0.0, vocab_reads=0.0)
     for micro in micro_batches:
-        positions, _ = computed_positions(prompt_len[micro], comp_len[micro], groups[micro])
+        positions, _ = computed_positions(prompt_len[micro], comp_len[micro], groups[micro], packed)
         width_p, width_c = int(prompt_len[micro].max()), max(1, int(comp_len[micro].max()))
+        prompts_per_row = 1  # the prompts a completion row's keys hold side by side (packing.pack's K)
         completion_positions = len(micro) * width_c
+        if packed:
+            rows = packed_rows(comp_len[micro])
+            prompts_per_row = max(len({int(groups[micro][i]) for i in row}) for row in rows)
+            completion_positions = len(rows) * width_c
         prompt_positions = positions - completion_positions
         count["linear"] += 4 * shape.n_base * positions
         count["lora"] += 6 * shape.n_lora * positions
         # context per position: a prompt position sees half the prompt on average, a completion
-        # position the prompt and half the completion; x3 for forward + backward
-        context = prompt_positions * width_p / 2 + completion_positions * (width_p + width_c / 2)
+        # position its row's prompt keys and half the completion; x3 for forward + backward
+        context = prompt_positions * width_p / 2 + completion_positions * (prompts_per_row * width_p + width_c / 2)
         count["attention"] += 3 * 4 * shape.layers * shape.hidden * context
         count["head"] += 4 * shape.hidden * shape.vocab * completion_positions
         count["vocab_reads"] += 3 * 5 * shape.vocab * completion_positions  # log-prob, its gradient, entropy
@@ -318,12 +325,14 @@ def main() -> None:
     params = [p.detach().clone() for p in learner.params]
     results: dict[str, dict] = {}
     for _ in range(args.update_repeats):  # alternating, so both see the same load
-        for label, tokens in (("fixed", None), ("budget", args.micro_batch_tokens)):
-            learner.rl = learner.rl.model_copy(update={"micro_batch_tokens": tokens})
+        for label, tokens, packed in (("fixed", None, False),
+                                      ("budget", args.micro_batch_tokens, config.rl.pack_sequences)):
+            learner.rl = learner.rl.model_copy(update={"micro_batch_tokens": tokens, "pack_sequences": packed})
             seconds, stats = timed_update(learner, batch, scores, advantages, state, params)
             micro = learned_micro_batches(learner, batch, advantages)
             if label not in results:
-                results[label] = dict(times=[], stats=stats, micro=len(micro), flops=update_flops(shape, batch, micro))
+                results[label] = dict(times=[], stats=stats, micro=len(micro),
+                                      flops=update_flops(shape, batch, micro, packed))
             results[label]["times"].append(seconds)
     for result in results.values():
         result["seconds"] = sorted(result["times"])[len(result["times"]) // 2]
@@ -333,8 +342,8 @@ def main() -> None:
     for label, r in results.items():
         f = r["flops"]
         setting = (f"micro_batch_size={config.rl.micro_batch_size}" if label == "fixed"
-                   else f"micro_batch_tokens={args.micro_batch_tokens}")
-        print(f"update {setting:22s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, "
+                   else f"micro_batch_tokens={args.micro_batch_tokens}" + (", packed" if config.rl.pack_sequences else ""))
+        print(f"update {setting:30s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, "
               f"padding {r['stats']['perf/padding_frac']:.3f}; {f['total'] / 1e9:.1f} GFLOP (linear "
               f"{f['linear'] / 1e9:.1f}, lora {f['lora'] / 1e9:.2f}, attention {f['attention'] / 1e9:.1f}, "
               f"head {f['head'] / 1e9:.1f}, vocab reads {f['vocab_reads'] / 1e9:.2f}) -> "

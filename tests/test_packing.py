@@ -37,6 +37,7 @@ def test_packed_forward_equals_the_padded_forward_with_gradients(tiny_fp32_model
                 param.normal_(0, 0.05)  # an adapter that changes every state, prompts' included
     prompts, completions = _groups(seed, n_groups=3 + seed, group_size=3)
     batch = collate(prompts, completions, pad_id=2)
+    assert pack(batch).row_prompts.shape[1] > 1  # some row continues two groups' prompts
     results = []
     for forward in (completion_forward, packed_forward):
         out = forward(model, batch, temperature=0.7, with_entropy=True, top_k=50)
@@ -60,7 +61,7 @@ def test_pack_lays_a_groups_completions_end_to_end_after_its_prompt():
     assert packed.prompt_ids.tolist() == [[2, 2, 20], [10, 11, 12]]
     # width 3, the longest completion: rows 1 (+ the empty row 3) and rows 0 + 2
     assert packed.input_ids.tolist() == [[40, 41, 42], [30, 31, 50]]
-    assert packed.row_prompt.tolist() == [0, 1]
+    assert packed.row_prompts.tolist() == [[0], [1]]
     assert packed.position_ids.tolist() == [[1, 2, 3], [3, 4, 3]]  # on from each prompt's length
     mask = packed.attention_mask[:, 0]
     assert mask[1, 2].tolist() == [True, True, True, False, False, True]  # row 2's token: its prompt, itself
@@ -85,10 +86,30 @@ def test_first_fit_decreasing_places_every_item_once_within_the_width(seed):
     assert len(bins) <= 2 * -(-sum(lengths) // width)  # first fit: no two bins at most half full
 
 
-def test_packed_rows_hold_one_group_each_within_the_longest_completion():
-    lengths, groups = torch.tensor([5, 1, 4, 2, 3, 3, 6]), torch.tensor([0, 0, 0, 0, 1, 1, 1])
-    rows = packed_rows(lengths, groups)
-    assert sorted(r for row in rows for r in row) == list(range(7))
-    assert all(len({int(groups[r]) for r in row}) == 1 for row in rows)
-    assert all(int(lengths[row].sum()) <= 6 for row in rows)
-    assert len(rows) == 4  # group 0: 5+1, 4+2; group 1: 6, 3+3
+def test_packed_rows_fill_the_longest_completions_width_across_groups():
+    lengths = torch.tensor([5, 1, 4, 2, 3, 3, 6])
+    assert packed_rows(lengths) == [[6], [0, 1], [2, 3], [4, 5]]  # every row full
+    # one group's rows (lengths 5, 3) and another's (2): the 3 and the 2 share a row
+    assert packed_rows(torch.tensor([5, 3, 2])) == [[0], [1, 2]]
+
+
+def test_a_packed_row_continues_each_completions_own_prompt():
+    """A row holding two groups' completions reads both prompts side by side (K = 2 slots of P
+    keys); each token sees its own prompt's keys and its own completion's past only."""
+    prompts = [[10, 11, 12], [20], [10, 11, 12]]
+    completions = [[30, 31, 32], [40], [50, 51]]
+    packed = pack(collate(prompts, completions, pad_id=2))
+    # distinct prompts: 0 = [20] (left-padded), 1 = [10, 11, 12]; rows: [row 0], [row 2, row 1]
+    assert packed.input_ids.tolist() == [[30, 31, 32], [50, 51, 40]]
+    assert packed.row_prompts.tolist() == [[1, 1], [0, 1]]
+    assert packed.position_ids.tolist() == [[3, 4, 5], [3, 4, 1]]
+    mask = packed.attention_mask[:, 0]  # keys: slot 0's 3, slot 1's 3, the row's 3
+    assert mask[1, 2].tolist() == [False, False, True, False, False, False, False, False, True]  # [20] and itself
+    assert mask[1, 1].tolist() == [False, False, False, True, True, True, True, True, False]
+    assert mask[0, 0].tolist() == [True, True, True, False, False, False, True, False, False]
+    assert packed.state.tolist() == [1, 2, 3, 1, 5, 0]
+    assert packed.row.tolist() == [0, 0, 0, 2, 2, 1] and packed.column.tolist() == [0, 1, 2, 0, 1, 0]
+    assert packed.computed == 2 * 3 + 2 * 3 == packed_positions(torch.tensor([3, 1, 3]), torch.tensor([3, 1, 2]),
+                                                                torch.tensor([1, 0, 1]))
+
+

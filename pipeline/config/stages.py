@@ -44,7 +44,7 @@ class RLConfig(OptimConfig):
     """Completions per forward/backward pass (gradient accumulation within a mini-batch)."""
     micro_batch_tokens: int | None = Field(None, ge=1)
     """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`).
-    Packed (`pack_sequences`): the packed rows, a group's together, fill each pass in turn
+    Packed (`pack_sequences`): the packed rows, longest first, fill each pass in turn
     (`token_budget_split`). Padded: a mini-batch's rows are ordered by
     completion length and cut into micro-batches of at most this many computed positions
     (distinct prompts x prompt width + rows x completion width, padding included) that cost the
@@ -58,10 +58,10 @@ class RLConfig(OptimConfig):
     CPU, where a pass's thousands of small eager operators cost ~0.8 s and a position 2-2.5 ms.
     0: the fewest positions; a large value: the fewest passes (verl's dynamic batch size)."""
     pack_sequences: bool = False
-    """Pack each pass's completions (pipeline/core/packing.py, docs/algorithms.md §14): a group's
-    completions lie end to end in rows of the longest one's width, each row continuing its group's
-    prompt (run once, as padded), with an attention mask that keeps completions apart. Fewer rows,
-    the same log-probs up to rounding. False: every completion its own row, right-padded to the
+    """Pack each pass's completions (pipeline/core/packing.py, docs/algorithms.md §14): they lie end
+    to end in rows of the longest one's width, whatever their group, each row continuing the
+    prompts of the completions it holds (run once, as padded), with an attention mask that keeps
+    completions apart. Fewer rows, the same log-probs up to rounding. False: every completion its own row, right-padded to the
     longest. Needs a model that takes a 4D attention mask (Hugging Face `sdpa` or `eager` attention)."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's completions (TRL's num_iterations, verl's ppo_epochs)."""

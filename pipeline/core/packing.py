@@ -2,13 +2,15 @@
 (`rl.pack_sequences`, docs/algorithms.md §14).
 
 The padded layout (`pipeline.core.forward.shared_prompt_forward`) gives every completion a row of
-the longest one's width W. Packed, the completions of one group share rows of that width:
-first-fit decreasing lays them end to end, each row continuing its group's prompt, which runs
-once through the decoder with a KV cache as in the padded layout. One attention mask
-[R, 1, W, P + W] lets a completion token see its prompt and the earlier tokens of its own
-completion only, and its position id counts on from the prompt's length, so every completion
-token is computed from exactly the context it has in the padded layout: the same log-probs up to
-rounding. Rows stay W wide, so attention costs what it costs padded; only the rows are fewer.
+the longest one's width W. Packed, completions share rows of that width: first-fit decreasing
+lays them end to end, whatever their group, and a row continues the prompts of the groups it
+holds, which ran once through the decoder with a KV cache as in the padded layout (the row's
+cache: those K prompts side by side, `prompt_cache`). One attention mask [R, 1, W, K*P + W]
+lets a completion token see its own prompt and the earlier tokens of its own completion only,
+and its position id counts on from its prompt's length, so every completion token is computed
+from exactly the context it has in the padded layout: the same log-probs up to rounding. The
+decoder computes R x W completion positions instead of B x W; attention reads K*P + W keys per
+row instead of P + W.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ class PackedBatch:
     prompt_mask: Tensor  # [D, P]
     input_ids: Tensor  # [R, W] completions end to end; 0 in the rows' tails
     position_ids: Tensor  # [R, W]
-    row_prompt: Tensor  # [R] the prompt each packed row continues
-    attention_mask: Tensor  # [R, 1, W, P + W] bool: query w sees the prompt's key p / the row's key w'
+    row_prompts: Tensor  # [R, K] the prompts each packed row continues (its first ones; repeated to fill K)
+    attention_mask: Tensor  # [R, 1, W, K * P + W] bool: query w sees key p of prompt k / the row's key w'
     token: Tensor  # [n] flat index (r * W + w) of each real completion token
     state: Tensor  # [n] its predicting state: d < D the last of prompt d, D + r * W + w a completion's
     row: Tensor  # [n] its row b of the batch
@@ -57,16 +59,10 @@ def first_fit_decreasing(lengths: list[int], width: int) -> list[list[int]]:
     return bins
 
 
-def packed_rows(completion_lengths: Tensor, groups: Tensor) -> list[list[int]]:
-    """The packed rows of these rows [n] (completion lengths and group ids): each a list of
-    rows of one group, their completions fitting the longest completion's width (at least 1)."""
-    width = max(1, int(completion_lengths.max()))
-    rows = []
-    for group in torch.unique(groups).tolist():
-        members = (groups == group).nonzero().flatten().tolist()
-        rows += [[members[i] for i in b]
-                 for b in first_fit_decreasing([int(completion_lengths[m]) for m in members], width)]
-    return rows
+def packed_rows(completion_lengths: Tensor) -> list[list[int]]:
+    """The packed rows of these rows [n]: their completions (by index) end to end, first-fit
+    decreasing into rows of the longest completion's width (at least 1), whatever their groups."""
+    return first_fit_decreasing([int(n) for n in completion_lengths], max(1, int(completion_lengths.max())))
 
 
 def packed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor) -> int:
@@ -74,7 +70,7 @@ def packed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups:
     packed rows x the longest completion (`PackedBatch.computed`)."""
     distinct = len(torch.unique(groups))
     return (distinct * int(prompt_lengths.max())
-            + len(packed_rows(completion_lengths, groups)) * max(1, int(completion_lengths.max())))
+            + len(packed_rows(completion_lengths)) * max(1, int(completion_lengths.max())))
 
 
 def pack(batch: SequenceBatch) -> PackedBatch:
@@ -86,22 +82,24 @@ def pack(batch: SequenceBatch) -> PackedBatch:
     if bool((prompt_lengths == 0).any()):
         raise ValueError("packing needs a prompt of at least one token in every row")
     lengths = batch.completion_mask.sum(-1)
-    rows = packed_rows(lengths.cpu(), row_prompt.cpu())
+    rows = packed_rows(lengths.cpu())
     R, W, D = len(rows), max(1, int(lengths.max())), len(prompt_ids)
+    held = [sorted({int(row_prompt[b]) for b in members}) for members in rows]  # each row's prompts
+    K = max(len(prompts) for prompts in held)
+    row_prompts = torch.tensor([prompts + prompts[:1] * (K - len(prompts)) for prompts in held], dtype=torch.long)
     ids = torch.zeros(R, W, dtype=torch.long)
     positions = torch.zeros(R, W, dtype=torch.long)
     segment = torch.full((R, W), -1, dtype=torch.long)  # the batch row of each token; -1 in the tails
-    packed_prompt = torch.empty(R, dtype=torch.long)
+    slot = torch.full((R, W), -1, dtype=torch.long)  # the row's prompt slot k its token continues
     token, state, batch_rows, columns = [], [], [], []
     for r, members in enumerate(rows):
-        g = int(row_prompt[members[0]])
-        packed_prompt[r] = g
         at = 0
         for b in members:
-            n = int(lengths[b])
+            n, g = int(lengths[b]), int(row_prompt[b])
             ids[r, at: at + n] = batch.input_ids[b, P: P + n]
             positions[r, at: at + n] = int(prompt_lengths[g]) + torch.arange(n)
             segment[r, at: at + n] = b
+            slot[r, at: at + n] = held[r].index(g)
             flat = r * W + at + torch.arange(n)
             token.append(flat)
             state.append(torch.cat([torch.tensor([g]), D + flat[:-1]]) if n else flat)
@@ -110,11 +108,13 @@ def pack(batch: SequenceBatch) -> PackedBatch:
             at += n
     own = (segment[:, :, None] == segment[:, None, :]) & torch.ones(W, W, dtype=torch.bool).tril()
     own |= torch.eye(W, dtype=torch.bool)  # a tail position sees itself
-    prompt_visible = prompt_mask.bool().cpu()[packed_prompt][:, None, :].expand(R, W, P)
+    # query (r, w) sees key p of slot k: k is its prompt's slot and p is not that prompt's padding
+    prompt_visible = ((slot[:, :, None] == torch.arange(K))[..., None]
+                      & prompt_mask.bool().cpu()[row_prompts][:, None]).flatten(2, 3)  # [R, W, K * P]
     device = batch.input_ids.device
     empty = torch.zeros(0, dtype=torch.long)
     flat = [torch.cat(x) if x else empty for x in (token, state, batch_rows, columns)]
-    return PackedBatch(prompt_ids, prompt_mask, ids.to(device), positions.to(device), packed_prompt.to(device),
+    return PackedBatch(prompt_ids, prompt_mask, ids.to(device), positions.to(device), row_prompts.to(device),
                        torch.cat([prompt_visible, own], dim=-1)[:, None].to(device), *(x.to(device) for x in flat))
 
 
@@ -124,7 +124,7 @@ def packed_forward(model, batch: SequenceBatch, temperature: float = 1.0, with_e
     log-probs (entropy, hidden states) up to rounding; positions past a row's completion read 0."""
     decoder, head = model_parts(model)
     packed = pack(batch)
-    last, cache = prompt_cache(decoder, packed.prompt_ids, packed.prompt_mask, packed.row_prompt)
+    last, cache = prompt_cache(decoder, packed.prompt_ids, packed.prompt_mask, packed.row_prompts)
     completion = decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
                          position_ids=packed.position_ids, past_key_values=cache, use_cache=True)
     states = torch.cat([last, completion.last_hidden_state.flatten(0, 1)])

@@ -90,10 +90,13 @@ class Learner:
         self.sampling = dict(temperature=rollout.temperature or 1.0,
                              top_k=-1 if greedy else rollout.top_k, top_p=1.0 if greedy else rollout.top_p)
         """The rollout's sampling distribution, which every forward reads (pipeline/core/forward.py)."""
-        self.forward = packed_forward if self.rl.pack_sequences else shared_prompt_forward
-        """The layout of every pass: packed or padded completions (`rl.pack_sequences`)."""
         self.kept: dict[int, dict[str, Tensor]] = {}
         """Policy version -> its trainable tensors, the behaviour policies of stale rows (`keep_version`)."""
+
+    @property
+    def forward(self):
+        """The layout of every pass: packed or padded completions (`rl.pack_sequences`)."""
+        return packed_forward if self.rl.pack_sequences else shared_prompt_forward
 
     def _frozen_start(self, model_path: str) -> torch.nn.Module:
         """A frozen copy of the starting policy: the KL reference when disabling the adapter would

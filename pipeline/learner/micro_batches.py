@@ -58,9 +58,8 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     together); the micro-batches are runs of that order, found by dynamic programming over the
     run ends: O(n^2) for n rows.
     A row over the budget on its own is a micro-batch.
-    Packed: `pack`'s rows of the whole set, a group's together and groups by their longest
-    completion, fill each pass in turn while it computes at most `budget` positions
-    (`packed_positions`).
+    Packed: `pack`'s rows of the whole set (`packed_rows`, longest first) fill each pass in turn
+    while it computes at most `budget` positions (`packed_positions`).
     """
     if packed:
         return _packed_split(prompt_lengths, completion_lengths, groups, budget)
@@ -96,11 +95,8 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
 
 def _packed_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor, budget: int) -> list[Tensor]:
     """`token_budget_split` of packed passes (its docstring)."""
-    longest = {g: int(completion_lengths[groups == g].max()) for g in torch.unique(groups).tolist()}
-    rows = sorted(packed_rows(completion_lengths, groups), key=lambda r: (-longest[int(groups[r[0]])],
-                                                                          int(groups[r[0]]), r[0]))
     parts: list[list[int]] = []
-    for row in rows:
+    for row in packed_rows(completion_lengths):
         if parts:
             candidate = torch.tensor(parts[-1] + row)
             if packed_positions(prompt_lengths[candidate], completion_lengths[candidate], groups[candidate]) <= budget:
