@@ -69,7 +69,7 @@ from pipeline.core.models import bf16_is_native, resolve_device  # noqa: E402
 from pipeline.core.optim import uses_bf16_autocast  # noqa: E402
 from pipeline.learner.batch import RolloutBatch  # noqa: E402
 from pipeline.learner.learner import Learner  # noqa: E402
-from pipeline.core.packing import packed_rows  # noqa: E402
+from pipeline.core.packing import packed_rows, row_width  # noqa: E402
 from pipeline.learner.micro_batches import computed_positions  # noqa: E402
 from pipeline.rl.trainer import Trainer  # noqa: E402
 
@@ -145,6 +145,7 @@ def update_flops(shape: ModelShape, batch: RolloutBatch, micro_batches: list[tor
         if packed:
             rows = packed_rows(comp_len[micro])
             prompts_per_row = max(len({int(groups[micro][i]) for i in row}) for row in rows)
+            width_c = row_width(rows, comp_len[micro].tolist())
             completion_positions = len(rows) * width_c
         prompt_positions = positions - completion_positions
         count["linear"] += 4 * shape.n_base * positions

@@ -93,6 +93,24 @@ def test_packed_rows_fill_the_longest_completions_width_across_groups():
     assert packed_rows(torch.tensor([5, 3, 2])) == [[0], [1, 2]]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_packed_rows_widen_to_the_fewest_positions(seed):
+    """Completions of similar lengths, one longer: rows of the longest one's width would hold one
+    completion each; a row width up to twice that is chosen when it computes fewer positions."""
+    lengths = [20, 21, 22, 20, 34]
+    assert [sorted(lengths[i] for i in row) for row in packed_rows(torch.tensor(lengths))] == [[22, 34], [20, 20, 21]]
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 40))]
+    rows = packed_rows(torch.tensor(lengths))
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert max(lengths) <= width <= 2 * max(lengths)
+    narrow = first_fit_decreasing(lengths, max(lengths))
+    assert len(rows) * width <= len(narrow) * max(lengths)
+    assert all(len(rows) * width <= len(first_fit_decreasing(lengths, w)) * w
+               for w in range(max(lengths), 2 * max(lengths) + 1))
+
+
 def test_a_packed_row_continues_each_completions_own_prompt():
     """A row holding two groups' completions reads both prompts side by side (K = 2 slots of P
     keys); each token sees its own prompt's keys and its own completion's past only."""

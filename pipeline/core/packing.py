@@ -2,15 +2,15 @@
 (`rl.pack_sequences`, docs/algorithms.md §14).
 
 The padded layout (`pipeline.core.forward.shared_prompt_forward`) gives every completion a row of
-the longest one's width W. Packed, completions share rows of that width: first-fit decreasing
-lays them end to end, whatever their group, and a row continues the prompts of the groups it
-holds, which ran once through the decoder with a KV cache as in the padded layout (the row's
-cache: those K prompts side by side, `prompt_cache`). One attention mask [R, 1, W, K*P + W]
-lets a completion token see its own prompt and the earlier tokens of its own completion only,
-and its position id counts on from its prompt's length, so every completion token is computed
-from exactly the context it has in the padded layout: the same log-probs up to rounding. The
-decoder computes R x W completion positions instead of B x W; attention reads K*P + W keys per
-row instead of P + W.
+the longest one's width. Packed, completions share rows of a width W between that and twice it
+(`packed_rows`): first-fit decreasing lays them end to end, whatever their group, and a row
+continues the prompts of the groups it holds, which ran once through the decoder with a KV cache
+as in the padded layout (the row's cache: those K prompts side by side, `prompt_cache`). One
+attention mask [R, 1, W, K*P + W] lets a completion token see its own prompt and the earlier
+tokens of its own completion only, and its position id counts on from its prompt's length, so
+every completion token is computed from exactly the context it has in the padded layout: the
+same log-probs up to rounding. The decoder computes R x W completion positions instead of
+B x the longest; attention reads K*P + W keys per row instead of P + the longest.
 """
 
 from __future__ import annotations
@@ -60,17 +60,32 @@ def first_fit_decreasing(lengths: list[int], width: int) -> list[list[int]]:
 
 
 def packed_rows(completion_lengths: Tensor) -> list[list[int]]:
-    """The packed rows of these rows [n]: their completions (by index) end to end, first-fit
-    decreasing into rows of the longest completion's width (at least 1), whatever their groups."""
-    return first_fit_decreasing([int(n) for n in completion_lengths], max(1, int(completion_lengths.max())))
+    """The packed rows of these rows [n]: their completions (by index) end to end, whatever their
+    groups, first-fit decreasing into rows of the width in [L, 2L] (L the longest completion, at
+    least 1) that computes the fewest positions, rows x the fullest row (the narrowest among
+    equals). Rows wider than L let completions of similar lengths share one."""
+    lengths = [int(n) for n in completion_lengths]
+    longest = max(1, *lengths)
+    best: tuple[int, list[list[int]]] | None = None
+    for width in range(longest, 2 * longest + 1):
+        rows = first_fit_decreasing(lengths, width)
+        cost = len(rows) * row_width(rows, lengths)
+        if best is None or cost < best[0]:
+            best = (cost, rows)
+    return best[1]
+
+
+def row_width(rows: list[list[int]], lengths: list[int]) -> int:
+    """The width W of packed `rows` (of items of `lengths`): the fullest row's length, at least 1."""
+    return max(1, *(sum(lengths[i] for i in row) for row in rows))
 
 
 def packed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor) -> int:
     """Positions `pack` computes for these rows [n]: distinct prompts x the longest prompt plus
-    packed rows x the longest completion (`PackedBatch.computed`)."""
-    distinct = len(torch.unique(groups))
-    return (distinct * int(prompt_lengths.max())
-            + len(packed_rows(completion_lengths)) * max(1, int(completion_lengths.max())))
+    packed rows x their width (`PackedBatch.computed`)."""
+    lengths = [int(n) for n in completion_lengths]
+    rows = packed_rows(completion_lengths)
+    return len(torch.unique(groups)) * int(prompt_lengths.max()) + len(rows) * row_width(rows, lengths)
 
 
 def pack(batch: SequenceBatch) -> PackedBatch:
@@ -83,7 +98,7 @@ def pack(batch: SequenceBatch) -> PackedBatch:
         raise ValueError("packing needs a prompt of at least one token in every row")
     lengths = batch.completion_mask.sum(-1)
     rows = packed_rows(lengths.cpu())
-    R, W, D = len(rows), max(1, int(lengths.max())), len(prompt_ids)
+    R, W, D = len(rows), row_width(rows, lengths.tolist()), len(prompt_ids)
     held = [sorted({int(row_prompt[b]) for b in members}) for members in rows]  # each row's prompts
     K = max(len(prompts) for prompts in held)
     row_prompts = torch.tensor([prompts + prompts[:1] * (K - len(prompts)) for prompts in held], dtype=torch.long)
