@@ -36,9 +36,10 @@ loss averaged per sequence then over sequences (`loss_type="grpo"`, rlvr's
 
 Differences that remain:
 * Micro-batches (the update is the same however a step is cut). TRL: `--micro-batch` rows per
-  forward/backward. rlvr: its CPU recipe's token budget (configs/demo.yaml
-  `rl.micro_batch_tokens: 4096`, passes weighed by `rl.pass_overhead_tokens`), usually one or
-  two passes per step where 8-row passes take eight; TRL has no token-budget micro-batches for GRPO.
+  forward/backward, each completion right-padded. rlvr: its CPU recipe's packed token budget
+  (configs/demo.yaml `rl.micro_batch_tokens: 4096`, `rl.pack_sequences: true`: completions end
+  to end in rows), usually one pass per step where 8-row passes take eight; TRL has neither
+  token-budget micro-batches nor packing for GRPO.
 * Generation. rlvr samples with vLLM in process and pushes merged weights each step. TRL uses
   vLLM colocate mode when it works (`--trl-generation auto` tries it and falls back, printing
   why; on this CPU its weight sync fails) and otherwise `model.generate` on the learner.
