@@ -14,8 +14,9 @@ measured side by side in one run are what to compare):
 2. One RL step of the demo recipe (configs/demo.yaml: LoRA, GRPO, accuracy + format rewards) from
    `--adapter` (the SFT adapter, so groups have reward variance; none = a fresh adapter): the
    engine samples prompts x samples, then real `Learner.update`s on that batch from the same
-   state, alternating `--update-repeats` times (medians): micro-batches of `rl.micro_batch_size`
-   rows, and of `--micro-batch-tokens` (`rl.pass_overhead_tokens` weighing passes).
+   state, alternating `--update-repeats` times (medians): padded micro-batches of
+   `rl.micro_batch_size` rows, padded ones of `--micro-batch-tokens` (`rl.pass_overhead_tokens`
+   weighing passes), and packed ones of that budget (`rl.pack_sequences`, docs/algorithms.md §14).
    Model FLOPs per computed position (padding included, as the hardware computes it):
    `2N` forward + `2N` backward (activation gradients through the frozen base; no weight
    gradients), `6 N_lora` (forward, activation and weight gradients of the adapter), attention
@@ -39,7 +40,7 @@ measured side by side in one run are what to compare):
 5. `--profile`: torch.profiler over one more update, the operators by self CPU time.
 
 Last line: `learner_mfu=<fraction> padding=<fraction> gen_vs_hf=<ratio>` (MFU and padding of the
-token-budget update).
+recipe's token-budget update: packed where configs/demo.yaml packs).
 """
 
 from __future__ import annotations
@@ -255,6 +256,12 @@ def bench_config(args: argparse.Namespace, out: Path, model: Path | None) -> Con
     return load_config(REPO / "configs" / "demo.yaml", overrides)
 
 
+def layouts(tokens: int) -> tuple[tuple[str, int | None, bool], ...]:
+    """The updates compared, (label, `rl.micro_batch_tokens`, `rl.pack_sequences`): padded passes
+    of `rl.micro_batch_size` rows (the baseline), padded and packed passes of `tokens` positions."""
+    return ("fixed", None, False), ("budget", tokens, False), ("packed", tokens, True)
+
+
 def timed_update(learner: Learner, batch, scores, advantages, state, params) -> tuple[float, dict[str, float]]:
     """One `Learner.update` from the saved (parameters, optimiser) state; seconds and stats."""
     with torch.no_grad():
@@ -326,8 +333,7 @@ def main() -> None:
     params = [p.detach().clone() for p in learner.params]
     results: dict[str, dict] = {}
     for _ in range(args.update_repeats):  # alternating, so both see the same load
-        for label, tokens, packed in (("fixed", None, False),
-                                      ("budget", args.micro_batch_tokens, config.rl.pack_sequences)):
+        for label, tokens, packed in layouts(args.micro_batch_tokens):
             learner.rl = learner.rl.model_copy(update={"micro_batch_tokens": tokens, "pack_sequences": packed})
             seconds, stats = timed_update(learner, batch, scores, advantages, state, params)
             micro = learned_micro_batches(learner, batch, advantages)
@@ -343,15 +349,17 @@ def main() -> None:
     for label, r in results.items():
         f = r["flops"]
         setting = (f"micro_batch_size={config.rl.micro_batch_size}" if label == "fixed"
-                   else f"micro_batch_tokens={args.micro_batch_tokens}" + (", packed" if config.rl.pack_sequences else ""))
+                   else f"micro_batch_tokens={args.micro_batch_tokens}" + (", packed" if label == "packed" else ""))
         print(f"update {setting:30s}: {r['seconds']:.2f} s (median of {len(r['times'])}), {r['micro']} micro-batches, "
               f"padding {r['stats']['perf/padding_frac']:.3f}; {f['total'] / 1e9:.1f} GFLOP (linear "
               f"{f['linear'] / 1e9:.1f}, lora {f['lora'] / 1e9:.2f}, attention {f['attention'] / 1e9:.1f}, "
               f"head {f['head'] / 1e9:.1f}, vocab reads {f['vocab_reads'] / 1e9:.2f}) -> "
               f"{f['total'] / r['seconds'] / 1e9:.0f} GFLOP/s = MFU {f['total'] / r['seconds'] / 1e9 / peak:.3f}")
-    print(f"budget vs fixed  : x{results['fixed']['seconds'] / results['budget']['seconds']:.2f} update speed "
-          "(same run, side by side)", flush=True)
+    print(f"vs fixed rows    : budget x{results['fixed']['seconds'] / results['budget']['seconds']:.2f}, packed "
+          f"x{results['fixed']['seconds'] / results['packed']['seconds']:.2f} update speed (same run, side by side)",
+          flush=True)
 
+    learner.rl = learner.rl.model_copy(update={"pack_sequences": False})  # the cost the padded split weighs
     per_pass, per_position = pass_cost(learner, batch)
     print(f"pass overhead    : {per_pass:.2f} s per pass + {per_position * 1e3:.2f} ms per computed position "
           f"-> a pass costs {per_pass / per_position:.0f} positions (rl.pass_overhead_tokens: "
@@ -393,7 +401,7 @@ def main() -> None:
             timed_update(learner, batch, scores, advantages, state, params)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     trainer.close()
-    budget = results["budget"]
+    budget = results["packed" if config.rl.pack_sequences else "budget"]  # the recipe's layout
     mfu = budget["flops"]["total"] / budget["seconds"] / 1e9 / peak
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(f"learner_mfu={mfu:.3f} padding={budget['stats']['perf/padding_frac']:.3f} "

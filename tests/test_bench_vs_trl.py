@@ -102,12 +102,13 @@ def test_the_cached_sft_start_is_the_demos_sft_stage(vs_trl, tmp_path, monkeypat
     assert config.output_dir == str(vs_trl.SFT_CACHE) and config.sft.max_examples == 320
 
 
-@pytest.mark.parametrize("preset", ["grpo", "dapo", "dr_grpo"])
-def test_rlvrs_gradient_is_trls_on_the_same_batch(vs_trl, tiny_policy_factory, tiny_model_dir, tmp_path, preset):
+@pytest.mark.parametrize("preset, packed", [("grpo", False), ("dapo", False), ("dr_grpo", False), ("grpo", True)])
+def test_rlvrs_gradient_is_trls_on_the_same_batch(vs_trl, tiny_policy_factory, tiny_model_dir, tmp_path, preset,
+                                                  packed):
     """The race's objective is the same on both sides: one batch (two groups, completions of
-    different lengths, logp_old off the current policy so the clip acts) through rlvr's learner and
-    through TRL's `GRPOTrainer._compute_loss` (the loss type and clip range `trl_arguments` sets)
-    gives the same gradient on every LoRA tensor."""
+    different lengths, logp_old off the current policy so the clip acts) through rlvr's learner,
+    padded or packed as the race runs it, and through TRL's `GRPOTrainer._compute_loss` (the loss
+    type and clip range `trl_arguments` sets) gives the same gradient on every LoRA tensor."""
     pytest.importorskip("trl")
     from datasets import Dataset
     from peft import PeftModel
@@ -127,7 +128,7 @@ def test_rlvrs_gradient_is_trls_on_the_same_batch(vs_trl, tiny_policy_factory, t
     config = load_config(None, [
         f"algorithm.preset={preset}", "algorithm.kl_coef=0.0", "rl.group_size=4", "rl.prompts_per_step=2",
         "rl.mini_batch_size=8", "rl.micro_batch_size=8", "rl.bf16_autocast=false", "rollout.max_tokens=8",
-        "lora.rank=8", "lora.alpha=16", f"model.adapter={adapter}"])
+        "lora.rank=8", "lora.alpha=16", f"model.adapter={adapter}", f"rl.pack_sequences={packed}"])
     prompts = [[10, 11, 12]] * 4 + [[20, 21, 22, 23, 24]] * 4
     completions = [[30, 31, 32, 2], [40, 41], [50, 51, 52, 53, 54, 2], [60],
                    [70, 71, 2], [80, 81, 82, 83, 84, 85, 86, 87], [90, 91], [100, 101, 102, 2]]

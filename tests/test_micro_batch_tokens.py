@@ -137,7 +137,7 @@ def test_packed_split_counts_what_pack_computes_within_the_budget(budget):
     lengths, groups = torch.tensor(LENGTHS), torch.arange(12) // 4
     seqs = collate(PROMPTS, COMPLETIONS, pad_id=2)
     parts = token_budget_split(prompt, lengths, groups, budget, pass_overhead=0, packed=True)
-    rows = [sorted(row) for row in packed_rows(lengths)]  # width 12, the longest completion
+    rows = [sorted(row) for row in packed_rows(lengths)]
     assert sorted(torch.cat(parts).tolist()) == list(range(12))
     for part in parts:
         cost, real = computed_positions(prompt[part], lengths[part], groups[part], packed=True)

@@ -105,10 +105,27 @@ def test_packed_rows_widen_to_the_fewest_positions(seed):
     width = max(sum(lengths[i] for i in row) for row in rows)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert max(lengths) <= width <= 2 * max(lengths)
-    narrow = first_fit_decreasing(lengths, max(lengths))
+    narrow = first_fit_decreasing(lengths, max(lengths))  # rows of the longest one's width
     assert len(rows) * width <= len(narrow) * max(lengths)
-    assert all(len(rows) * width <= len(first_fit_decreasing(lengths, w)) * w
-               for w in range(max(lengths), 2 * max(lengths) + 1))
+
+
+def test_empty_completions_add_no_prompt_to_a_row():
+    """A row holding an empty completion of another group reads no keys of that group's prompt."""
+    prompts = [[10, 11, 12], [20], [30, 31]]
+    packed = pack(collate(prompts, [[40, 41, 42, 43, 44], [], []], pad_id=2))
+    assert packed.row_prompts.shape == (1, 1)  # one row, continuing only [10, 11, 12]
+    assert packed.token.tolist() == [0, 1, 2, 3, 4] and packed.row.tolist() == [0] * 5
+
+
+def test_packing_refuses_attention_that_would_ignore_its_mask(tiny_fp32_model_dir):
+    """Eager attention adds a 4D mask to the scores: a boolean mask would let completions see each
+    other. Packing runs on sdpa only and says so."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_fp32_model_dir, attn_implementation="eager")
+    batch = collate([[10, 11], [20]], [[30, 31], [40]], pad_id=2)
+    with pytest.raises(ValueError, match="sdpa"):
+        packed_forward(model, batch)
 
 
 def test_a_packed_row_continues_each_completions_own_prompt():

@@ -59,10 +59,12 @@ class RLConfig(OptimConfig):
     0: the fewest positions; a large value: the fewest passes (verl's dynamic batch size)."""
     pack_sequences: bool = False
     """Pack each pass's completions (pipeline/core/packing.py, docs/algorithms.md §14): they lie end
-    to end in rows of the longest one's width, whatever their group, each row continuing the
-    prompts of the completions it holds (run once, as padded), with an attention mask that keeps
-    completions apart. Fewer rows, the same log-probs up to rounding. False: every completion its own row, right-padded to the
-    longest. Needs a model that takes a 4D attention mask (Hugging Face `sdpa` or `eager` attention)."""
+    to end in rows (of a width between the longest completion and twice it, whichever computes
+    the fewest positions), whatever their group, each row continuing the prompts of the
+    completions it holds (run once, as padded), with an attention mask that keeps completions
+    apart. Fewer rows, the same log-probs up to rounding. False: every completion its own row,
+    right-padded to the longest. Needs the model's `sdpa` attention (a boolean 4D mask); the mask
+    is dense, rows x width x (prompts per row x prompt width + width): sized for CPU batches."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each step's completions (TRL's num_iterations, verl's ppo_epochs)."""
     skip_zero_advantage: bool = True

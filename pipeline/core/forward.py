@@ -150,14 +150,19 @@ def prompt_cache(decoder: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tens
     """Run the distinct prompts [D, P] (left-padded) through `decoder` once: their last states
     [D, H] and their KV cache gathered to one entry per row of `select`: [R] one prompt per
     entry, or [R, K] K prompts side by side (keys K x P wide, prompt k at columns k*P..k*P+P-1).
-    Gradients reach the prompts' keys and values through the gather."""
+    Gradients reach the prompts' keys and values through the gather. ValueError: an [R, K]
+    `select` on cache layers other than plain `DynamicLayer`s (their extra state would not follow)."""
     prompt = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
                      position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
     cache = prompt.past_key_values
     if select.dim() == 1:
         cache.batch_select_indices(select)
     else:
+        from transformers.cache_utils import DynamicLayer
+
         for layer in cache.layers:  # [D, heads, P, d] -> [R, K, heads, P, d] -> [R, heads, K * P, d]
+            if type(layer) is not DynamicLayer:  # a sliding window or an indexer keeps more state than K/V
+                raise ValueError(f"prompts side by side need plain KV cache layers, not {type(layer).__name__}")
             layer.keys, layer.values = (x[select].transpose(1, 2).flatten(2, 3) for x in (layer.keys, layer.values))
     return prompt.last_hidden_state[:, -1], cache
 

@@ -44,12 +44,13 @@ class PackedBatch:
         return self.prompt_ids.numel() + self.input_ids.numel()
 
 
-def first_fit_decreasing(lengths: list[int], width: int) -> list[list[int]]:
-    """Items (by index) into bins of total length at most `width`, longest first, each into the
-    first bin with room. An item longer than `width` gets a bin of its own."""
+def first_fit_decreasing(lengths: list[int], width: int, order: list[int] | None = None) -> list[list[int]]:
+    """Items (by index) into bins of total length at most `width`, longest first (`order`, when
+    given, is that order already sorted), each into the first bin with room. An item longer than
+    `width` gets a bin of its own."""
     bins: list[list[int]] = []
     room: list[int] = []
-    for item in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for item in order if order is not None else sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
         slot = next((k for k, free in enumerate(room) if free >= lengths[item]), len(bins))
         if slot == len(bins):
             bins.append([])
@@ -59,16 +60,22 @@ def first_fit_decreasing(lengths: list[int], width: int) -> list[list[int]]:
     return bins
 
 
+WIDTHS_TRIED = 32
+"""`packed_rows` tries about this many row widths between L and 2L."""
+
+
 def packed_rows(completion_lengths: Tensor) -> list[list[int]]:
     """The packed rows of these rows [n]: their completions (by index) end to end, whatever their
-    groups, first-fit decreasing into rows of the width in [L, 2L] (L the longest completion, at
-    least 1) that computes the fewest positions, rows x the fullest row (the narrowest among
-    equals). Rows wider than L let completions of similar lengths share one."""
+    groups, first-fit decreasing into rows of the width that computes the fewest positions, rows x
+    the fullest row (the narrowest among equals), of `WIDTHS_TRIED` widths evenly spaced from L
+    to 2L (L the longest completion, at least 1). Rows wider than L let completions of similar
+    lengths share one. O(n x rows) per width tried."""
     lengths = [int(n) for n in completion_lengths]
     longest = max(1, *lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     best: tuple[int, list[list[int]]] | None = None
-    for width in range(longest, 2 * longest + 1):
-        rows = first_fit_decreasing(lengths, width)
+    for width in range(longest, 2 * longest + 1, max(1, longest // WIDTHS_TRIED)):
+        rows = first_fit_decreasing(lengths, width, order)
         cost = len(rows) * row_width(rows, lengths)
         if best is None or cost < best[0]:
             best = (cost, rows)
@@ -82,7 +89,8 @@ def row_width(rows: list[list[int]], lengths: list[int]) -> int:
 
 def packed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor) -> int:
     """Positions `pack` computes for these rows [n]: distinct prompts x the longest prompt plus
-    packed rows x their width (`PackedBatch.computed`)."""
+    packed rows x their width (`PackedBatch.computed`). Attention also reads each row's K prompts'
+    keys (`pack`), which this count leaves out."""
     lengths = [int(n) for n in completion_lengths]
     rows = packed_rows(completion_lengths)
     return len(torch.unique(groups)) * int(prompt_lengths.max()) + len(rows) * row_width(rows, lengths)
@@ -90,16 +98,19 @@ def packed_positions(prompt_lengths: Tensor, completion_lengths: Tensor, groups:
 
 def pack(batch: SequenceBatch) -> PackedBatch:
     """Pack `batch`'s completions (module docstring). Raises ValueError for a row whose prompt is
-    empty (no state predicts its first token)."""
+    empty (no state predicts its first token). The layout is built on the CPU and moved to the
+    batch's device once; the mask is dense, R x W x (K P + W) booleans."""
     P = batch.prompt_width
     prompt_ids, prompt_mask, row_prompt = distinct_prompts(batch)
-    prompt_lengths = prompt_mask.sum(-1)
-    if bool((prompt_lengths == 0).any()):
+    prompt_lengths = prompt_mask.sum(-1).tolist()
+    if 0 in prompt_lengths:
         raise ValueError("packing needs a prompt of at least one token in every row")
-    lengths = batch.completion_mask.sum(-1)
-    rows = packed_rows(lengths.cpu())
-    R, W, D = len(rows), row_width(rows, lengths.tolist()), len(prompt_ids)
-    held = [sorted({int(row_prompt[b]) for b in members}) for members in rows]  # each row's prompts
+    lengths = batch.completion_mask.sum(-1).tolist()
+    prompt_of, completion_ids = row_prompt.tolist(), batch.input_ids[:, P:].cpu()
+    rows = packed_rows(torch.tensor(lengths))
+    R, W, D = len(rows), row_width(rows, lengths), len(prompt_ids)
+    # each row's prompts: those of its non-empty completions (an empty one reads none)
+    held = [sorted({prompt_of[b] for b in members if lengths[b]}) or [prompt_of[members[0]]] for members in rows]
     K = max(len(prompts) for prompts in held)
     row_prompts = torch.tensor([prompts + prompts[:1] * (K - len(prompts)) for prompts in held], dtype=torch.long)
     ids = torch.zeros(R, W, dtype=torch.long)
@@ -110,14 +121,16 @@ def pack(batch: SequenceBatch) -> PackedBatch:
     for r, members in enumerate(rows):
         at = 0
         for b in members:
-            n, g = int(lengths[b]), int(row_prompt[b])
-            ids[r, at: at + n] = batch.input_ids[b, P: P + n]
-            positions[r, at: at + n] = int(prompt_lengths[g]) + torch.arange(n)
+            n, g = lengths[b], prompt_of[b]
+            if not n:
+                continue
+            ids[r, at: at + n] = completion_ids[b, :n]
+            positions[r, at: at + n] = prompt_lengths[g] + torch.arange(n)
             segment[r, at: at + n] = b
             slot[r, at: at + n] = held[r].index(g)
             flat = r * W + at + torch.arange(n)
             token.append(flat)
-            state.append(torch.cat([torch.tensor([g]), D + flat[:-1]]) if n else flat)
+            state.append(torch.cat([torch.tensor([g]), D + flat[:-1]]))
             batch_rows.append(torch.full((n,), b))
             columns.append(torch.arange(n))
             at += n
@@ -138,6 +151,10 @@ def packed_forward(model, batch: SequenceBatch, temperature: float = 1.0, with_e
     """`pipeline.core.forward.completion_forward` on the packed batch (`pack`): the same [B, T]
     log-probs (entropy, hidden states) up to rounding; positions past a row's completion read 0."""
     decoder, head = model_parts(model)
+    attention = decoder.config._attn_implementation
+    if attention != "sdpa":  # eager attention adds a 4D mask to the scores: a boolean one would mask nothing
+        raise ValueError(f"rl.pack_sequences needs the model's sdpa attention, which reads a boolean 4D mask; "
+                         f"this model runs {attention!r}")
     packed = pack(batch)
     last, cache = prompt_cache(decoder, packed.prompt_ids, packed.prompt_mask, packed.row_prompts)
     completion = decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,

@@ -95,6 +95,8 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
 
 def _packed_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor, budget: int) -> list[Tensor]:
     """`token_budget_split` of packed passes (its docstring)."""
+    if packed_positions(prompt_lengths, completion_lengths, groups) <= budget:
+        return [torch.arange(len(groups))]
     parts: list[list[int]] = []
     for row in packed_rows(completion_lengths):
         if parts:
