@@ -84,3 +84,24 @@ def test_a_bf16_base_with_a_float32_adapter_runs_under_it(tiny_fp32_model_dir):
     logp, entropy, grads, _ = _run(model, batch, cast_once=True)
     assert torch.isfinite(logp[batch.completion_mask]).all() and grads
     assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_packed_passes_run_under_autocast_as_padded_ones(tiny_fp32_model_dir):
+    """The CPU recipe packs (`rl.pack_sequences`) and autocasts where bf16 is native: under the
+    learner's autocast the packed layout reads the same log-probs as the padded one, up to bf16
+    rounding, and its gradients reach the same LoRA tensors."""
+    from pipeline.core.packing import pack, packed_forward
+
+    model, batch = _policy(tiny_fp32_model_dir), _batch(1)
+    assert pack(batch).row_prompts.shape[1] > 1  # a row continues two groups' prompts
+    outs = []
+    for forward in (shared_prompt_forward, packed_forward):
+        with autocast(CPU, True, model):
+            out = forward(model, batch, with_entropy=True)
+        outs.append((out.logp.detach(), parameter_grads(model, (out.logp * batch.completion_mask).sum())))
+    (padded, padded_grads), (packed, packed_grads) = outs
+    mask = batch.completion_mask
+    torch.testing.assert_close(packed[mask], padded[mask], rtol=2e-2, atol=5e-2)
+    assert packed_grads.keys() == padded_grads.keys() and len(packed_grads) > 0
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=5e-2, atol=5e-2 * grad.abs().max().item())
