@@ -295,6 +295,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="torch.profiler over one more update")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
+        parser.error(f"--adapter {args.adapter}: no adapter_config.json there (`benchmarks/vs_trl.py --system sft` "
+                     "makes runs/bench/sft/adapter, the demo's SFT run, in a few minutes)")
 
     work = Path(tempfile.mkdtemp(prefix="roofline-"))
     config = bench_config(args, work / "run", tiny_model(work / "tiny") if args.tiny else None)

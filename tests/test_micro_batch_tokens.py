@@ -131,20 +131,35 @@ def test_micro_batch_tokens_must_be_positive():
 
 @pytest.mark.parametrize("budget", [1, 20, 40, 60, 1000])
 def test_packed_split_counts_what_pack_computes_within_the_budget(budget):
-    from pipeline.core.packing import pack, packed_rows
+    from pipeline.core.packing import pack
 
     prompt = torch.tensor([4] * 4 + [2] * 4 + [3] * 4)
     lengths, groups = torch.tensor(LENGTHS), torch.arange(12) // 4
     seqs = collate(PROMPTS, COMPLETIONS, pad_id=2)
     parts = token_budget_split(prompt, lengths, groups, budget, pass_overhead=0, packed=True)
-    rows = [sorted(row) for row in packed_rows(lengths)]
     assert sorted(torch.cat(parts).tolist()) == list(range(12))
     for part in parts:
         cost, real = computed_positions(prompt[part], lengths[part], groups[part], packed=True)
         distinct = groups[part].unique()
         assert cost == pack(seqs.rows(part)).computed
         assert real == int(prompt[distinct * 4].sum() + lengths[part].sum())
-        assert cost <= budget or sorted(part.tolist()) in rows  # over the budget: one row alone
-    if budget < 16:  # no two rows of width 12 (and a prompt) fit: a pass per row
-        assert len(parts) == len(rows)
+        assert cost <= budget or len(part) == 1  # over the budget: one completion alone
+    alone = [int(prompt[i] + max(1, lengths[i])) for i in range(12)]  # a completion's pass on its own
+    if budget < min(alone):
+        assert len(parts) == 12
     assert len(token_budget_split(prompt, lengths, groups, 1000, pass_overhead=0, packed=True)) == 1
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_packed_passes_keep_the_budget_where_every_completion_fits(seed):
+    """The budget caps every packed pass whenever each completion with its prompt fits it alone
+    (a new user's case: budget 50 once computed 290 positions when passes took whole packed rows)."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(2, 40, (1,), generator=g))
+    groups = torch.randint(0, 6, (n,), generator=g).sort().values
+    prompt_of = torch.randint(1, 20, (6,), generator=g)
+    prompts, lengths = prompt_of[groups], torch.randint(0, 30, (n,), generator=g)
+    budget = int((prompts + lengths.clamp(min=1)).max()) + int(torch.randint(0, 80, (1,), generator=g))
+    parts = token_budget_split(prompts, lengths, groups, budget, pass_overhead=0, packed=True)
+    assert sorted(torch.cat(parts).tolist()) == list(range(n))
+    assert all(computed_positions(prompts[p], lengths[p], groups[p], packed=True)[0] <= budget for p in parts)

@@ -54,8 +54,9 @@ class RLConfig(OptimConfig):
     pass_overhead_tokens: int = Field(512, ge=0)
     """What one more forward/backward pass costs, in computed positions, for the padded token-budget
     split (`micro_batch_tokens`): it weighs a pass against the padding a wider pass computes.
-    `benchmarks/roofline.py` measures it (`pass overhead`): 300-450 for SmolLM2-135M on a 2-core
-    CPU, where a pass's thousands of small eager operators cost ~0.8 s and a position 2-2.5 ms.
+    `benchmarks/roofline.py` measures it (`pass overhead`; it depends on the machine): for
+    SmolLM2-135M on 2 cores, 300-450 with bf16 through AMX (a pass ~0.8 s, a position 2-2.5 ms)
+    and 100-180 in float32 on AVX-512 (0.3-0.4 s, 2.4-3.2 ms).
     0: the fewest positions; a large value: the fewest passes (verl's dynamic batch size)."""
     pack_sequences: bool = False
     """Pack each pass's completions (pipeline/core/packing.py, docs/algorithms.md §14): they lie end

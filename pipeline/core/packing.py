@@ -74,7 +74,7 @@ def packed_rows(completion_lengths: Tensor) -> list[list[int]]:
     longest = max(1, *lengths)
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     best: tuple[int, list[list[int]]] | None = None
-    for width in range(longest, 2 * longest + 1, max(1, longest // WIDTHS_TRIED)):
+    for width in sorted({*range(longest, 2 * longest, max(1, longest // WIDTHS_TRIED)), 2 * longest}):
         rows = first_fit_decreasing(lengths, width, order)
         cost = len(rows) * row_width(rows, lengths)
         if best is None or cost < best[0]:

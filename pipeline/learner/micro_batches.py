@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from pipeline.core.packing import packed_positions, packed_rows
+from pipeline.core.packing import packed_positions
 
 
 def group_order(rows: int, group_size: int, generator: torch.Generator) -> Tensor:
@@ -58,8 +58,9 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     together); the micro-batches are runs of that order, found by dynamic programming over the
     run ends: O(n^2) for n rows.
     A row over the budget on its own is a micro-batch.
-    Packed: `pack`'s rows of the whole set (`packed_rows`, longest first) fill each pass in turn
-    while it computes at most `budget` positions (`packed_positions`).
+    Packed: one pass when the whole set fits the budget; else the rows, longest completion first
+    (a group's together), fill each pass in turn while `pack` of it computes at most `budget`
+    positions (`packed_positions`).
     """
     if packed:
         return _packed_split(prompt_lengths, completion_lengths, groups, budget)
@@ -98,11 +99,11 @@ def _packed_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Te
     if packed_positions(prompt_lengths, completion_lengths, groups) <= budget:
         return [torch.arange(len(groups))]
     parts: list[list[int]] = []
-    for row in packed_rows(completion_lengths):
+    for row in sorted(range(len(groups)), key=lambda i: (-int(completion_lengths[i]), int(groups[i]), i)):
         if parts:
-            candidate = torch.tensor(parts[-1] + row)
+            candidate = torch.tensor(parts[-1] + [row])
             if packed_positions(prompt_lengths[candidate], completion_lengths[candidate], groups[candidate]) <= budget:
-                parts[-1] += row
+                parts[-1].append(row)
                 continue
-        parts.append(list(row))
+        parts.append([row])
     return [torch.tensor(part) for part in parts]
