@@ -44,8 +44,8 @@ class RLConfig(OptimConfig):
     """Completions per forward/backward pass (gradient accumulation within a mini-batch)."""
     micro_batch_tokens: int | None = Field(None, ge=1)
     """Token budget per forward/backward pass (verl's `use_dynamic_bsz` with `ppo_max_token_len_per_gpu`).
-    Packed (`pack_sequences`): the packed rows, longest first, fill each pass in turn
-    (`token_budget_split`). Padded: a mini-batch's rows are ordered by
+    Packed (`pack_sequences`): one pass when all fits, else the rows, longest completion first,
+    fill each pass in turn (`token_budget_split`). Padded: a mini-batch's rows are ordered by
     completion length and cut into micro-batches of at most this many computed positions
     (distinct prompts x prompt width + rows x completion width, padding included) that cost the
     least: computed positions plus `pass_overhead_tokens` per pass. Rows of similar length share
