@@ -70,6 +70,7 @@ from pipeline.core.models import bf16_is_native, resolve_device  # noqa: E402
 from pipeline.core.optim import uses_bf16_autocast  # noqa: E402
 from pipeline.learner.batch import RolloutBatch  # noqa: E402
 from pipeline.learner.learner import Learner  # noqa: E402
+from pipeline.core.forward import distinct_prompts  # noqa: E402
 from pipeline.core.packing import packed_rows, row_width  # noqa: E402
 from pipeline.learner.micro_batches import computed_positions  # noqa: E402
 from pipeline.rl.trainer import Trainer  # noqa: E402
@@ -136,7 +137,7 @@ def update_flops(shape: ModelShape, batch: RolloutBatch, micro_batches: list[tor
     seqs = batch.seqs
     prompt_len = seqs.attention_mask[:, : seqs.prompt_width].sum(-1)
     comp_len = seqs.completion_mask.sum(-1)
-    groups = torch.arange(len(batch)) // batch.group_size
+    groups = distinct_prompts(seqs)[2]  # rows that share a prompt (as the learner's split counts them)
     count = dict(linear=0.0, lora=0.0, attention=0.0, head=0.0, vocab_reads=0.0)
     for micro in micro_batches:
         positions, _ = computed_positions(prompt_len[micro], comp_len[micro], groups[micro], packed)

@@ -163,3 +163,23 @@ def test_packed_passes_keep_the_budget_where_every_completion_fits(seed):
     parts = token_budget_split(prompts, lengths, groups, budget, pass_overhead=0, packed=True)
     assert sorted(torch.cat(parts).tolist()) == list(range(n))
     assert all(computed_positions(prompts[p], lengths[p], groups[p], packed=True)[0] <= budget for p in parts)
+
+
+@pytest.mark.parametrize("pack_sequences", [False, True])
+def test_groups_of_one_problem_count_their_prompt_once(tiny_model_dir, pack_sequences):
+    """Two groups drawn from the same problem share one prompt, which a pass computes once: the
+    learner counts the positions its forward computes (a new user's case counted 16 for 13)."""
+    from pipeline.core.forward import shared_prompt_forward
+    from pipeline.core.packing import pack
+
+    learner = Learner(_config(f"rl.pack_sequences={pack_sequences}"), str(tiny_model_dir), torch.device("cpu"), 10)
+    prompts = [[10, 11, 12, 13]] * 8
+    batch = RolloutBatch(seqs=collate(prompts, COMPLETIONS[:8], pad_id=2), loss_mask=torch.ones(8, 12, dtype=torch.bool),
+                         logp_engine=torch.zeros(8, 12), rewards=torch.zeros(8), group_size=4)
+    computed, real = computed_positions(*learner._lengths(batch), pack_sequences)
+    assert real == 4 + sum(LENGTHS[:8])
+    if pack_sequences:
+        assert computed == pack(batch.seqs).computed
+    else:  # one prompt of 4, eight completions of the longest (12)
+        assert computed == 4 + 8 * 12
+        assert shared_prompt_forward is learner.forward

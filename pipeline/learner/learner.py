@@ -40,7 +40,7 @@ from pipeline.learner.batch import PolicyScores, RolloutBatch
 from pipeline.config import Config
 from pipeline.core.allocator import keep_freed_memory
 from pipeline.core.checkpoint import save_checkpoint
-from pipeline.core.forward import SequenceBatch, pad_columns, shared_prompt_forward
+from pipeline.core.forward import SequenceBatch, distinct_prompts, pad_columns, shared_prompt_forward
 from pipeline.core.packing import packed_forward
 from pipeline.algorithms.correction import correction_weights, mismatch_stats
 from pipeline.algorithms.losses import value_loss
@@ -141,10 +141,11 @@ class Learner:
 
     @staticmethod
     def _lengths(batch: RolloutBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """[B] prompt lengths, completion lengths and group ids of `batch`'s rows."""
+        """[B] prompt lengths, completion lengths and prompt ids of `batch`'s rows: rows of one id
+        share a prompt, which a pass computes once (`distinct_prompts`: a group's rows, and two
+        groups drawn from one problem)."""
         seqs = batch.seqs
-        groups = torch.arange(len(batch)) // batch.group_size
-        return seqs.attention_mask[:, : seqs.prompt_width].sum(-1), seqs.completion_mask.sum(-1), groups
+        return seqs.attention_mask[:, : seqs.prompt_width].sum(-1), seqs.completion_mask.sum(-1), distinct_prompts(seqs)[2]
 
     def padding_frac(self, batch: RolloutBatch, micro_batches: list[Tensor]) -> float:
         """Share of the positions these micro-batches compute that are padding (`computed_positions`)."""
