@@ -291,7 +291,7 @@ def main() -> None:
     parser.add_argument("--gen-prompts", type=int, default=16, help="prompts for gen_vs_hf (the issue: 64)")
     parser.add_argument("--hf-prompts", type=int, default=2, help="of those, prompts HF generate runs")
     parser.add_argument("--update-repeats", type=int, default=3, choices=range(1, 100), metavar="N",
-                        help="alternating repeats of the two updates (1-99)")
+                        help="alternating repeats of the three updates (1-99)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of the head-read timing")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over one more update")
     parser.add_argument("--seed", type=int, default=0)

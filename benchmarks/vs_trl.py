@@ -68,8 +68,9 @@ TRL decoding with `skip_special_tokens=True`); and the start (TRL is handed the 
 trainable `PeftModel`, no second adapter on top). Left: TRL loads the model in float32 like
 rlvr's learner; both sample at the learner's weights. The objective is the same to rounding: one
 batch through rlvr's learner and TRL's `_compute_loss` gives the same gradient on every LoRA
-tensor (tests/test_bench_vs_trl.py: GRPO, DAPO and Dr.GRPO with the clip acting; on SmolLM2 from
-the SFT adapter, 2 x 8 sampled completions: relative difference 5e-6), and both take it with
+tensor (tests/test_bench_vs_trl.py, on the tiny model: GRPO, DAPO and Dr.GRPO with the clip
+acting, and GRPO packed; a one-off check on SmolLM2 from the SFT adapter with 2 x 8 sampled
+completions gave a relative difference of 5e-6), and both take it with
 AdamW at the same settings (TRL's fused kernel, weight decay 0).
 * Phases: rlvr logs generate/reward/learn/sync per step; TRL logs only `step_time` (generation
   plus forward/backward, without the optimiser step): its per-phase profiling goes to

@@ -62,9 +62,9 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     (a group's together), fill each pass in turn while `pack` of it computes at most `budget`
     positions (`packed_positions`).
     """
-    if packed:
-        return _packed_split(prompt_lengths, completion_lengths, groups, budget)
     order = sorted(range(len(groups)), key=lambda i: (-int(completion_lengths[i]), int(groups[i]), i))
+    if packed:
+        return _packed_split(prompt_lengths, completion_lengths, groups, budget, order)
     prompt = [int(prompt_lengths[i]) for i in order]
     width = [max(1, int(completion_lengths[i])) for i in order]
     group = [int(groups[i]) for i in order]
@@ -94,12 +94,13 @@ def token_budget_split(prompt_lengths: Tensor, completion_lengths: Tensor, group
     return parts[::-1]
 
 
-def _packed_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor, budget: int) -> list[Tensor]:
-    """`token_budget_split` of packed passes (its docstring)."""
+def _packed_split(prompt_lengths: Tensor, completion_lengths: Tensor, groups: Tensor, budget: int,
+                  order: list[int]) -> list[Tensor]:
+    """`token_budget_split` of packed passes (its docstring), filled in `order`."""
     if packed_positions(prompt_lengths, completion_lengths, groups) <= budget:
         return [torch.arange(len(groups))]
     parts: list[list[int]] = []
-    for row in sorted(range(len(groups)), key=lambda i: (-int(completion_lengths[i]), int(groups[i]), i)):
+    for row in order:
         if parts:
             candidate = torch.tensor(parts[-1] + [row])
             if packed_positions(prompt_lengths[candidate], completion_lengths[candidate], groups[candidate]) <= budget:
